@@ -1,0 +1,1 @@
+"""Typer commands: one thin module per command group; `app.main` is the console entry point."""

@@ -1,0 +1,62 @@
+"""`artemis data ...`: make the sample dataset and verify a DATA_ROOT and its annotations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from artemis_cli.cli.options import JsonFlag
+
+app = typer.Typer(help="Check a DATA_ROOT and its annotations; write the bundled sample dataset.", no_args_is_help=True)
+
+STAGES = ("1", "2", "3", "all")
+
+
+@app.command("make-sample")
+def make_sample_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write DATA_ROOT/ and annotations/ into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes identical files.")] = 0,
+    videos: Annotated[int, typer.Option(min=2, help="HC-STVG sample videos (the last one is the VideoRefBench split).")] = 2,
+    feature_dim: Annotated[int, typer.Option("--feature-dim", min=1, help="Feature width C of the [356, C] feature files (1024 for CLIP ViT-L/14).")] = 1024,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing sample in OUT.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Write a tiny, complete, deterministic sample DATA_ROOT and annotations of every record kind."""
+    from artemis_cli.common.console import print_json, stderr
+    from artemis_cli.data.sample import make_sample
+
+    summary = make_sample(out, seed=seed, videos=videos, feature_dim=feature_dim, overwrite=overwrite)
+    next_cmd = f"artemis data verify-layout {summary.data_root} --annotations {summary.annotations} --check-features"
+    if json_out:
+        print_json({"files": summary.files, "bytes": summary.bytes, **summary.written, "next": next_cmd})
+        return
+    stderr.print(f"wrote {summary.files} files ({summary.bytes / 1e6:.1f} MB) to {summary.out}")
+    stderr.print(f"next: {next_cmd}", soft_wrap=True)
+
+
+@app.command("verify-layout")
+def verify_layout_cmd(
+    data_root: Annotated[Path, typer.Argument(help="The DATA_ROOT folder (llava_image, valley, Artemis_data, ...).")],
+    annotations: Annotated[Optional[Path], typer.Option(help="Folder (searched recursively) or file of annotation JSON to validate.")] = None,
+    stage: Annotated[str, typer.Option(help="Which stage's folders must be present: 1, 2, 3 or all.")] = "all",
+    check_features: Annotated[bool, typer.Option("--check-features", help="Load every feature file (safely) and check [356, C] float16 with one C.")] = False,
+    max_problems: Annotated[int, typer.Option(min=0, help="List at most N problems (0: all); counts always cover all.")] = 100,
+    json_out: JsonFlag = False,
+) -> None:
+    """Check a DATA_ROOT layout, every annotation record and its file references. Exit 1 on any error."""
+    from artemis_cli.data.verify import verify_layout
+    from artemis_cli.data.verify_report import print_report
+    from artemis_cli.errors import UsageError
+
+    if stage not in STAGES:
+        raise UsageError(f"--stage {stage!r}: expected one of {', '.join(STAGES)}")
+    report = verify_layout(data_root, annotations, stage=stage, check_features=check_features, show_progress=not json_out)
+    if json_out:
+        from artemis_cli.common.console import print_json
+
+        print_json(report.to_json(max_problems))
+    else:
+        print_report(report, max_problems)
+    raise typer.Exit(0 if report.ok else 1)

@@ -1,0 +1,18 @@
+"""Option aliases shared by several commands, so the same flag means the same thing everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (tables go to stderr).")]
+SkipBad = Annotated[bool, typer.Option("--skip-bad", help="Skip malformed records, count and list them, instead of stopping.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist instead of resuming.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+NumShards = Annotated[Optional[int], typer.Option("--num-shards", min=1, help="Split the work into N shards (default: from torchrun's WORLD_SIZE, else 1).")]
+ShardIndex = Annotated[Optional[int], typer.Option("--shard-index", min=0, help="Which shard to run (default: from torchrun's RANK, else 0).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
+ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]

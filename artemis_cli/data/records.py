@@ -1,0 +1,149 @@
+"""pydantic models for every annotation record kind (REFERENCE §2) and their semantic rules.
+
+Structure (types, required keys) is checked by pydantic; the cross-field rules (alternating turns,
+media tokens, box geometry, list lengths) by `*_rules` functions that return every problem as a
+``(field, message)`` pair, so a report can name each one rather than the first.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
+BBOX_TOKEN = "<bbox>"
+MAX_IMAGES = 16
+MAX_VIDEOS = 1
+
+Number = Union[StrictInt, StrictFloat]
+
+
+class _Record(BaseModel):
+    # Real annotation files carry extra bookkeeping fields (ids, sources); they are not errors.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Turn(_Record):
+    speaker: Literal["human", "gpt"] = Field(alias="from")
+    value: StrictStr
+
+
+class ConversationRecord(_Record):
+    """Stage 1-2 LLaVA conversation record: text-only, image(s), video, or both."""
+
+    id: Optional[Union[StrictStr, StrictInt]] = None
+    conversations: list[Turn] = Field(min_length=1)
+    image: Optional[Union[StrictStr, list[StrictStr]]] = None
+    video: Optional[Union[StrictStr, list[StrictStr]]] = None
+    video_clip: Optional[StrictStr] = None
+
+    @property
+    def images(self) -> list[str]:
+        if self.image is None:
+            return []
+        return [self.image] if isinstance(self.image, str) else list(self.image)
+
+
+class ReferringRecord(_Record):
+    """Stage 3 / VideoRefBench record: a clip feature, frames with a track, the clicked box."""
+
+    clip_path: StrictStr = Field(min_length=1)
+    caption: StrictStr
+    question: Optional[StrictStr] = None
+    frame_path: StrictStr
+    frame_id: list[Union[StrictStr, StrictInt]] = Field(min_length=1)
+    track_list: list[list[Number]]
+    key_frame_id: Optional[Union[StrictStr, StrictInt]] = None
+    key_frame_box: Optional[list[Number]] = None
+    video_name: Optional[Union[StrictStr, StrictInt]] = None
+
+
+class QAQuestion(_Record):
+    video_name: Union[StrictStr, StrictInt]
+    question: StrictStr
+    question_id: Union[StrictStr, StrictInt]
+
+
+class QAAnswer(_Record):
+    answer: Union[StrictStr, StrictInt, StrictFloat, bool]
+
+
+class VCGRecord(_Record):
+    """Video-ChatGPT generic / temporal question."""
+
+    video_name: Union[StrictStr, StrictInt]
+    Q: StrictStr
+    A: StrictStr
+
+
+class VCGConsistencyRecord(_Record):
+    video_name: Union[StrictStr, StrictInt]
+    Q1: StrictStr
+    Q2: StrictStr
+    A: StrictStr
+
+
+Problem = tuple[str, str]  # (field, message)
+
+
+def conversation_rules(record: ConversationRecord) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, turn in enumerate(record.conversations):
+        expected = "human" if index % 2 == 0 else "gpt"
+        if turn.speaker != expected:
+            problems.append((f"conversations[{index}].from",
+                             f"expected {expected!r} (turns alternate human/gpt, starting with human), got {turn.speaker!r}"))
+            break
+    text = " ".join(turn.value for turn in record.conversations if turn.speaker == "human")
+    has_image_token = IMAGE_TOKEN in text
+    has_video_token = VIDEO_TOKEN in text
+    if record.images and not has_image_token:
+        problems.append(("conversations", f"record has `image` but no human turn contains {IMAGE_TOKEN}"))
+    if not record.images and has_image_token:
+        problems.append(("image", f"a human turn contains {IMAGE_TOKEN} but the record has no `image`"))
+    has_video = record.video is not None
+    if has_video and not has_video_token:
+        problems.append(("conversations", f"record has `video` but no human turn contains {VIDEO_TOKEN}"))
+    if not has_video and has_video_token:
+        problems.append(("video", f"a human turn contains {VIDEO_TOKEN} but the record has no `video`"))
+    if has_video and not record.video_clip:
+        problems.append(("video_clip", "record has `video` but no `video_clip` (the feature file to load)"))
+    if isinstance(record.video, list) and len(record.video) > MAX_VIDEOS:
+        problems.append(("video", f"{len(record.video)} videos; at most {MAX_VIDEOS} per record is supported"))
+    return problems
+
+
+def box_problem(box: list, where: str) -> Optional[Problem]:
+    if len(box) != 4:
+        return where, f"a box is 4 numbers [x1, y1, x2, y2], got {len(box)}"
+    x1, y1, x2, y2 = box
+    if not (x1 < x2 and y1 < y2):
+        return where, f"box {list(box)} needs x1 < x2 and y1 < y2"
+    return None
+
+
+def referring_rules(record: ReferringRecord) -> list[Problem]:
+    problems: list[Problem] = []
+    if len(record.track_list) != len(record.frame_id):
+        problems.append(("track_list", f"{len(record.track_list)} entries but frame_id has {len(record.frame_id)}"))
+    tracked = 0
+    for index, box in enumerate(record.track_list):
+        if not box:
+            continue
+        tracked += 1
+        problem = box_problem(box, f"track_list[{index}]")
+        if problem:
+            problems.append(problem)
+    if tracked == 0:
+        problems.append(("track_list", "no tracked frame (every entry is []); at least one is needed"))
+    if record.question is not None and record.question.count(BBOX_TOKEN) != 1:
+        problems.append(("question", f"must contain exactly one {BBOX_TOKEN}, found {record.question.count(BBOX_TOKEN)}"))
+    if record.key_frame_box:
+        problem = box_problem(record.key_frame_box, "key_frame_box")
+        if problem:
+            problems.append(problem)
+        if record.key_frame_id in (None, ""):
+            problems.append(("key_frame_id", "key_frame_box is given but key_frame_id is empty"))
+    return problems

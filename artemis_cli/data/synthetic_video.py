@@ -1,0 +1,116 @@
+"""Synthetic videos for the sample dataset: a textured background with coloured boxes that move.
+
+Each target's true box per frame is known, so the sample's track lists and captions are exact.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from artemis_cli.errors import ArtemisError
+
+COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 180, 60), "yellow": (230, 200, 40)}
+
+
+@dataclass
+class Target:
+    colour: str
+    boxes: list[list[int]]  # per frame [x1, y1, x2, y2] in pixels
+
+    def motion(self) -> str:
+        """A caption of how the target moves, read off its first and last box."""
+        (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = self.boxes[0], self.boxes[-1]
+        dx = (bx1 + bx2 - ax1 - ax2) / 2
+        dy = (by1 + by2 - ay1 - ay2) / 2
+        parts = []
+        if abs(dx) >= 4:
+            parts.append("to the right" if dx > 0 else "to the left")
+        if abs(dy) >= 4:
+            parts.append("downwards" if dy > 0 else "upwards")
+        where = " and ".join(parts) if parts else "around in place"
+        return f"The {self.colour} box moves {where} across the scene."
+
+
+@dataclass
+class SyntheticVideo:
+    frames: np.ndarray  # [T, H, W, 3] uint8
+    targets: list[Target]
+
+
+def make_video(rng: np.random.Generator, n_frames: int, width: int, height: int, n_targets: int) -> SyntheticVideo:
+    """A smooth textured background (compresses well) with `n_targets` boxes moving in straight lines."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    background = np.stack([
+        110 + 60 * np.sin(xx / width * 2 * np.pi + phase[0]) * np.cos(yy / height * np.pi + phase[1]),
+        120 + 50 * np.cos(xx / width * np.pi + phase[2]),
+        130 + 40 * np.sin(yy / height * 2 * np.pi),
+    ], axis=-1)
+    frames = np.repeat(background[None], n_frames, axis=0)
+    targets = []
+    colour_names = list(COLOURS)
+    for k in range(n_targets):
+        colour = colour_names[(k + int(rng.integers(len(colour_names)))) % len(colour_names)]
+        bw, bh = int(rng.integers(width // 6, width // 4)), int(rng.integers(height // 5, height // 3))
+        start = np.array([rng.uniform(0, width - bw), rng.uniform(0, height - bh)])
+        end = np.array([rng.uniform(0, width - bw), rng.uniform(0, height - bh)])
+        boxes = []
+        for t in range(n_frames):
+            x, y = start + (end - start) * t / max(n_frames - 1, 1)
+            x1, y1 = int(round(x)), int(round(y))
+            boxes.append([x1, y1, x1 + bw, y1 + bh])
+            frames[t, y1:y1 + bh, x1:x1 + bw] = COLOURS[colour]
+        targets.append(Target(colour, boxes))
+    noise = rng.normal(0, 3, size=frames.shape)
+    return SyntheticVideo(np.clip(frames + noise, 0, 255).astype(np.uint8), targets)
+
+
+def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
+    """Encode [T, H, W, 3] uint8 frames as an MPEG-4 part 2 (or H.264) `.mp4`, in memory.
+
+    MPEG-4 part 2 comes first because its bitstream is identical from run to run; libx264's is not
+    (even single-threaded), and the sample must be deterministic.
+    """
+    try:
+        import av
+    except ImportError:
+        raise ArtemisError("writing sample videos needs PyAV", hint="pip install 'artemis[video]'") from None
+    for codec in ("mpeg4", "h264"):
+        buffer = io.BytesIO()
+        try:
+            with av.open(buffer, "w", format="mp4") as container:
+                stream = container.add_stream(codec, rate=fps)
+                stream.width, stream.height = frames.shape[2], frames.shape[1]
+                stream.pix_fmt = "yuv420p"
+                for index, pixels in enumerate(frames):
+                    frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+                    frame.pts = index
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+            return buffer.getvalue()
+        except (av.FFmpegError, ValueError):
+            continue
+    raise ArtemisError("PyAV could encode neither H.264 nor MPEG-4 video on this machine")
+
+
+def save_jpeg(path: Path, image: np.ndarray, quality: int = 85) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, format="JPEG", quality=quality)
+
+
+def make_image(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, str]:
+    """A still image with one coloured box, and a caption saying where it is."""
+    video = make_video(rng, 1, width, height, 1)
+    target = video.targets[0]
+    x1, y1, x2, y2 = target.boxes[0]
+    horizontal = "left" if (x1 + x2) / 2 < width / 2 else "right"
+    vertical = "top" if (y1 + y2) / 2 < height / 2 else "bottom"
+    return video.frames[0], f"A {target.colour} box in the {vertical} {horizontal} of a smooth coloured background."

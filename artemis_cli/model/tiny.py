@@ -1,0 +1,95 @@
+"""Tiny random-initialised parts with the real geometry, for tests and `artemis demo`.
+
+The CLIP vision tower keeps 224 px input and patch 14 (a 16 x 16 grid, 256 patches) so feature
+shapes and RoI geometry are the real ones; only the width and depth shrink. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_CLIP_WIDTH = 64
+TINY_CLIP_LAYERS = 12  # the RoI module reads layers -11, -8, -5, -2
+TINY_LLAMA_HIDDEN = 64
+
+_CORPUS = """\
+A chat between a curious human and an artificial intelligence assistant.
+The assistant gives helpful, detailed, and polite answers to the human's questions.
+USER: ASSISTANT: What is the region doing in this video? This is the region's video tracking list:
+The red box moves to the right across the scene. The blue box moves to the left and upwards.
+The green box moves downwards. The yellow box moves around in place. Describe the video in detail.
+Two coloured boxes move across a smooth coloured background. What happens in the video?
+A coloured box slides across the frame. Summarise the video. Compare the two pictures.
+What colour do you get by mixing red and blue? Purple. Name a shape with four equal sides. A square.
+How many boxes are there? two. what moves in the video? box. yes no correct answer prediction score
+Please describe the target in the region and what it does across the whole video clip.
+"""
+
+
+def tiny_clip_vision_config(width: int = TINY_CLIP_WIDTH, layers: int = TINY_CLIP_LAYERS):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=width, intermediate_size=width * 2, num_hidden_layers=layers,
+                            num_attention_heads=4, image_size=224, patch_size=14, projection_dim=width)
+
+
+def clip_image_processor():
+    """The CLIP ViT-L/14 preprocessing (resize shorter side 224, centre crop, CLIP mean/std)."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                              do_resize=True, do_center_crop=True, do_normalize=True, do_rescale=True,
+                              image_mean=[0.48145466, 0.4578275, 0.40821073],
+                              image_std=[0.26862954, 0.26130258, 0.27577711])
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0, width: int = TINY_CLIP_WIDTH) -> Path:
+    """Save a random tiny `CLIPVisionModel` and its image processor to `folder`; return it."""
+    import torch
+    from transformers import CLIPVisionModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(tiny_clip_vision_config(width))
+    model.save_pretrained(folder)
+    clip_image_processor().save_pretrained(folder)
+    return folder
+
+
+def tiny_llama_config(vocab_size: int, hidden: int = TINY_LLAMA_HIDDEN, layers: int = 2):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                       max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                       tie_word_embeddings=False)
+
+
+def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320) -> Path:
+    """Train a tiny Llama-style SentencePiece BPE tokenizer (unk 0, bos 1, eos 2) into `folder`.
+
+    `tokenizer_config.json` says ``add_bos_token: true``: without it transformers 5 adds no BOS,
+    which breaks the prompt splicing that expects one (see PLATFORM notes).
+    """
+    import io
+
+    import sentencepiece as spm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_CORPUS.splitlines() * 4), model_writer=model, vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        character_coverage=1.0, num_threads=1, minloglevel=2, add_dummy_prefix=True,
+    )
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
+        "model_max_length": 3072, "legacy": False, "padding_side": "right",
+    }, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2))
+    return folder
