@@ -33,7 +33,7 @@ class ArtemisGroup(TyperGroup):
             if os.environ.get("ARTEMIS_DEBUG") == "1":
                 raise
             report_error(exc)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(

@@ -36,7 +36,7 @@ KINDS = {
 
 
 def recognise_kind(record: Any) -> Optional[str]:
-    """The record kind a file holds, judged from the keys of its first record."""
+    """The record kind one record looks like, judged from its keys (None: no known kind)."""
     if not isinstance(record, dict):
         return None
     keys = record.keys()
@@ -97,7 +97,10 @@ class AnnotationChecker:
         if not data:
             self.report.error("annotation_file", str(path), None, None, "the list of records is empty")
             return info
-        kind = recognise_kind(data[0])
+        # Judge by the most common kind among the first records, so one broken first record
+        # is reported as a broken record rather than making the whole file unrecognisable.
+        votes = Counter(k for k in map(recognise_kind, data[:25]) if k is not None)
+        kind = votes.most_common(1)[0][0] if votes else None
         if kind is None:
             keys = sorted(data[0].keys()) if isinstance(data[0], dict) else type(data[0]).__name__
             self.report.error("annotation_file", str(path), 0, None,

@@ -41,6 +41,10 @@ class UnsafePickleError(InputError):
     """A pickle asked for something other than a numpy array."""
 
 
+class _Forbidden(pickle.UnpicklingError):
+    """Raised by the unpickler itself when a pickle asks for a forbidden global."""
+
+
 class NumpyOnlyUnpickler(pickle.Unpickler):
     """An unpickler that can rebuild numpy arrays and nothing else."""
 
@@ -55,20 +59,20 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
             import numpy.dtypes as np_dtypes
 
             return getattr(np_dtypes, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (numpy arrays only)")
+        raise _Forbidden(f"global '{module}.{name}' is not allowed (numpy arrays only)")
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not allowed (numpy arrays only)")
+        raise _Forbidden("persistent ids are not allowed (numpy arrays only)")
 
 
 def safe_unpickle_array(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Rebuild a numpy array from pickle bytes; refuses anything else without running it."""
     try:
         obj = NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
+    except _Forbidden as exc:
         raise UnsafePickleError(f"{source}: refused to load pickle: {exc}",
                                 hint="feature pickles must hold one numpy array; re-extract with `artemis features extract`") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError) as exc:
         raise InputError(f"{source}: not a readable feature pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, np.ndarray):
         raise InputError(f"{source}: pickle holds {type(obj).__name__}, expected a numpy array")

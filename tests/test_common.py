@@ -1,0 +1,109 @@
+import json
+import os
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from artemis_cli.common.atomic import atomic_open, atomic_write_json
+from artemis_cli.common.config import load_config, parse_override
+from artemis_cli.common.jsonio import load_json, load_records
+from artemis_cli.common.jsonl_writer import ResumableJsonl
+from artemis_cli.errors import ConfigError, InputError, UsageError
+
+
+def test_atomic_open_leaves_old_file_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as handle:
+            handle.write("{partial")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_resumable_jsonl_repairs_a_torn_last_line_and_skips_done_ids(tmp_path):
+    path = tmp_path / "preds.jsonl"
+    path.write_text('{"id": "a", "pred": "x"}\n{"id": "b", "pred": "y"}\n{"id": "c", "pr')
+    with ResumableJsonl(path) as out:
+        assert out.done == {"a", "b"} and out.repaired
+        assert out.pending(["a", "b", "c", "d"], key=lambda i: i) == ["c", "d"]
+        out.write({"id": "c", "pred": "z"})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["a", "b", "c"]
+
+
+def test_resumable_jsonl_refuses_a_corrupt_complete_line(tmp_path):
+    path = tmp_path / "preds.jsonl"
+    path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
+    with pytest.raises(InputError, match="not valid JSON; refusing to append"):
+        ResumableJsonl(path).__enter__()
+
+
+def test_load_json_errors_name_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n  {"a": 1},\n  {"b": }\n]')
+    with pytest.raises(InputError, match=r"bad.json:3:9: invalid JSON"):
+        load_json(bad)
+    empty = tmp_path / "empty.json"
+    empty.write_text("  \n")
+    with pytest.raises(InputError, match="file is empty"):
+        load_json(empty)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'[{"a": "caf\xe9"}]')
+    with pytest.raises(InputError, match=r"latin.json:1: not valid UTF-8 \(byte 0xe9"):
+        load_json(latin)
+
+
+def test_load_records_reads_jsonl_and_json_lists(tmp_path):
+    jl = tmp_path / "p.jsonl"
+    jl.write_text('{"id": 1}\n\n{"id": 2}\n')
+    assert load_records(jl) == [(1, {"id": 1}), (3, {"id": 2})]
+    js = tmp_path / "p.json"
+    js.write_text('[{"id": 1}, {"id": 2}]')
+    assert load_records(js) == [(0, {"id": 1}), (1, {"id": 2})]
+    broken = tmp_path / "b.jsonl"
+    broken.write_text('{"id": 1}\n{"id": \n{"id": 3}\n')
+    with pytest.raises(InputError, match="b.jsonl:2:"):
+        load_records(broken)
+    bad: list = []
+    assert [r for _, r in load_records(broken, skip_bad=True, bad=bad)] == [{"id": 1}, {"id": 3}]
+    assert bad[0][0] == 2
+
+
+class _Train(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = 1e-3
+    epochs: int = 1
+
+
+class _Run(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    train: _Train = _Train()
+
+
+def test_config_overrides_apply_before_validation(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("name: demo\ntrain:\n  epochs: 3\n")
+    config = load_config(_Run, path, ["train.lr=1e-4", "name=other"])
+    assert config == _Run(name="other", train=_Train(lr=1e-4, epochs=3))
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+
+
+def test_config_reports_every_problem_at_once(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: fast\n  epoch: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(_Run, path)
+    problems = info.value.problems
+    assert "name: Field required" in problems
+    assert any(p.startswith("train.lr: ") for p in problems)
+    assert "train.epoch: unknown key (typo?)" in problems
+    assert info.value.exit_code == 2
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        load_config(_Run, None, ["name"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("a: [1, 2\n")
+    with pytest.raises(UsageError, match=r"broken.yaml:\d+:\d+: invalid YAML"):
+        load_config(_Run, broken)
