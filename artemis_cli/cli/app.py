@@ -63,9 +63,10 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data
+    from artemis_cli.cli import data, judge
 
     app.add_typer(data.app, name="data")
+    app.add_typer(judge.app, name="judge")
 
 
 _register()

@@ -1,0 +1,94 @@
+"""`artemis judge ...`: GPT-assisted evaluation of predictions (video QA, Video-ChatGPT dimensions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from artemis_cli.cli.options import ExistingFile, JsonFlag, Overwrite
+
+app = typer.Typer(help="GPT-assisted evaluation: video QA accuracy/score and the five Video-ChatGPT dimensions.",
+                  no_args_is_help=True)
+
+_TASK_HELP = ("qa (yes/no + score 0-5: accuracy and mean score), or a Video-ChatGPT dimension scored 0-5: "
+              "correctness, detail, context, temporal, consistency.")
+_PROMPT_HELP = ("Replace the prompt: a .yaml/.json file with 'system' and 'user' texts, or any other text file "
+                "used as the user message. Placeholders: qa/correctness/detail/context/temporal use {question} "
+                "{answer} {pred}; consistency uses {question1} {question2} {answer} {pred1} {pred2}. Other "
+                "braces are kept, so the published prompt text works unchanged. See `artemis judge show-prompt`.")
+
+
+@app.command("gpt")
+def gpt_cmd(
+    predictions: Annotated[Path, ExistingFile(help="Predictions (.jsonl or .json list). QA: id, question, answer, "
+                                                   "pred; Video-ChatGPT: video_name, Q, A, pred (consistency: "
+                                                   "Q1, Q2, A, pred1, pred2).")],
+    task: Annotated[str, typer.Option("--task", help=_TASK_HELP)],
+    model: Annotated[str, typer.Option(help="Judge model; a dated snapshot (gpt-3.5-turbo-0125) keeps results "
+                                            "comparable (the paper used gpt-3.5-turbo).")] = "gpt-3.5-turbo",
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (Azure, vLLM, "
+                                                                       "a local server). Key: OPENAI_API_KEY.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight at once.")] = 8,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=100,
+                                              help="Calls per item at most (API faults and unusable replies "
+                                                   "alike); then the item is failed.")] = 6,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per request.")] = 60.0,
+    retry_base_delay: Annotated[float, typer.Option("--retry-base-delay", min=0.0,
+                                                    help="First backoff in seconds; doubles per failure, "
+                                                         "jittered; Retry-After is honoured.")] = 1.0,
+    retry_max_delay: Annotated[float, typer.Option("--retry-max-delay", min=0.0,
+                                                   help="Longest wait between attempts (caps Retry-After too).")] = 60.0,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Sampling temperature (default: "
+                                                         "the server's, as in the published scripts).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default $ARTEMIS_CACHE/judge "
+                                                                  "or ~/.cache/artemis/judge).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Output folder (default: beside PREDICTIONS, "
+                                                                    "<stem>.judge-<task>-<model>).")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option("--prompt-file", help=_PROMPT_HELP)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count the calls needed (after cache hits) "
+                                                             "and estimate tokens; needs no key.")] = False,
+    overwrite: Overwrite = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Judge predictions with an OpenAI chat model; cached, resumable. Exit 1 when any item failed."""
+    from artemis_cli.cli.judge_report import print_dry_run, print_summary
+    from artemis_cli.common.console import print_json, stderr
+    from artemis_cli.judge import JudgeOptions, judge, pin_warning
+    from artemis_cli.judge.prompts import check_task
+
+    options = JudgeOptions(
+        task=check_task(task), model=model, base_url=base_url, concurrency=concurrency, max_attempts=max_attempts,
+        timeout=timeout, retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay,
+        temperature=temperature, cache_dir=cache, output_dir=output, prompt_file=prompt_file, dry_run=dry_run,
+        overwrite=overwrite, show_progress=not json_out,
+    )
+    warning = pin_warning(model)
+    if warning:
+        stderr.print(f"warning: {warning}", soft_wrap=True)
+    summary = judge(predictions, options)
+    if dry_run:
+        if json_out:
+            print_json(summary.dry_run_json())
+        else:
+            print_dry_run(summary)
+        return
+    if json_out:
+        print_json(summary.to_json())
+    else:
+        print_summary(summary)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command("show-prompt")
+def show_prompt_cmd(
+    task: Annotated[str, typer.Option("--task", help=_TASK_HELP)],
+    prompt_file: Annotated[Optional[Path], typer.Option("--prompt-file", help="Check and show this file instead.")] = None,
+) -> None:
+    """Print a task's prompt as a YAML --prompt-file (edit it and pass it back with --prompt-file)."""
+    import sys
+
+    from artemis_cli.judge.prompts import load_template, template_as_yaml
+
+    sys.stdout.write(template_as_yaml(load_template(task, prompt_file)))

@@ -1,0 +1,250 @@
+"""`judge`: GPT-assisted evaluation of video QA and the five Video-ChatGPT dimensions (REFERENCE §7).
+
+Items already in the output folder or in the cache cost nothing; the rest are judged by a bounded
+thread pool, one call (plus retries) per distinct item text. Every item ends "judged" or "failed";
+failed items are listed with their last raw reply and never enter the aggregates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Union
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from artemis_cli.judge.cache import CachedVerdict, JudgeCache, default_cache_dir
+from artemis_cli.judge.client import Outcome, RetryPolicy, api_key_from_env, call_judge, make_client
+from artemis_cli.judge.items import JudgeItem, load_items
+from artemis_cli.judge.output import (JUDGMENTS, JudgeSummary, aggregate, check_run_file, default_output_dir,
+                                      failed_record, judged_record, load_judged, predictions_hash, write_results)
+from artemis_cli.judge.prompts import PromptTemplate, load_template
+
+Task = Literal["qa", "correctness", "detail", "context", "temporal", "consistency"]
+_SNAPSHOT = re.compile(r"(-\d{4}(-\d{2}-\d{2})?|-\d{8}|@\d{8})$")
+_EST_COMPLETION_TOKENS = {"qa": 14}  # '{"pred": "yes", "score": 4}'; dimensions: '{"score": 4}'
+
+
+class JudgeOptions(BaseModel):
+    """Settings of one judge run (the CLI flags of `artemis judge gpt`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: Task
+    model: str = Field("gpt-3.5-turbo", min_length=1)
+    base_url: Optional[str] = None
+    concurrency: int = Field(8, ge=1, le=256)
+    max_attempts: int = Field(6, ge=1, le=100)
+    timeout: float = Field(60.0, gt=0)
+    retry_base_delay: float = Field(1.0, ge=0)
+    retry_max_delay: float = Field(60.0, ge=0)
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    cache_dir: Optional[Path] = None
+    output_dir: Optional[Path] = None
+    prompt_file: Optional[Path] = None
+    dry_run: bool = False
+    overwrite: bool = False
+    show_progress: bool = True
+
+
+def pin_warning(model: str) -> str | None:
+    """A warning when `model` is an alias (not a dated snapshot) whose judgments drift over time."""
+    if _SNAPSHOT.search(model):
+        return None
+    return (f"model {model!r} is an unpinned alias: the model behind it changes and judge scores drift "
+            "(re-judging has moved published accuracy by several points); pass a dated snapshot such as "
+            "gpt-3.5-turbo-0125 for results comparable over time")
+
+
+def prompt_hash(task: str, template: PromptTemplate, temperature: float | None) -> str:
+    """Hash of everything besides model and item text that shapes the reply (part of the cache key)."""
+    text = json.dumps({"task": task, "template": template.hash(), "temperature": temperature}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def judge(predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]], options: JudgeOptions,
+          client: Any = None) -> JudgeSummary:
+    """Judge every prediction record with an OpenAI-compatible chat model; write and return the summary.
+
+    `predictions` is a `.jsonl`/`.json` file or a list of records (then `options.output_dir` is
+    required). `client` is anything with ``chat.completions.create(model=, messages=)`` returning
+    an openai ``ChatCompletion``; by default an openai v1 client for `options.base_url` with the key
+    from ``OPENAI_API_KEY``. Writes `judgments.jsonl`, `summary.json`, `manifest.json` and `run.json`
+    into the output folder (nothing with `dry_run`). Raises `JudgeAbort` on 401/403/404.
+    """
+    from artemis_cli.errors import UsageError
+
+    template = load_template(options.task, options.prompt_file)
+    items = load_items(options.task, predictions)
+    if options.output_dir is not None:
+        out = Path(options.output_dir)
+    elif isinstance(predictions, (str, os.PathLike)):
+        out = default_output_dir(Path(predictions), options.task, options.model)
+    else:
+        raise UsageError("output_dir is required when predictions are given as records")
+    phash = prompt_hash(options.task, template, options.temperature)
+    summary = JudgeSummary(task=options.task, model=options.model, n_items=len(items), output_dir=out,
+                           dry_run=options.dry_run)
+    warning = pin_warning(options.model)
+    if warning:
+        summary.warnings.append(warning)
+    cache_dir = Path(options.cache_dir) if options.cache_dir is not None else default_cache_dir()
+    identity = {"task": options.task, "model": options.model, "prompt_hash": phash,
+                "predictions_hash": predictions_hash(items)}
+    if options.dry_run:
+        return _dry_run(summary, items, template, cache_dir, out, identity, options)
+
+    secrets: tuple[str, ...] = ()
+    if client is None:
+        key = api_key_from_env(options.base_url)
+        secrets = (key,)
+        client = make_client(options.base_url, options.timeout, key)
+    elif os.environ.get("OPENAI_API_KEY"):
+        secrets = (os.environ["OPENAI_API_KEY"],)
+    check_run_file(out, identity, options.overwrite)
+    records: dict[str, dict[str, Any]] = dict(load_judged(out / JUDGMENTS))
+    with JudgeCache(cache_dir) as cache:
+        _run(items, records, out, cache, client, template, phash, options, summary, secrets)
+    aggregate(summary, items, records)
+    write_results(out, summary, {
+        "task": options.task, "model": options.model, "base_url": _safe_url(options.base_url),
+        "prompt_hash": phash, "prompt_file": str(options.prompt_file) if options.prompt_file else None,
+        "template": template.model_dump(), "temperature": options.temperature, "cache": str(cache.path),
+        "concurrency": options.concurrency, "max_attempts": options.max_attempts, "timeout": options.timeout,
+    })
+    return summary
+
+
+def _run(items: list[JudgeItem], records: dict[str, dict[str, Any]], out: Path, cache: JudgeCache, client: Any,
+         template: PromptTemplate, phash: str, options: JudgeOptions, summary: JudgeSummary,
+         secrets: tuple[str, ...]) -> None:
+    from artemis_cli.common.jsonl_writer import ResumableJsonl
+
+    done = [item for item in items if item.id in records]
+    pending = [item for item in items if item.id not in records]
+    summary.n_cached = len(done)
+    hits = cache.get_many(options.model, phash, [item.content_hash for item in pending])
+    groups: dict[str, list[JudgeItem]] = {}
+    for item in pending:
+        groups.setdefault(item.content_hash, []).append(item)
+    progress = _progress(options.show_progress)
+    policy = RetryPolicy(options.max_attempts, options.retry_base_delay, options.retry_max_delay)
+    stop = threading.Event()
+    with ResumableJsonl(out / JUDGMENTS) as writer, progress:
+        task_id = progress.add_task(f"judge {options.task}", total=len(items), completed=len(done))
+
+        def record(group: list[JudgeItem], outcome: Outcome, cached: bool) -> None:
+            for position, item in enumerate(group):
+                if outcome.verdict is None:
+                    rec = failed_record(item, outcome)
+                else:
+                    rec = judged_record(item, outcome, cached=cached or position > 0)
+                    summary.n_cached += int(cached or position > 0)
+                writer.write(rec)
+                records[item.id] = rec
+                progress.advance(task_id)
+
+        for content_hash, group in list(groups.items()):
+            hit = hits.get(content_hash)
+            if hit is not None:
+                record(group, Outcome(hit.verdict, hit.attempts, hit.served_model, hit.raw_reply, usage=hit.usage),
+                       cached=True)
+                del groups[content_hash]
+
+        def save(content_hash: str, outcome: Outcome) -> None:
+            cache.put(options.model, phash, content_hash,
+                      CachedVerdict(outcome.verdict or {}, outcome.served_model, outcome.raw_reply,
+                                    outcome.attempts, outcome.usage))
+
+        def work(content_hash: str, item: JudgeItem) -> Outcome:
+            return call_judge(client, options.model, template.render(item.fields), options.task, policy, stop,
+                              random.Random(), secrets, on_verdict=lambda o: save(content_hash, o),
+                              temperature=options.temperature)
+
+        pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="judge")
+        futures: dict[Future, str] = {}
+        try:
+            futures = {pool.submit(work, h, group[0]): h for h, group in groups.items()}
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    outcome = future.result()
+                    summary.n_calls += outcome.attempts
+                    for name, count in (outcome.usage or {}).items():
+                        summary.usage[name] = summary.usage.get(name, 0) + count
+                    record(groups[futures[future]], outcome, cached=False)
+        finally:
+            stop.set()  # on an abort or Ctrl-C, workers stop before their next attempt
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _dry_run(summary: JudgeSummary, items: list[JudgeItem], template: PromptTemplate, cache_dir: Path, out: Path,
+             identity: dict[str, str], options: JudgeOptions) -> JudgeSummary:
+    """Count the calls a real run would make (after output and cache hits) and estimate tokens."""
+    from artemis_cli.common.jsonio import iter_jsonl, load_json
+    from artemis_cli.judge.cache import CACHE_FILE
+
+    done: set[str] = set()
+    run_file = out / "run.json"
+    if not options.overwrite and run_file.exists() and load_json(run_file) == identity and (out / JUDGMENTS).exists():
+        done = {str(r.get("id")) for _, r in iter_jsonl(out / JUDGMENTS, skip_bad=True)
+                if isinstance(r, dict) and r.get("status") == "judged"}
+    pending = [item for item in items if item.id not in done]
+    hits: set[str] = set()
+    if (cache_dir / CACHE_FILE).exists():
+        with JudgeCache(cache_dir) as cache:
+            hits = set(cache.get_many(options.model, identity["prompt_hash"], [i.content_hash for i in pending]))
+    to_call: dict[str, JudgeItem] = {}
+    for item in pending:
+        if item.content_hash not in hits:
+            to_call.setdefault(item.content_hash, item)
+    summary.n_cached = len(items) - len(to_call)
+    summary.calls_needed = len(to_call)
+    summary.est_prompt_tokens = sum(_estimate_tokens(template.render(i.fields)) for i in to_call.values())
+    summary.est_completion_tokens = len(to_call) * _EST_COMPLETION_TOKENS.get(options.task, 6)
+    return summary
+
+
+def _estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """About 4 characters per token plus a few tokens of chat framing per message (an estimate)."""
+    return sum(math.ceil(len(m["content"]) / 4) + 4 for m in messages) + 3
+
+
+def _safe_url(url: str | None) -> str | None:
+    """The base URL without any user:password part, for the manifest."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def advance(self, *args, **kwargs) -> None:
+        return None
+
+
+def _progress(show: bool) -> Any:
+    if not show:
+        return _NoProgress()
+    from artemis_cli.common.console import make_progress
+
+    return make_progress()
