@@ -63,9 +63,10 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data, judge
+    from artemis_cli.cli import data, judge, score
 
     app.add_typer(data.app, name="data")
+    app.command("score")(score.score_cmd)
     app.add_typer(judge.app, name="judge")
 
 

@@ -1,0 +1,60 @@
+"""`artemis score`: COCO caption metrics for a VideoRefBench prediction file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from artemis_cli.cli.options import JsonFlag, Seed, SkipBad
+
+ALL_METRICS = "bleu,meteor,rouge,cider,spice"
+
+
+def score_cmd(
+    predictions: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                                help="Prediction file: .jsonl, or a .json list, of {video_name, groundtruth, pred}.")],
+    json_out: JsonFlag = False,
+    per_sample: Annotated[Optional[Path], typer.Option("--per-sample", dir_okay=False, help="Write one JSON line per scored record with its values.")] = None,
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated subset of bleu,meteor,rouge,cider,spice.")] = ALL_METRICS,
+    no_length_filter: Annotated[bool, typer.Option("--no-length-filter", help="Keep every prediction (the paper drops those of <= 5 or >= 300 characters).")] = False,
+    keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Score every record (the paper keeps the last record per id).")] = False,
+    ref_field: Annotated[str, typer.Option("--ref-field", help="Field holding the reference caption (or a list of them).")] = "groundtruth",
+    pred_field: Annotated[str, typer.Option("--pred-field", help="Field holding the predicted caption.")] = "pred",
+    id_field: Annotated[str, typer.Option("--id-field", help="Field holding the record id.")] = "video_name",
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, metavar="N", help="Add 95% bootstrap confidence intervals from N resamples.")] = 0,
+    seed: Seed = 0,
+    skip_bad: SkipBad = False,
+    corenlp_dir: Annotated[Optional[Path], typer.Option("--corenlp-dir", file_okay=False, help="Folder with stanford-corenlp-3.6.0.jar and -models.jar for SPICE (default: $ARTEMIS_CORENLP_DIR, then pycocoevalcap's lib folder).")] = None,
+) -> None:
+    """Score predictions with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr, SPICE) under the VideoRefBench protocol."""
+    from pydantic import ValidationError
+
+    from artemis_cli.common.config import format_validation_error
+    from artemis_cli.common.console import make_progress, print_json, stderr, stdout
+    from artemis_cli.errors import ConfigError
+    from artemis_cli.metrics.report import print_report
+    from artemis_cli.metrics.score import ScoreOptions, score_file
+
+    try:
+        options = ScoreOptions(
+            metrics=[m.strip() for m in metrics.split(",") if m.strip()], length_filter=not no_length_filter,
+            keep_duplicates=keep_duplicates, id_field=id_field, ref_field=ref_field, pred_field=pred_field,
+            bootstrap=bootstrap, seed=seed, skip_bad=skip_bad, corenlp_dir=corenlp_dir,
+        )
+    except ValidationError as exc:
+        raise ConfigError("score options", format_validation_error(exc)) from None
+    with make_progress(transient=True) as bar:
+        task = bar.add_task("scoring", total=None)
+
+        def on_step(description: str, index: int, total: int) -> None:
+            bar.update(task, description=description, completed=index, total=total)
+
+        report = score_file(predictions, options, per_sample_path=per_sample, progress=on_step)
+    if json_out:
+        print_json(report.to_json())
+    print_report(report, stderr if json_out else stdout)
+    if per_sample is not None:
+        stderr.print(f"per-record values: {per_sample}")
+

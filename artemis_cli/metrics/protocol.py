@@ -1,0 +1,102 @@
+"""The VideoRefBench scoring protocol (REFERENCE §7): validate prediction records, key them by id,
+drop too short/long predictions, and put the pairs in the order the published scorer used.
+
+*Quirks* reproduced by default: a later record with the same id replaces an earlier one (keeping
+the earlier one's position), and predictions of <= 5 or >= 300 characters are dropped. The pairs are
+then sorted by id without its last four characters (the ``.mp4`` extension), a stable sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Iterable, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
+
+from artemis_cli.errors import InputError
+
+MIN_PRED_CHARS = 6  # the published script kept 5 < len(pred) < 300
+MAX_PRED_CHARS = 299
+SKIP_BAD_HINT = "pass --skip-bad to skip and count bad records"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One prediction to score: its id, where it came from, its reference caption(s) and prediction."""
+
+    id: Union[str, int]
+    location: str
+    refs: tuple[str, ...]
+    pred: str
+
+
+@dataclass
+class PreparedPairs:
+    pairs: list[Pair]
+    n_input: int  # valid records read; == len(pairs) + n_dropped_length + n_dropped_duplicate
+    n_dropped_length: int = 0
+    n_dropped_duplicate: int = 0
+    skipped: list[str] = field(default_factory=list)  # messages for bad records skipped with skip_bad
+
+
+def record_model(id_field: str, ref_field: str, pred_field: str) -> type[BaseModel]:
+    """A pydantic model reading the three configured fields (other keys are ignored)."""
+    refs_type = Union[StrictStr, Annotated[list[StrictStr], Field(min_length=1)]]
+    return create_model(
+        "PredictionRecord",
+        __config__=ConfigDict(extra="ignore"),
+        id=(Union[StrictStr, StrictInt], Field(alias=id_field)),
+        refs=(refs_type, Field(alias=ref_field)),
+        pred=(StrictStr, Field(alias=pred_field)),
+    )
+
+
+def _problem(location: str, exc: ValidationError, aliases: dict[str, str]) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = err["loc"]
+        name = aliases.get(str(loc[0]), str(loc[0])) if loc else ""
+        if err["type"] == "missing":
+            parts.append(f"no {name!r} field")
+        elif err["type"] == "model_type":
+            parts.append(f"expected a JSON object, got {type(err['input']).__name__}")
+        else:
+            parts.append(f"{name!r}: {err['msg']}")
+    # A union reports one error per member; keep each message once, in order.
+    return f"{location}: " + "; ".join(dict.fromkeys(parts))
+
+
+def prepare_pairs(records: Iterable[tuple[str, Any]], *, id_field: str = "video_name",
+                  ref_field: str = "groundtruth", pred_field: str = "pred", keep_duplicates: bool = False,
+                  length_filter: bool = True, skip_bad: bool = False) -> PreparedPairs:
+    """Validate ``(location, record)`` pairs and apply the protocol; returns the pairs in scoring order.
+
+    A bad record raises `InputError` naming its location, or with `skip_bad` is listed in `skipped`.
+    """
+    model = record_model(id_field, ref_field, pred_field)
+    aliases = {"id": id_field, "refs": ref_field, "pred": pred_field}
+    valid: list[Pair] = []
+    skipped: list[str] = []
+    for location, raw in records:
+        try:
+            record = model.model_validate(raw)
+        except ValidationError as exc:
+            message = _problem(location, exc, aliases)
+            if not skip_bad:
+                raise InputError(message, hint=SKIP_BAD_HINT) from None
+            skipped.append(message)
+            continue
+        refs = (record.refs,) if isinstance(record.refs, str) else tuple(record.refs)
+        valid.append(Pair(record.id, location, refs, record.pred))
+
+    if keep_duplicates:
+        unique = valid
+    else:
+        by_id: dict[Any, Pair] = {}
+        for pair in valid:
+            by_id[pair.id] = pair  # a dict keeps the first position, like the published script
+        unique = list(by_id.values())
+    kept = [p for p in unique if MIN_PRED_CHARS <= len(p.pred) <= MAX_PRED_CHARS] if length_filter else unique
+    kept.sort(key=lambda p: str(p.id)[:-4])
+    return PreparedPairs(pairs=kept, n_input=len(valid), n_dropped_length=len(unique) - len(kept),
+                         n_dropped_duplicate=len(valid) - len(unique), skipped=skipped)

@@ -1,0 +1,70 @@
+"""Showing a `ScoreReport`: the paper-style table (x100, one decimal) and the per-record JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from artemis_cli.common.atomic import atomic_open
+from artemis_cli.metrics.protocol import MAX_PRED_CHARS, MIN_PRED_CHARS
+from artemis_cli.metrics.score import METRIC_NAMES, ScoreReport
+
+HEADERS = {"Bleu_1": "B@1", "Bleu_2": "B@2", "Bleu_3": "B@3", "Bleu_4": "B@4", "METEOR": "METEOR",
+           "ROUGE_L": "ROUGE_L", "CIDEr": "CIDEr", "SPICE": "SPICE"}
+MAX_LISTED = 10
+
+
+def paper_style(value: Optional[float]) -> str:
+    """0.1553 -> "15.5" (x100, one decimal, as the paper's tables); None -> "-"."""
+    return "-" if value is None or value != value else f"{value * 100:.1f}"
+
+
+def build_table(report: ScoreReport) -> Table:
+    table = Table(title=f"COCO caption metrics (x100) on {report.n_scored} records", title_justify="left")
+    table.add_column("")
+    for name in METRIC_NAMES:
+        table.add_column(HEADERS[name], justify="right")
+    table.add_row("score", *(paper_style(report.metrics[name]) for name in METRIC_NAMES))
+    if report.ci is not None:
+        for label, end in (("95% CI low", 0), ("95% CI high", 1)):
+            table.add_row(label, *(paper_style(report.ci.get(name, (None, None))[end]) for name in METRIC_NAMES))
+        table.caption = f"confidence intervals from {report.options.bootstrap} bootstrap resamples (seed {report.options.seed})"
+    return table
+
+
+def print_report(report: ScoreReport, console: Console) -> None:
+    """The table, the protocol's counts, every unavailable metric with its reason, skipped records."""
+    console.print(build_table(report))
+    options = report.options
+    counts = [f"{report.n_input} records read, {report.n_scored} scored"]
+    if options.keep_duplicates:
+        counts.append("duplicates kept (--keep-duplicates)")
+    else:
+        counts.append(f"{report.n_dropped_duplicate} dropped as duplicate ids (the last one per id is kept)")
+    if options.length_filter:
+        counts.append(f"{report.n_dropped_length} dropped by length (predictions outside "
+                      f"{MIN_PRED_CHARS}-{MAX_PRED_CHARS} characters)")
+    else:
+        counts.append("no length filter (--no-length-filter)")
+    console.print("; ".join(counts))
+    for name, reason in report.unavailable.items():
+        if not reason.startswith("not requested"):
+            console.print(f"[yellow]{name} unavailable:[/] {reason}", soft_wrap=True)
+    if report.skipped:
+        console.print(f"[yellow]skipped {len(report.skipped)} bad record(s):[/]")
+        for message in report.skipped[:MAX_LISTED]:
+            console.print(f"  {message}", soft_wrap=True, markup=False)
+        if len(report.skipped) > MAX_LISTED:
+            console.print(f"  ... and {len(report.skipped) - MAX_LISTED} more")
+    console.print(f"[dim]{report.java}[/]", soft_wrap=True)
+
+
+def write_per_sample(report: ScoreReport, path: str | os.PathLike) -> None:
+    """One JSON line per scored record, in scoring order: its id, location, captions and values."""
+    with atomic_open(path, "w") as handle:
+        for row in report.per_sample:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
