@@ -134,7 +134,6 @@ def test_splice_counts_truncation_and_padding():
         splice(ids, embeds, mask, labels, media, [None, None])
 
 
-@pytest.mark.slow
 def test_batched_greedy_generation_equals_batch_of_one(tiny_artemis):
     model, tokenizer, _ = tiny_artemis
     questions = ["<image>\nDescribe the video in detail.", "<image>\nWhat happens?",

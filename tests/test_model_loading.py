@@ -136,7 +136,6 @@ def make_lora_run(tiny_artemis, folder):
     return peft_model, non_lora
 
 
-@pytest.mark.slow
 def test_lora_run_plus_base_and_merge_give_the_same_logits(tiny_artemis, stage2_base, tmp_path):
     model, tokenizer, _ = tiny_artemis
     run = tmp_path / "run"
@@ -199,3 +198,28 @@ def test_save_refuses_to_overwrite_and_dtype_choice(tiny_artemis, tiny_artemis_d
     assert half.model.model.rotary_emb.inv_freq.dtype == torch.float32
     with pytest.raises(UsageError, match="--dtype float8"):
         load_model(tiny_artemis_dir, device="cpu", dtype="float8")
+
+
+def test_plain_llama_checkpoint_becomes_artemis_with_fresh_projector(tiny_artemis, tiny_clip_dir, tmp_path):
+    """Stage 1 starts from Vicuna: a model_type "llama" folder plus the published mm settings."""
+    from artemis_cli.model.config import default_mm_settings
+
+    model, tokenizer, _ = tiny_artemis
+    folder = tmp_path / "vicuna"
+    folder.mkdir()
+    llm = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(("model.layers.", "model.embed_tokens",
+                                                                                      "model.norm", "lm_head"))}
+    save_file(llm, str(folder / "model.safetensors"))
+    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("mm_") and k not in ("k_means",)}
+    config["model_type"] = "llama"
+    (folder / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(folder)
+    overrides = default_mm_settings(str(tiny_clip_dir), WIDTH, roi=False, k_means=False)
+    loaded = load_model(folder, device="cpu", config_overrides=overrides, allow_missing=("model.mm_projector.",))
+    assert loaded.model.get_roi_module() is None and loaded.image_processor is not None
+    assert len(loaded.tokenizer) == len(tokenizer)  # no <im_patch> token added
+    state = loaded.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in llm.items())
+    assert state["model.mm_projector.0.weight"].shape == (64, WIDTH)
+    with pytest.raises(InputError, match="missing: model.mm_projector"):
+        load_model(folder, device="cpu", config_overrides=overrides)

@@ -91,17 +91,17 @@ class MMSettings(BaseModel):
         return cls.model_validate(data)
 
 
-def build_config(llama: Any, *, image_tower: str | None, mm_hidden_size: int, roi: bool = True,
-                 k_means: bool = True, **mm: Any):
-    """An `ArtemisConfig` from a Llama config (object or dict) plus the multimodal settings.
+_EXTRA_KEYS = {"use_mm_proj", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "mm_projector_lr"}
 
-    Defaults are those of the published stage-3 model: `mlp2x_gelu` projector, layer -2 patch
-    features, the RoI module (`mm_spi_model`) and k-means with 4 clusters; `mm` overrides any
-    `MMSettings` field (e.g. ``tokenizer_model_max_length=3072``).
+
+def default_mm_settings(image_tower: str | None, mm_hidden_size: int = 1024, *, roi: bool = True,
+                        k_means: bool = True, **mm: Any) -> dict[str, Any]:
+    """The `mm_*` config fields of the published stage-3 model, as a dict (`mm` overrides any).
+
+    `mlp2x_gelu` projector, layer -2 patch features, the RoI module (`mm_spi_model`), k-means with 4
+    clusters, no extra patch/start/end tokens. Pass it as `load_model(config_overrides=...)` to turn
+    a plain Llama/Vicuna or a stage-2 checkpoint into this model.
     """
-    base = llama.to_dict() if hasattr(llama, "to_dict") else dict(llama)
-    for key in ("model_type", "architectures", "transformers_version", "_name_or_path"):
-        base.pop(key, None)
     settings = dict(
         mm_image_tower=image_tower, mm_projector_type="mlp2x_gelu", mm_hidden_size=mm_hidden_size,
         mm_vision_select_layer=-2, mm_vision_select_feature="patch", mm_spi_model=roi, k_means=k_means,
@@ -109,12 +109,30 @@ def build_config(llama: Any, *, image_tower: str | None, mm_hidden_size: int, ro
         mm_use_bbox_token=False, image_aspect_ratio="pad", tokenizer_padding_side="right", use_mm_proj=True,
     )
     settings.update(mm)
-    unknown = sorted(set(mm) - set(MMSettings.model_fields) - {"use_mm_proj", "tune_mm_mlp_adapter",
-                                                                 "freeze_mm_mlp_adapter", "mm_projector_lr"})
+    unknown = sorted(set(mm) - set(MMSettings.model_fields) - _EXTRA_KEYS)
     if unknown:
         raise ConfigError("model config", [f"{key}: not a multimodal setting" for key in unknown])
     MMSettings.model_validate(settings)
+    return settings
+
+
+def build_config(llama: Any, *, image_tower: str | None, mm_hidden_size: int, roi: bool = True,
+                 k_means: bool = True, **mm: Any) -> ArtemisConfig:
+    """An `ArtemisConfig` from a Llama config (object or dict) plus `default_mm_settings`."""
+    base = llama.to_dict() if hasattr(llama, "to_dict") else dict(llama)
+    for key in ("model_type", "architectures", "transformers_version", "_name_or_path"):
+        base.pop(key, None)
+    settings = default_mm_settings(image_tower, mm_hidden_size, roi=roi, k_means=k_means, **mm)
     return ArtemisConfig(architectures=["LlavaLlamaForCausalLM"], **base, **settings)
+
+
+def stored_dtype(config: Any) -> str | None:
+    """The dtype a config records (``dtype`` in transformers 5, ``torch_dtype`` before), e.g. "float16".
+
+    Read from the instance dict: touching `torch_dtype` on a 5.x config prints a deprecation warning."""
+    fields = vars(config)
+    value = fields.get("dtype") or fields.get("torch_dtype")
+    return None if value is None else str(value).replace("torch.", "")
 
 
 def read_config_json(path: str | Path):

@@ -52,8 +52,10 @@ def _meta_model(config, vision_config):
 
     from artemis_cli.model.llava import ArtemisForCausalLM
 
-    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    dtype = getattr(torch, str(stored).replace("torch.", ""), None) if stored else None
+    from artemis_cli.model.config import stored_dtype
+
+    stored = stored_dtype(config)
+    dtype = getattr(torch, stored, None) if stored else None
     previous = torch.get_default_dtype()
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         torch.set_default_dtype(dtype)

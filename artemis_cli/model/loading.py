@@ -56,8 +56,10 @@ def resolve_dtype(dtype: Any, device: str, config: Any = None):
     if dtype == "auto":
         if not device.startswith("cuda"):
             return torch.float32
-        stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float16")
-        return torch.bfloat16 if "bfloat16" in stored else torch.float16
+        from artemis_cli.model.config import stored_dtype
+
+        stored = (stored_dtype(config) if config is not None else None) or "float16"
+        return torch.bfloat16 if stored == "bfloat16" else torch.float16
     if dtype not in _DTYPES:
         raise UsageError(f"--dtype {dtype}: expected auto, float32, float16 or bfloat16")
     return getattr(torch, _DTYPES[dtype])
@@ -235,7 +237,7 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
         with without_tower(model):
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder if (folder / "tokenizer_config.json").is_file() else base))
+    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_folder(folder, base)))
     _add_legacy_tokens(model, tokenizer, mm)
     image_processor = None
     if tower_source and load_tower:
@@ -245,6 +247,16 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, image_processor=image_processor, kind=kind,
                        source=folder, base=base)
+
+
+def _tokenizer_folder(folder: Path, base: Optional[Path]) -> Path:
+    for candidate in (folder, base):
+        if candidate is not None and any((candidate / name).is_file() for name in
+                                         ("tokenizer_config.json", "tokenizer.model", "tokenizer.json")):
+            return candidate
+    raise InputError(f"{folder}: no tokenizer files (tokenizer_config.json / tokenizer.model)"
+                     + ("" if base is None else f" and none in {base}"),
+                     hint="copy the tokenizer of the base model (Vicuna) into the checkpoint folder")
 
 
 def _add_legacy_tokens(model, tokenizer, mm) -> None:

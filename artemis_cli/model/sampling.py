@@ -78,7 +78,7 @@ def sample_roi_frames(track_list: Sequence[Sequence[float]], frame_ids: Sequence
         # the padded list (the last tracked frame weighs more); kept for identical draws.
         key_pool = picked
     picked = sorted(picked)
-    if key_frame_box and key_frame_id not in (None, ""):
+    if key_frame_box and key_frame_id:  # truthiness as the reference (a frame id 0 counts as absent)
         key_ids, key_boxes, key_index = [key_frame_id], [[float(v) for v in key_frame_box]], None
     else:
         key_index = rng.choice(key_pool)
