@@ -109,3 +109,12 @@ def test_random_scores_per_sample_generators_are_independent_of_batch():
     a = random_scores(2, 5, [torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)])
     b = random_scores(1, 5, [torch.Generator().manual_seed(4)])
     assert torch.equal(a[1], b[0])
+
+
+def test_prompt_box_count_follows_the_selection_mode():
+    from artemis_cli.model.config import MMSettings
+
+    assert MMSettings.of({"k_means": True}).tracked_roi_tokens(8) == 4
+    assert MMSettings.of({"k_means": False}).tracked_roi_tokens(8) == 8
+    assert MMSettings.of({"k_means": True, "roi_select_mode": "uniform", "kmeans_n_clusters": 2}).tracked_roi_tokens() == 2
+    assert MMSettings.of({"k_means": True}).tracked_roi_tokens(3) == 3

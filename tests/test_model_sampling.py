@@ -103,3 +103,25 @@ def test_crop_geometry_matches_the_clip_processor():
     assert abs(xs.min().item() / 224 - x1) < 0.02 and abs(xs.max().item() / 224 - x2) < 0.02
     assert abs(ys.min().item() / 224 - y1) < 0.02 and abs(ys.max().item() / 224 - y2) < 0.02
     assert crop_geometry(320, 240) == (298 / 320, 224 / 240, 37, 0)
+
+
+def test_load_roi_inputs_reads_frames_and_normalises(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from artemis_cli.model.sampling import load_roi_inputs
+    from artemis_cli.model.tiny import clip_image_processor
+
+    track, frames = record(12)
+    for name in frames:
+        Image.fromarray(np.full((240, 320, 3), 128, dtype=np.uint8)).save(tmp_path / name)
+    selection = sample_roi_frames(track, frames, key_frame_id=frames[0], key_frame_box=[32, 24, 160, 120])
+    pixels, boxes = load_roi_inputs(tmp_path, selection, clip_image_processor())
+    assert pixels.shape == (9, 3, 224, 224) and boxes.shape == (9, 4) and boxes.dtype == torch.float32
+    assert boxes[0].tolist() == pytest.approx([0.1, 0.1, 0.5, 0.5])
+    _, corrected = load_roi_inputs(tmp_path, selection, clip_image_processor(), crop_correct=True)
+    assert not torch.allclose(boxes, corrected)
+    (tmp_path / frames[4]).unlink()
+    with pytest.raises(InputError, match="frame not found"):
+        load_roi_inputs(tmp_path, selection, clip_image_processor())

@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import LlamaConfig
 
+from artemis_cli.common.config import format_validation_error
 from artemis_cli.errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
@@ -85,10 +86,19 @@ class MMSettings(BaseModel):
             return self.roi_select_mode
         return "kmeans" if self.k_means else "none"
 
+    def tracked_roi_tokens(self, num_tracked: int = 8) -> int:
+        """How many tracked-frame RoI tokens (hence trailing ``<bbox>``) a prompt gets: K, or all."""
+        return num_tracked if self.select_mode == "none" or num_tracked <= self.kmeans_n_clusters \
+            else self.kmeans_n_clusters
+
     @classmethod
     def of(cls, config: Any) -> "MMSettings":
+        """Validate the mm_* attributes of a config (object or dict); a bad value is a `ConfigError`."""
         data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError("model config", format_validation_error(exc)) from None
 
 
 _EXTRA_KEYS = {"use_mm_proj", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "mm_projector_lr"}
@@ -112,7 +122,7 @@ def default_mm_settings(image_tower: str | None, mm_hidden_size: int = 1024, *, 
     unknown = sorted(set(mm) - set(MMSettings.model_fields) - _EXTRA_KEYS)
     if unknown:
         raise ConfigError("model config", [f"{key}: not a multimodal setting" for key in unknown])
-    MMSettings.model_validate(settings)
+    MMSettings.of(settings)
     return settings
 
 
