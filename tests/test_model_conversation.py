@@ -20,55 +20,39 @@ def tokenizer(tiny_tokenizer_dir):
 
 
 def reference_tokenize(prompt, tok):
-    """The published `tokenizer_image_token`, transcribed."""
-    def insert_separator(chunks, sep):
-        return [e for sub in zip(chunks, [sep] * len(chunks)) for e in sub][:-1]
-
-    if "<bbox>" in prompt:
-        prompt_chunks = []
-        for chunks in prompt.split("<image>"):
-            if "<bbox>" in chunks:
-                box_chunks = [tok(c).input_ids for c in chunks.split("<bbox>")]
-                ids, offset = [], 0
-                if box_chunks and box_chunks[0] and box_chunks[0][0] == tok.bos_token_id:
-                    offset = 1
-                    ids.append(box_chunks[0][0])
-                for x in insert_separator(box_chunks, [BOX_TOKEN_INDEX] * (offset + 1)):
-                    ids.extend(x[offset:])
-                prompt_chunks.append(ids)
-            else:
-                prompt_chunks.append(tok(chunks).input_ids)
-    else:
-        prompt_chunks = [tok(c).input_ids for c in prompt.split("<image>")]
-    out, offset = [], 0
-    if prompt_chunks and prompt_chunks[0] and prompt_chunks[0][0] == tok.bos_token_id:
-        offset = 1
-        out.append(prompt_chunks[0][0])
-    for x in insert_separator(prompt_chunks, [IMAGE_TOKEN_INDEX] * (offset + 1)):
-        out.extend(x[offset:])
-    return out
+    """What the published `tokenizer_image_token` computes, restated: every piece between placeholders
+    is tokenised on its own (so each starts with a BOS); the very first piece is kept whole, every later
+    piece loses its BOS; -200 goes between <image> pieces and -500 between <bbox> pieces."""
+    ids = []
+    for i, image_piece in enumerate(prompt.split("<image>")):
+        if i:
+            ids.append(IMAGE_TOKEN_INDEX)
+        for j, box_piece in enumerate(image_piece.split("<bbox>")):
+            if j:
+                ids.append(BOX_TOKEN_INDEX)
+            piece = tok(box_piece).input_ids
+            ids.extend(piece if (i, j) == (0, 0) else piece[1:])
+    return ids
 
 
 def reference_labels(prompt, tok):
-    """The published `preprocess_v1` masking for one conversation (vicuna_v1 separators)."""
+    """The published `preprocess_v1` masking, restated: the prompt split at "</s>" gives the rounds;
+    a round tokenised on its own advances the position by its length (its BOS stands for the "</s>");
+    inside a round the tokens of "... ASSISTANT: " except its BOS and last token are masked; the BOS
+    and everything after the last complete round are masked."""
     ids = reference_tokenize(prompt, tok)
-    target = list(ids)
-    sep = " ASSISTANT: "
-    cur = 1
-    target[:1] = [IGNORE_INDEX]
-    for rou in prompt.split("</s>"):
-        if rou == "":
+    labels = list(ids)
+    labels[0] = IGNORE_INDEX
+    position = 1
+    for round_text in prompt.split("</s>"):
+        head, found, _ = round_text.partition(" ASSISTANT: ")
+        if not round_text or not found or " ASSISTANT: " in _:
             break
-        parts = rou.split(sep)
-        if len(parts) != 2:
-            break
-        parts[0] += sep
-        round_len = len(reference_tokenize(rou, tok))
-        instruction_len = len(reference_tokenize(parts[0], tok)) - 2
-        target[cur:cur + instruction_len] = [IGNORE_INDEX] * instruction_len
-        cur += round_len
-    target[cur:] = [IGNORE_INDEX] * (len(target) - cur)
-    return ids, target
+        masked = len(reference_tokenize(head + " ASSISTANT: ", tok)) - 2
+        labels[position:position + masked] = [IGNORE_INDEX] * masked
+        position += len(reference_tokenize(round_text, tok))
+    labels[position:] = [IGNORE_INDEX] * (len(labels) - position)
+    return ids, labels
 
 
 PROMPTS = [
