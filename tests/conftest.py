@@ -36,3 +36,22 @@ def tiny_tokenizer_dir(tmp_path_factory):
     from artemis_cli.model.tiny import save_tiny_tokenizer
 
     return save_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_artemis(tiny_clip_dir, tiny_tokenizer_dir):
+    """A random tiny Artemis (model, tokenizer, image_processor): Llama hidden 64, the tiny CLIP tower,
+    RoI module with ONE fuse round (speed; the published model has 5) and k-means K=4 over 8 tracked
+    RoIs. Shared by the session: do not change its weights (train a copy)."""
+    from artemis_cli.model.tiny import build_tiny_artemis
+
+    return build_tiny_artemis(tiny_tokenizer_dir, tiny_clip_dir, seed=0, roi_num_fuse=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_artemis_dir(tiny_artemis, tmp_path_factory):
+    """`tiny_artemis` saved as a merged checkpoint folder (config.json, model.safetensors, tokenizer)."""
+    from artemis_cli.model.loading import save_model
+
+    model, tokenizer, _ = tiny_artemis
+    return save_model(model, tokenizer, tmp_path_factory.mktemp("tiny_artemis") / "artemis")

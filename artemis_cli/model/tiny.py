@@ -12,6 +12,7 @@ from pathlib import Path
 TINY_CLIP_WIDTH = 64
 TINY_CLIP_LAYERS = 12  # the RoI module reads layers -11, -8, -5, -2
 TINY_LLAMA_HIDDEN = 64
+TINY_ROI_QUERY = 128  # the RoI module's inner width (1024 in the published model)
 
 _CORPUS = """\
 A chat between a curious human and an artificial intelligence assistant.
@@ -34,11 +35,11 @@ def tiny_clip_vision_config(width: int = TINY_CLIP_WIDTH, layers: int = TINY_CLI
                             num_attention_heads=4, image_size=224, patch_size=14, projection_dim=width)
 
 
-def clip_image_processor():
+def clip_image_processor(image_size: int = 224):
     """The CLIP ViT-L/14 preprocessing (resize shorter side 224, centre crop, CLIP mean/std)."""
     from transformers import CLIPImageProcessor
 
-    return CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                               do_resize=True, do_center_crop=True, do_normalize=True, do_rescale=True,
                               image_mean=[0.48145466, 0.4578275, 0.40821073],
                               image_std=[0.26862954, 0.26130258, 0.27577711])
@@ -93,3 +94,44 @@ def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320) -> Path:
     (folder / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, indent=2))
     return folder
+
+
+def tiny_artemis_config(vocab_size: int, clip_dir: str | Path, *, roi: bool = True, k_means: bool = True,
+                        hidden: int = TINY_LLAMA_HIDDEN, layers: int = 2, **mm):
+    """A complete Artemis config at tiny scale: Llama hidden 64, the tiny CLIP in `clip_dir` as tower,
+    RoI module and k-means as in the published stage-3 model (`mm` overrides any mm_* setting)."""
+    from artemis_cli.model.config import build_config
+
+    settings = dict(roi_query_size=TINY_ROI_QUERY, tokenizer_model_max_length=3072)
+    settings.update(mm)
+    return build_config(tiny_llama_config(vocab_size, hidden, layers), image_tower=str(Path(clip_dir).resolve()),
+                        mm_hidden_size=TINY_CLIP_WIDTH, roi=roi, k_means=k_means, **settings)
+
+
+def build_tiny_artemis(tokenizer_dir: str | Path, clip_dir: str | Path, *, seed: int = 0, **mm):
+    """A random tiny `ArtemisForCausalLM` (tower weights from `clip_dir`), its tokenizer and image
+    processor, in eval mode, fp32 on CPU."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from artemis_cli.model.llava import ArtemisForCausalLM
+    from artemis_cli.model.loading import attach_tower
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = tiny_artemis_config(len(tokenizer), clip_dir, **mm)
+    torch.manual_seed(seed)
+    model = ArtemisForCausalLM(config)
+    processor = attach_tower(model, str(Path(clip_dir).resolve()), dtype=torch.float32)
+    return model.eval(), tokenizer, processor
+
+
+def save_tiny_artemis(folder: str | Path, *, seed: int = 0, **mm) -> Path:
+    """Write a tiny tower (`folder/clip`) and a complete merged tiny Artemis checkpoint
+    (`folder/artemis`: config, safetensors, tokenizer) that `load_model` reads; return the latter."""
+    from artemis_cli.model.loading import save_model
+
+    folder = Path(folder)
+    clip_dir = save_tiny_clip(folder / "clip", seed=seed)
+    tokenizer_dir = save_tiny_tokenizer(folder / "tokenizer")
+    model, tokenizer, _ = build_tiny_artemis(tokenizer_dir, clip_dir, seed=seed, **mm)
+    return save_model(model, tokenizer, folder / "artemis", overwrite=True)

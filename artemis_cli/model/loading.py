@@ -1,0 +1,320 @@
+"""Load and save Artemis checkpoints: merged, LoRA run + base, projector-only + base (REFERENCE §6).
+
+`load_model` builds the model with empty (meta) parameters, fills them from the files, checks that
+every weight outside the image tower was provided with the right shape (an error listing names
+otherwise), merges a LoRA adapter with peft, and only then attaches the CLIP tower from its own
+checkpoint, so LoRA never touches the tower (as in the published code, where the tower was loaded
+after the adapters were created).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
+
+from artemis_cli.errors import InputError, UsageError
+from artemis_cli.model import weights as W
+
+Kind = Literal["merged", "lora", "projector"]
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # ArtemisForCausalLM, eval mode
+    tokenizer: Any
+    image_processor: Any  # CLIPImageProcessor, None without a tower
+    kind: Kind
+    source: Path
+    base: Optional[Path] = None
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(dtype: Any, device: str, config: Any = None):
+    """``auto``: the checkpoint's fp16/bf16 on CUDA (fp16 if it says fp32), float32 on CPU."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if not device.startswith("cuda"):
+            return torch.float32
+        from artemis_cli.model.config import stored_dtype
+
+        stored = (stored_dtype(config) if config is not None else None) or "float16"
+        return torch.bfloat16 if stored == "bfloat16" else torch.float16
+    if dtype not in _DTYPES:
+        raise UsageError(f"--dtype {dtype}: expected auto, float32, float16 or bfloat16")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
+    """A local folder, or an HF hub id fetched/looked up with `snapshot_download` (honours HF_HUB_OFFLINE)."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise InputError(f"{path}: expected a checkpoint folder, got a file")
+    text = str(path_or_id)
+    if not _HUB_ID.match(text):
+        raise InputError(f"{text}: no such checkpoint folder")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise InputError(f"{text}: not a local folder and not available from the Hugging Face hub ({type(exc).__name__})",
+                         hint="download it first (huggingface-cli download ...) or pass a local folder") from None
+
+
+def checkpoint_kind(folder: Path) -> Kind:
+    if (folder / W.ADAPTER_CONFIG).is_file():
+        return "lora"
+    if not W.weight_files(folder) and (folder / W.PROJECTOR_FILE).is_file():
+        return "projector"
+    return "merged"
+
+
+def resolve_tower(name: str, checkpoint: Optional[Path] = None, override: Optional[str] = None) -> str:
+    """Where the tower weights come from: `override`, else a path relative to the checkpoint, else the
+    configured path if it exists, else the canonical hub id of a known tower (HF cache)."""
+    from artemis_cli.model.config import canonical_tower_name
+
+    if override:
+        return str(override)
+    for candidate in ([checkpoint / name] if checkpoint is not None else []) + [Path(name).expanduser()]:
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    return canonical_tower_name(name) or name
+
+
+def vision_config_for(source: str):
+    from artemis_cli.model.config import tower_config
+
+    return tower_config(source)
+
+
+def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
+    """Load the CLIP vision tower weights from `source` (folder or hub id) into the model; return its
+    image processor. The tower is frozen."""
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    tower = model.get_image_tower()
+    if tower is None:
+        return None
+    try:
+        vision = CLIPVisionModel.from_pretrained(source, dtype=dtype)
+    except OSError as exc:
+        raise InputError(f"image tower {source!r}: cannot load ({str(exc).splitlines()[0]})",
+                         hint="pass image_tower= / --image-tower with a local copy of openai/clip-vit-large-patch14") from None
+    tower.vision_tower = vision.to(device).requires_grad_(False).eval()
+    if (Path(source) / "preprocessor_config.json").is_file():
+        return CLIPImageProcessor.from_pretrained(source)
+    from artemis_cli.model.tiny import clip_image_processor
+
+    return clip_image_processor(vision.config.image_size)
+
+
+@contextlib.contextmanager
+def without_tower(model) -> Iterator[None]:
+    """Detach the image tower while peft injects/merges LoRA (its q/k/v names would match too)."""
+    tower = getattr(model.model, "image_tower", None)
+    if tower is None:
+        yield
+        return
+    del model.model.image_tower
+    try:
+        yield
+    finally:
+        model.model.image_tower = tower
+
+
+def _cast_parameters(model, device: str, dtype) -> None:
+    # Parameters only: non-persistent fp32 buffers (rotary inv_freq) stay fp32 as in from_pretrained.
+    model.to(device)
+    for param in model.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+
+
+def _fill(model, state: Mapping, source: str, allow_missing: Sequence[str]) -> None:
+    from artemis_cli.model.llava import reset_multimodal_parameters
+
+    model_shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    report = W.compare_keys(model_shapes, {name: tuple(t.shape) for name, t in state.items()})
+    report.missing = [n for n in report.missing if not n.startswith(tuple(allow_missing))]
+    report.raise_if_bad(source)
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(W.TOWER_PREFIX)}, strict=False, assign=True)
+    fresh = []
+    for name in ("mm_projector", "spi_model"):
+        module = getattr(model.model, name, None)
+        if module is not None and any(p.is_meta for p in module.parameters()):
+            module.to_empty(device="cpu")
+            fresh.append(name)
+    reset_multimodal_parameters(model, fresh)
+    still_meta = [n for n, p in model.named_parameters() if p.is_meta and not n.startswith(W.TOWER_PREFIX)]
+    if still_meta:
+        raise InputError(f"{source}: no weights for {', '.join(still_meta[:20])}")
+
+
+def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = None, *, device: str = "auto",
+               dtype: Any = "auto", image_tower: Optional[str] = None, config_overrides: Optional[dict] = None,
+               allow_missing: Sequence[str] = (), load_tower: bool = True) -> LoadedModel:
+    """Load an Artemis checkpoint for inference (or as a training start point).
+
+    - merged: `path` holds config.json, weights (safetensors preferred) and the tokenizer;
+    - LoRA run (`adapter_config.json`): `model_base` weights + `non_lora_trainables.bin` (prefixes
+      stripped as the published loader does), adapter merged with peft; config from `path`;
+    - projector-only (`mm_projector.bin`): `model_base` weights + the projector; config from `path`.
+    `image_tower` overrides the config's ``mm_image_tower``; `config_overrides` sets config fields
+    first (e.g. ``{"mm_spi_model": True}``) and `allow_missing` lists name prefixes that may be
+    absent (initialised as the reference does), e.g. ``("model.spi_model.",)`` for a fresh RoI module.
+    """
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from artemis_cli.model.config import MMSettings, read_config_json
+    from artemis_cli.model.llava import ArtemisForCausalLM
+
+    folder = resolve_checkpoint(path)
+    kind = checkpoint_kind(folder)
+    base = resolve_checkpoint(model_base) if model_base is not None else None
+    if kind != "merged" and base is None:
+        raise UsageError(f"{folder} is a {'LoRA' if kind == 'lora' else 'projector-only'} checkpoint: it needs --model-base",
+                         hint="pass the checkpoint it was trained from (stage 2 for LoRA, Vicuna for a projector)")
+    config = read_config_json(folder)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device, config)
+    mm = MMSettings.of(config)
+    tower_source = resolve_tower(mm.mm_image_tower, folder, image_tower) if mm.mm_image_tower else None
+    with init_empty_weights(include_buffers=False):
+        model = ArtemisForCausalLM(config, vision_config_for(tower_source) if tower_source else None)
+
+    if kind == "merged":
+        files = W.weight_files(folder)
+        if not files:
+            raise InputError(f"{folder}: no model.safetensors / pytorch_model.bin (or their shard index)")
+        state = W.read_state_dict(files)
+    else:
+        files = W.weight_files(base)
+        if not files:
+            raise InputError(f"{base}: the base checkpoint has no weights")
+        state = W.read_state_dict(files)
+        extra = folder / (W.NON_LORA_FILE if kind == "lora" else W.PROJECTOR_FILE)
+        if extra.is_file():
+            state.update(W.strip_peft_prefixes(W.load_bin(extra)))
+        elif kind == "lora":
+            raise InputError(f"{folder}: LoRA run without {W.NON_LORA_FILE} (the RoI module and projector weights)")
+    _fill(model, state, str(folder), allow_missing)
+    del state
+    with without_tower(model):
+        _cast_parameters(model, device, dtype)
+
+    if kind == "lora":
+        from peft import PeftModel
+
+        with without_tower(model):
+            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+
+    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_folder(folder, base)))
+    _add_legacy_tokens(model, tokenizer, mm)
+    image_processor = None
+    if tower_source and load_tower:
+        image_processor = attach_tower(model, tower_source, device=device, dtype=dtype)
+    if (folder / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(folder))
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, image_processor=image_processor, kind=kind,
+                       source=folder, base=base)
+
+
+def _tokenizer_folder(folder: Path, base: Optional[Path]) -> Path:
+    for candidate in (folder, base):
+        if candidate is not None and any((candidate / name).is_file() for name in
+                                         ("tokenizer_config.json", "tokenizer.model", "tokenizer.json")):
+            return candidate
+    raise InputError(f"{folder}: no tokenizer files (tokenizer_config.json / tokenizer.model)"
+                     + ("" if base is None else f" and none in {base}"),
+                     hint="copy the tokenizer of the base model (Vicuna) into the checkpoint folder")
+
+
+def _add_legacy_tokens(model, tokenizer, mm) -> None:
+    """The published loader adds ``<im_patch>`` (and start/end, bbox) tokens when the config asks,
+    resizing the embeddings; published Artemis configs set these flags to false."""
+    tokens = []
+    if mm.mm_use_im_patch_token:
+        tokens.append("<im_patch>")
+    if mm.mm_use_im_start_end:
+        tokens += ["<im_start>", "<im_end>", "<vid_start>", "<vid_end>"]
+    if mm.mm_use_bbox_token:
+        tokens.append("<bbox>")
+    if tokens:
+        tokenizer.add_tokens(tokens, special_tokens=True)
+        if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+
+
+def save_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = False,
+               max_shard_size: str = "5GB", image_tower: Optional[str] = None) -> Path:
+    """Write a merged checkpoint (config.json, safetensors shards, tokenizer) atomically.
+
+    The image tower's weights are not saved: ``mm_image_tower`` names where they come from
+    (`image_tower` rewrites it)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists", hint="pass overwrite=True (--overwrite) to replace it")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+             if not k.startswith(W.TOWER_PREFIX)}
+    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({name: state[name] for name in names}, str(tmp / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": split.tensor_to_filename}
+        (tmp / W.SAFE_INDEX).write_text(json.dumps(index, indent=2))
+    config = model.config
+    if image_tower is not None:
+        config.mm_image_tower = image_tower
+    config.architectures = ["LlavaLlamaForCausalLM"]
+    config.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def merge_lora(run_dir: str | os.PathLike, base: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
+               dtype: Any = "auto", overwrite: bool = False) -> Path:
+    """Merge a LoRA run (adapter + non_lora_trainables.bin) into `base` and save a merged checkpoint."""
+    loaded = load_model(run_dir, base, device=device, dtype=dtype, load_tower=False)
+    return save_model(loaded.model, loaded.tokenizer, out, overwrite=overwrite)

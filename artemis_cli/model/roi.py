@@ -1,0 +1,155 @@
+"""The multi-level RoI module (`model.spi_model`), REFERENCE §4, on torchvision's RoIAlign.
+
+One LLM token per box: the four CLIP levels of each frame are resized to a pyramid (128, 64, 32, 16
+px for a 16 x 16 grid), fused by five channel-shuffle rounds, pooled by RoIAlign at every level,
+summed, flattened and projected, plus a box embedding. All frames of all samples go through in one
+batch (one box per frame); there is no loop over boxes. The module runs in its parameters' dtype
+(fp32, fp16 or bf16); the reference forced fp16.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GN_GROUPS = 64
+POS_HIDDEN = 256
+
+
+class ConvGNReLU(nn.Module):
+    """3x3 conv without bias, GroupNorm(64), ReLU (keys ``conv.weight``, ``gn.weight``, ``gn.bias``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.gn = nn.GroupNorm(min(GN_GROUPS, channels), channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.gn(self.conv(x)))
+
+
+def coordinate_channels(feature: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, 2, H, W]: x then y, each in [-1, 1] across the map."""
+    n, _, h, w = feature.shape
+    ys = torch.linspace(-1, 1, h, device=feature.device, dtype=feature.dtype)
+    xs = torch.linspace(-1, 1, w, device=feature.device, dtype=feature.dtype)
+    y, x = torch.meshgrid(ys, xs, indexing="ij")  # [H, W] each
+    return torch.stack([x, y]).unsqueeze(0).expand(n, -1, -1, -1)
+
+
+def resize(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(feature.shape[-2:]) == tuple(size):
+        return feature  # bilinear with align_corners to the same size is the identity
+    return F.interpolate(feature, size=size, mode="bilinear", align_corners=True)
+
+
+class MultiLevelFuse(nn.Module):
+    """`mlvl_fuse`: coordinate channels + per-level 1x1 conv, then `num_fuse` shuffle-fuse rounds.
+
+    Before each round, level i is rebuilt from its own channels [0, C/2), channels [3C/4, C) of
+    level i+1 (deeper) and channels [C/2, 3C/4) of level i-1 (shallower), clamped at the ends, the
+    borrowed parts resized bilinearly to level i's size. The round's conv is shared by all levels.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_levels: int, num_fuse: int = 5):
+        super().__init__()
+        self.num_levels = num_levels
+        self.shuffle_channels = channels // 4
+        self.keep_channels = channels - 2 * self.shuffle_channels
+        self.input_conv = nn.ModuleList(nn.Conv2d(in_channels + 2, channels, 1) for _ in range(num_levels))
+        self.fuse_convs = nn.ModuleList(ConvGNReLU(channels) for _ in range(num_fuse))
+
+    def _shuffled(self, levels: list[torch.Tensor], index: int) -> torch.Tensor:
+        target = levels[index]
+        deeper = levels[min(index + 1, self.num_levels - 1)]
+        shallower = levels[max(index - 1, 0)]
+        size = tuple(target.shape[-2:])
+        start = self.keep_channels + self.shuffle_channels
+        return torch.cat([
+            target[:, :self.keep_channels],
+            resize(deeper[:, start:], size),
+            resize(shallower[:, self.keep_channels:start], size),
+        ], dim=1)
+
+    def forward(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`num_levels` x [N, C_in, S_l, S_l] -> `num_levels` x [N, C, S_l, S_l]."""
+        levels = [conv(torch.cat([feature, coordinate_channels(feature)], dim=1))
+                  for conv, feature in zip(self.input_conv, levels)]
+        for fuse in self.fuse_convs:
+            levels = [fuse(self._shuffled(levels, index)) for index in range(self.num_levels)]
+        return levels
+
+
+class MultiLevelRoIExtractor(nn.Module):
+    """`roi_align`: RoIAlign per level, per-level 3x3 conv, sum, ReLU, flatten, linear, box embedding, updims."""
+
+    def __init__(self, channels: int, num_levels: int, out_features: int, output_size: int = 14,
+                 sampling_ratio: int = 2, query_size: int = 1024):
+        super().__init__()
+        self.output_size = output_size
+        self.sampling_ratio = sampling_ratio
+        self.pconvs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(num_levels))
+        self.pos_embedd = nn.Sequential(
+            nn.Linear(4, POS_HIDDEN), nn.ReLU(), nn.LayerNorm(POS_HIDDEN),
+            nn.Linear(POS_HIDDEN, query_size), nn.ReLU(), nn.LayerNorm(query_size),
+        )
+        self.flatten_linear = nn.Linear(channels * output_size * output_size, query_size)
+        self.updims = nn.Linear(query_size, out_features)
+
+    def _roi_align(self, feature: torch.Tensor, rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
+        from torchvision.ops import roi_align
+
+        # torchvision has no bf16 RoIAlign kernel on CPU (and not everywhere on CUDA): pool in fp32.
+        compute = torch.float32 if feature.dtype == torch.bfloat16 else feature.dtype
+        pooled = roi_align(feature.to(compute), rois.to(compute), output_size=self.output_size,
+                           spatial_scale=spatial_scale, sampling_ratio=self.sampling_ratio, aligned=True)
+        return pooled.to(feature.dtype)  # [N, C, out, out]
+
+    def forward(self, levels: list[torch.Tensor], boxes: torch.Tensor, image_size: int) -> torch.Tensor:
+        """levels: L x [N, C, S_l, S_l]; boxes [N, 4] in [0, 1] (x1, y1, x2, y2), one per frame -> [N, D]."""
+        frame_index = torch.arange(boxes.shape[0], device=boxes.device, dtype=boxes.dtype)
+        rois = torch.cat([frame_index[:, None], boxes * image_size], dim=1)  # [N, 5] in input pixels
+        pooled = sum(conv(self._roi_align(level, rois, level.shape[-1] / image_size))
+                     for conv, level in zip(self.pconvs, levels))  # [N, C, out, out]
+        tokens = self.flatten_linear(F.relu(pooled).flatten(1))  # [N, query]
+        tokens = tokens + self.pos_embedd(boxes)
+        return self.updims(tokens)  # [N, D]
+
+
+class MultiLevelRoIModule(nn.Module):
+    """`spi_model`: CLIP levels of every frame + one box per frame -> one LLM token per box."""
+
+    def __init__(self, in_channels: int, out_features: int, num_levels: int = 4, num_fuse: int = 5,
+                 output_size: int = 14, query_size: int = 1024):
+        super().__init__()
+        self.num_levels = num_levels
+        self.mlvl_fuse = MultiLevelFuse(in_channels, in_channels, num_levels, num_fuse)
+        self.roi_align = MultiLevelRoIExtractor(in_channels, num_levels, out_features, output_size,
+                                                query_size=query_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.mlvl_fuse.input_conv[0].weight.dtype
+
+    def pyramid(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """L x [N, P, C] (or [N, C, S, S]) -> L x [N, C, S * 2^(L-1-l), ...]: shallowest largest."""
+        maps = []
+        for index, level in enumerate(levels):
+            level = level.to(self.dtype)
+            if level.dim() == 3:
+                n, patches, channels = level.shape
+                side = int(round(patches ** 0.5))
+                level = level.reshape(n, side, side, channels).permute(0, 3, 1, 2)  # [N, C, S, S]
+            scale = 2 ** (self.num_levels - 1 - index)
+            maps.append(resize(level, (level.shape[-2] * scale, level.shape[-1] * scale)))
+        return maps
+
+    def forward(self, levels: list[torch.Tensor], boxes: torch.Tensor, image_size: int = 224) -> torch.Tensor:
+        """levels: L x [N, P, C] CLIP hidden states (CLS dropped), boxes [N, 4] normalised -> [N, D]."""
+        if len(levels) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} feature levels, got {len(levels)}")
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != levels[0].shape[0]:
+            raise ValueError(f"boxes must be [N, 4] with N = {levels[0].shape[0]} frames, got {tuple(boxes.shape)}")
+        fused = self.mlvl_fuse(self.pyramid(levels))
+        return self.roi_align(fused, boxes.to(self.dtype), image_size)
