@@ -63,12 +63,13 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data, judge, model, score
+    from artemis_cli.cli import data, doctor, judge, model, score
 
     app.add_typer(data.app, name="data")
     app.add_typer(model.app, name="model")
     app.command("score")(score.score_cmd)
     app.add_typer(judge.app, name="judge")
+    app.command("doctor")(doctor.doctor_cmd)
 
 
 _register()

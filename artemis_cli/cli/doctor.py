@@ -1,0 +1,36 @@
+"""`artemis doctor`: check torch/CUDA, video decoding, Java, SPICE, DeepSpeed, open_clip, the API key, disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from artemis_cli.cli.options import JsonFlag
+
+
+def doctor_cmd(
+    path: Annotated[Path, typer.Option(help="Where data and runs will live (for the free-disk check).")] = Path("."),
+    json_out: JsonFlag = False,
+) -> None:
+    """Check the environment and print what is missing with how to fix it. Exit 1 if a check fails."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from artemis_cli.common.console import print_json, stdout
+    from artemis_cli.doctor import as_json, doctor
+
+    checks = doctor(path)
+    result = as_json(checks)
+    if json_out:
+        print_json(result)
+    else:
+        table = Table(title="artemis doctor")
+        for column in ("check", "status", "found", "fix"):
+            table.add_column(column, overflow="fold")
+        style = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
+        stdout.print(table)
+    raise typer.Exit(0 if result["ok"] else 1)
