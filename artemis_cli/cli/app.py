@@ -33,7 +33,7 @@ class ArtemisGroup(TyperGroup):
             if os.environ.get("ARTEMIS_DEBUG") == "1":
                 raise
             report_error(exc)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(
@@ -63,9 +63,10 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data
+    from artemis_cli.cli import data, features
 
     app.add_typer(data.app, name="data")
+    app.add_typer(features.app, name="features")
 
 
 _register()
