@@ -23,7 +23,7 @@ def extract_cmd(
     num_frames: Annotated[int, typer.Option("--num-frames", min=1, help="Frames sampled per video; shorter videos are zero-padded.")] = 100,
     resize: Annotated[str, typer.Option(help="nearest: squash frames to 224x224 by nearest-neighbour, the published quirk the released weights were trained with; center-crop: keep the aspect ratio (bicubic shorter side + centre crop).")] = "nearest",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Frames per forward pass, across videos (default 256 on CUDA, 32 on CPU).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes (default min(8, CPUs-1); 0 decodes in the main process).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes; 0 decodes in the main process (default: CPUs-1 up to 12 with CUDA, CPUs/4 on CPU).")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     fmt: Annotated[str, typer.Option("--format", help="pkl (published), npy or safetensors.")] = "pkl",

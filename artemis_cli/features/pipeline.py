@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,13 @@ class VideoDataset:
             frames = resize_nearest_numpy(frames, job.size)  # [T, S, S, 3]
         return {"index": index, "status": "ok", "reader": reader,
                 "frames": torch.from_numpy(np.ascontiguousarray(frames))}
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _worker_init(_: int) -> None:
@@ -190,6 +198,11 @@ def run_loop(job: Job, backend: "Backend", device: "torch.device", dtype: "torch
                 stats.frames += pending.pooler.frames
                 on_video("written", pending.pooler.frames)
 
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and workers:
+        # Decode workers and the tower's intra-op threads share the cores: oversubscribed OpenMP
+        # threads spin-wait for each other, and small matmuls then run many times slower.
+        torch.set_num_threads(max(1, available_cpus() - workers))
     try:
         for item in loader:
             source = job.sources[item["index"]]
@@ -214,6 +227,7 @@ def run_loop(job: Job, backend: "Backend", device: "torch.device", dtype: "torch
         while queued:
             run_batch()
     finally:
+        torch.set_num_threads(threads)
         writer.close()
     stats.seconds = time.perf_counter() - start
     return stats

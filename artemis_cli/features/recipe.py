@@ -59,7 +59,7 @@ def resize_nearest_numpy(frames: np.ndarray, size: int) -> np.ndarray:
     """``[T, H, W, 3]`` uint8 -> ``[T, size, size, 3]`` by nearest-neighbour indexing (the quirk)."""
     rows = nearest_source_indices(frames.shape[1], size)
     cols = nearest_source_indices(frames.shape[2], size)
-    return frames[:, rows[:, None], cols[None, :]]
+    return frames.take(rows, axis=1).take(cols, axis=2)  # two contiguous gathers beat one fancy index
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Preprocess:
         mean = self._constant(("mean",), lambda: torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0, device)
         std = self._constant(("std",), lambda: torch.tensor(self.std).view(1, 3, 1, 1) * 255.0, device)
         # Rescale and normalise fused, as transformers' CLIPImageProcessor computes it.
-        return ((pixels.float() - mean) / std).to(dtype)
+        return pixels.float().sub_(mean).div_(std).to(dtype)  # in place: one float copy of the frames
 
 
 class VideoPooler:
