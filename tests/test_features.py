@@ -206,3 +206,19 @@ def test_inspect_reports_valid_and_broken(tmp_path):
     result = runner.invoke(app, ["features", "inspect", str(tmp_path)])
     assert result.exit_code == 1
     assert "3 invalid" in result.output
+
+
+def test_resolve_device_gives_cuda_an_index(monkeypatch):
+    import torch
+
+    from artemis_cli.features.extract import resolve_device
+
+    assert resolve_device("cpu", {}) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("auto", {}) == torch.device("cuda:0")
+    assert resolve_device("cuda", {"LOCAL_RANK": "3"}) == torch.device("cuda:3")  # one GPU per torchrun rank
+    assert resolve_device("cuda:1", {"LOCAL_RANK": "3"}) == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        resolve_device("cuda", {})

@@ -203,3 +203,21 @@ def test_kill_and_rerun_gives_clean_run_outputs(tiny_clip_dir, tmp_path):
     assert len(expected) == 6
     assert {p.name: p.read_bytes() for p in killed.glob("*.pkl")} == expected
     assert not list(killed.glob(".*.tmp"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cuda_half_precision_matches_cpu(sample, tiny_clip_dir, tmp_path, dtype):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    videos = sample.data_root / "Artemis_data/HC-STVG/videos"
+    cpu = extract_features(config(videos, tmp_path / "cpu", tiny_clip_dir), show_progress=False)
+    gpu = extract_features(ExtractConfig(input=videos, output=tmp_path / "gpu", model=str(tiny_clip_dir), device="cuda",
+                                         dtype=dtype, workers=2, batch_size=32), show_progress=False)
+    assert cpu.written == gpu.written == 2 and gpu.device.startswith("cuda:") and gpu.dtype == dtype
+    for path in (tmp_path / "cpu").glob("*.pkl"):
+        a = load_feature(path).astype(np.float64).ravel()
+        b = load_feature(tmp_path / "gpu" / path.name).astype(np.float64).ravel()
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= (0.9999 if dtype == "float16" else 0.999)

@@ -92,7 +92,10 @@ def select_shard(sources: list[VideoSource], index: int, count: int) -> list[Vid
 
 
 def resolve_device(device: str, env: dict[str, str] | None = None):
-    """``auto`` -> CUDA when present (``cuda:$LOCAL_RANK`` under torchrun), else CPU."""
+    """``auto`` -> CUDA when present, else CPU; plain ``cuda`` -> ``cuda:$LOCAL_RANK`` under torchrun.
+
+    The result always carries an index for CUDA (``torch.cuda.set_device`` refuses one without).
+    """
     import torch
 
     env = os.environ if env is None else env
@@ -100,8 +103,9 @@ def resolve_device(device: str, env: dict[str, str] | None = None):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine", hint="use --device cpu")
-    if device == "cuda" and "LOCAL_RANK" in env:
-        device = f"cuda:{int(env['LOCAL_RANK'])}"
+    if device == "cuda":
+        index = int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else torch.cuda.current_device()
+        device = f"cuda:{index}"
     return torch.device(device)
 
 
@@ -180,6 +184,8 @@ def extract_features(config: ExtractConfig, show_progress: bool = True) -> Extra
         kind = "frame folders" if config.frames else "videos (.mp4 .mkv .webm .avi .mov)"
         raise InputError(f"{config.input}: no {kind} found",
                          hint="pass --frames for a folder of frame folders" if not config.frames else None)
+    if config.output.exists() and not config.output.is_dir():
+        raise InputError(f"{config.output}: OUTPUT exists and is not a folder")
     index, count = resolve_shard(config.num_shards, config.shard_index)
     shard = select_shard(sources, index, count)
     device = resolve_device(config.device)

@@ -111,7 +111,6 @@ class LoopStats:
     skipped: int = 0
     frames: int = 0
     readers: dict[str, int] = field(default_factory=dict)
-    failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -211,9 +210,7 @@ def run_loop(job: Job, backend: "Backend", device: "torch.device", dtype: "torch
                 on_video("skipped", 0)
                 continue
             if item["status"] == "failed":
-                failure = {"name": source.name, "path": str(source.path), "reason": item["reason"]}
-                stats.failures.append(failure)
-                on_failure(failure)
+                on_failure({"name": source.name, "path": str(source.path), "reason": item["reason"]})
                 on_video("failed", 0)
                 continue
             stats.readers[item["reader"]] = stats.readers.get(item["reader"], 0) + 1
