@@ -57,7 +57,7 @@ def inspect_feature(path: Path, num_frames: int = NUM_FRAMES) -> FeatureInfo:
     """Load `path` safely and check it is a ``[num_frames + P, C]`` float16 clip feature."""
     info = FeatureInfo(str(path))
     if not path.exists():
-        info.problems.append(f"{path}: file not found")
+        info.problems.append("file not found")
         return info
     try:
         array = load_feature(path)

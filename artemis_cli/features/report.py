@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.table import Table
 
 from artemis_cli.common.console import stderr
@@ -33,18 +35,24 @@ def print_extract_summary(summary: ExtractSummary, max_failures: int = 20) -> No
 def print_inspect_table(infos: list[FeatureInfo]) -> None:
     table = Table(title="features inspect")
     for column in ("file", "shape", "dtype", "frames", "min", "max", "mean", "std", "status"):
-        table.add_column(column, justify="right" if column in ("frames", "min", "max", "mean", "std") else "left")
+        table.add_column(column, justify="right" if column in ("frames", "min", "max", "mean", "std") else "left",
+                         no_wrap=column != "file", overflow="fold")
 
     def num(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4g}"
+        return "-" if value is None else f"{value:.3g}"
 
+    notes = []
     for info in infos:
-        notes = info.problems or info.warnings
-        status = ("[green]ok[/green]" if info.ok else "[red]invalid[/red]") + (f": {'; '.join(notes)}" if notes else "")
-        table.add_row(info.path, "x".join(map(str, info.shape)) if info.shape else "-", info.dtype or "-",
+        name = Path(info.path).name
+        status = "[red]invalid[/red]" if not info.ok else "[yellow]ok*[/yellow]" if info.warnings else "[green]ok[/green]"
+        table.add_row(name, "x".join(map(str, info.shape)) if info.shape else "-", info.dtype or "-",
                       "-" if info.frames is None else str(info.frames), num(info.min), num(info.max),
                       num(info.mean), num(info.std), status)
+        notes += [f"[red]invalid[/red] {info.path}: {p}" for p in info.problems]
+        notes += [f"[yellow]note[/yellow] {info.path}: {w}" for w in info.warnings]
     stderr.print(table)
+    for note in notes:
+        stderr.print(note, soft_wrap=True)
     widths = {info.shape[1] for info in infos if info.ok and info.shape}
     if len(widths) > 1:
         stderr.print(f"[yellow]note:[/yellow] files have different widths C: {sorted(widths)}")
