@@ -222,3 +222,27 @@ def test_resolve_device_gives_cuda_an_index(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UsageError, match="CUDA is not available"):
         resolve_device("cuda", {})
+
+
+def test_hf_backend_reads_full_clip_checkpoints_quietly(tmp_path, capfd):
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from artemis_cli.features.backends import load_backend
+    from artemis_cli.model.tiny import tiny_clip_vision_config
+
+    # openai/clip-vit-large-patch14 is a whole CLIPModel (text tower too), like this one.
+    config = CLIPConfig(vision_config=tiny_clip_vision_config().to_dict(), projection_dim=64,
+                        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                     "num_attention_heads": 2, "vocab_size": 49408})
+    torch.manual_seed(0)
+    clip = CLIPModel(config).eval()
+    clip.save_pretrained(tmp_path)
+    capfd.readouterr()
+    backend = load_backend("hf", str(tmp_path), torch.device("cpu"), torch.float32)
+    assert "UNEXPECTED" not in capfd.readouterr().err
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = clip.vision_model(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+    torch.testing.assert_close(backend.forward(pixels), expected)
+    assert (backend.patches, backend.width, backend.layers) == (256, 64, 12)

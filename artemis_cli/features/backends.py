@@ -64,11 +64,17 @@ def _load_hf(model_id: str, device, dtype, resize: str) -> Backend:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bar is the only one
+    verbosity = hf_logging.get_verbosity()
+    # A full CLIPModel checkpoint (the default) loads fine; its text weights are just not used, and
+    # transformers would list each of them as "unexpected".
+    hf_logging.set_verbosity_error()
     try:
         tower = CLIPVisionModel.from_pretrained(model_id, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise InputError(f"{model_id}: cannot load a CLIP vision model ({_first_line(exc)})",
                          hint="pass --model with a local folder or a hub id you have downloaded") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     try:
         processor = CLIPImageProcessor.from_pretrained(model_id)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
