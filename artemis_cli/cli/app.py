@@ -63,9 +63,10 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data, doctor, judge, model, score
+    from artemis_cli.cli import data, doctor, features, judge, model, score
 
     app.add_typer(data.app, name="data")
+    app.add_typer(features.app, name="features")
     app.add_typer(model.app, name="model")
     app.command("score")(score.score_cmd)
     app.add_typer(judge.app, name="judge")

@@ -69,17 +69,17 @@ def make_video(rng: np.random.Generator, n_frames: int, width: int, height: int,
     return SyntheticVideo(np.clip(frames + noise, 0, 255).astype(np.uint8), targets)
 
 
-def encode_mp4(frames: np.ndarray, fps: int = 8) -> bytes:
+def encode_mp4(frames: np.ndarray, fps: int = 8, codecs: tuple[str, ...] = ("mpeg4", "h264")) -> bytes:
     """Encode [T, H, W, 3] uint8 frames as an MPEG-4 part 2 (or H.264) `.mp4`, in memory.
 
     MPEG-4 part 2 comes first because its bitstream is identical from run to run; libx264's is not
-    (even single-threaded), and the sample must be deterministic.
+    (even single-threaded), and the sample must be deterministic. `codecs` is the order to try.
     """
     try:
         import av
     except ImportError:
         raise ArtemisError("writing sample videos needs PyAV", hint="pip install 'artemis[video]'") from None
-    for codec in ("mpeg4", "h264"):
+    for codec in codecs:
         buffer = io.BytesIO()
         try:
             with av.open(buffer, "w", format="mp4") as container:

@@ -1,0 +1,73 @@
+"""`artemis features ...`: extract per-video CLIP features with the published recipe; inspect feature files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from artemis_cli.cli.options import Device, Dtype, JsonFlag, NumShards, Overwrite, ShardIndex
+
+app = typer.Typer(help="Extract per-video CLIP features (the published recipe) and inspect feature files.",
+                  no_args_is_help=True)
+
+
+@app.command("extract")
+def extract_cmd(
+    input: Annotated[Path, typer.Argument(help="Folder of videos (.mp4 .mkv .webm .avi .mov), or of frame folders with --frames.")],
+    output: Annotated[Path, typer.Argument(help="Folder for <name>.pkl files, failures.jsonl and manifest.json.")],
+    frames: Annotated[bool, typer.Option("--frames", help="INPUT holds one folder of frame images per video (sorted numerically).")] = False,
+    model: Annotated[Optional[str], typer.Option(help="HF id or folder (hf; default openai/clip-vit-large-patch14), or ARCH:TAG, ARCH:/ckpt, hf-hub:..., local-dir:... (open_clip; default ViT-L-14-quickgelu:openai).")] = None,
+    backend: Annotated[str, typer.Option(help="hf (transformers CLIPVisionModel) or open_clip.")] = "hf",
+    num_frames: Annotated[int, typer.Option("--num-frames", min=1, help="Frames sampled per video; shorter videos are zero-padded.")] = 100,
+    resize: Annotated[str, typer.Option(help="nearest: squash frames to 224x224 by nearest-neighbour, the published quirk the released weights were trained with; center-crop: keep the aspect ratio (bicubic shorter side + centre crop).")] = "nearest",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Frames per forward pass, across videos (default 256 on CUDA, 32 on CPU).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes; 0 decodes in the main process (default: CPUs-1 up to 12 with CUDA, CPUs/4 on CPU).")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="pkl (published), npy or safetensors.")] = "pkl",
+    num_shards: NumShards = None,
+    shard_index: ShardIndex = None,
+    list_file: Annotated[Optional[Path], typer.Option("--list", help="Only the videos named in this file (one file or output name per line).")] = None,
+    overwrite: Overwrite = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Write one [100 + P, C] float16 feature file per video. Reruns resume; exit 1 if any video failed."""
+    from artemis_cli.common.config import load_config
+    from artemis_cli.features.extract import ExtractConfig, extract_features
+    from artemis_cli.features.report import print_extract_summary
+
+    config = load_config(ExtractConfig, base=dict(
+        input=input, output=output, frames=frames, model=model, backend=backend, num_frames=num_frames,
+        resize=resize, batch_size=batch_size, workers=workers, device=device, dtype=dtype, format=fmt,
+        num_shards=num_shards, shard_index=shard_index, list_file=list_file, overwrite=overwrite))
+    summary = extract_features(config, show_progress=not json_out)
+    if json_out:
+        from artemis_cli.common.console import print_json
+
+        print_json(summary.to_json())
+    else:
+        print_extract_summary(summary)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Feature files (.pkl .npy .safetensors) or folders of them.")],
+    num_frames: Annotated[int, typer.Option("--num-frames", min=1, help="Temporal rows expected before the patch rows.")] = 100,
+    json_out: JsonFlag = False,
+) -> None:
+    """Shape, dtype, statistics and validity of feature files (pickles loaded safely). Exit 1 if any is invalid."""
+    from artemis_cli.features.inspect import inspect_features
+    from artemis_cli.features.report import print_inspect_table
+
+    infos = inspect_features(files, num_frames=num_frames)
+    if json_out:
+        from artemis_cli.common.console import print_json
+
+        print_json({"files": [info.to_json() for info in infos], "ok": all(i.ok for i in infos),
+                    "invalid": sum(not i.ok for i in infos)})
+    else:
+        print_inspect_table(infos)
+    raise typer.Exit(0 if all(info.ok for info in infos) else 1)
