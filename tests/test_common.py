@@ -22,6 +22,15 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
     assert os.listdir(tmp_path) == ["out.json"]
 
 
+def test_atomic_files_get_the_umask_mode_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "f.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_resumable_jsonl_repairs_a_torn_last_line_and_skips_done_ids(tmp_path):
     path = tmp_path / "preds.jsonl"
     path.write_text('{"id": "a", "pred": "x"}\n{"id": "b", "pred": "y"}\n{"id": "c", "pr')

@@ -23,6 +23,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600 files; give the result the mode a plain open() would (0666 & ~umask).
+        os.chmod(tmp_name, 0o666 & ~_umask())
         text = "b" not in mode
         with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None) as handle:
             yield handle
@@ -33,6 +35,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
