@@ -23,12 +23,11 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
 
 
 def test_atomic_files_get_the_umask_mode_not_0600(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_write_json(tmp_path / "f.json", {})
-    finally:
-        os.umask(old)
-    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+    from artemis_cli.common import atomic
+
+    atomic_write_json(tmp_path / "f.json", {})
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK
+    assert atomic._UMASK != 0o177  # i.e. not what mkstemp's 0600 would give
 
 
 def test_resumable_jsonl_repairs_a_torn_last_line_and_skips_done_ids(tmp_path):

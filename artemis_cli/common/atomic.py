@@ -24,7 +24,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         # mkstemp creates 0600 files; give the result the mode a plain open() would (0666 & ~umask).
-        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
         text = "b" not in mode
         with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None) as handle:
             yield handle
@@ -37,10 +37,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do it once at import, not per write from many threads.
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
