@@ -185,3 +185,19 @@ def test_a_record_that_fails_to_load_is_named_never_replaced(train_workspace, sa
     entry = json.loads(lines[0])
     assert len(lines) == 1 and entry["record"] == f"{path}[0]" and entry["phase"] == "load"
     assert "broken_clip.pkl" in entry["problem"]
+
+
+@pytest.mark.slow
+def test_mixed_precision_bf16_on_cpu_keeps_trainables_in_fp32(train_workspace):
+    """bf16 without DeepSpeed: frozen weights in bf16, trained ones in fp32 under autocast (fp16 pkl features)."""
+    from artemis_cli.train.config import load_train_config
+    from artemis_cli.train.model_setup import build_stage_model
+
+    config = load_train_config(3, CONFIGS / "sample_stage3.yaml", ["train.precision=bf16"])
+    built = build_stage_model(config, device="cpu", dtype=torch.bfloat16, upcast_trainable=True)
+    dtypes = {n: p.dtype for n, p in built.model.named_parameters()}
+    assert all(dtypes[n] == torch.float32 for n in built.trainable)
+    assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
+    done = result_json(train_cli(3, "--set", "train.precision=bf16", "--set", "train.max_steps=2",
+                                 "-o", "artemis-sample/runs/bf16"))
+    assert done["global_step"] == 2 and done["last_loss"] == done["last_loss"]  # finite, not NaN

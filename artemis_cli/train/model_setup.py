@@ -28,11 +28,11 @@ class StageModel:
 
     @property
     def image_tokens(self) -> int:
-        tower = _inner(self.model).get_image_tower()
+        tower = inner_model(self.model).get_image_tower()
         return tower.grid_size ** 2 if tower is not None else 256
 
 
-def _inner(model):
+def inner_model(model):
     """The `ArtemisForCausalLM` inside a peft wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -75,16 +75,51 @@ def enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def apply_stage_training(model, stage: int, lora=None, *, upcast_trainable: bool = False,
+                         gradient_checkpointing: bool = False):
+    """Freeze what `stage` freezes and make trainable what it trains; stage 3 wraps the model in peft
+    LoRA (`lora`: a `LoraSection`, default the published r 16 / alpha 16 / dropout 0.05) and
+    returns the `PeftModel`. `upcast_trainable` keeps trained parameters in float32."""
+    import torch
+
+    from artemis_cli.model.loading import without_tower
+    from artemis_cli.train.config import LoraSection
+
+    model.requires_grad_(False)
+    if stage == 1:
+        model.model.mm_projector.requires_grad_(True)
+    elif stage == 2:
+        for name, param in model.named_parameters():
+            param.requires_grad_(not name.startswith("model.image_tower."))
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        from artemis_cli.model.llava import LORA_TARGET_MODULES
+
+        lora = lora or LoraSection()
+        with without_tower(model):  # the tower's q/k/v_proj would match the pattern's suffixes
+            peft_model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                          bias=lora.bias, target_modules=LORA_TARGET_MODULES,
+                                                          task_type="CAUSAL_LM"))
+        model.model.spi_model.requires_grad_(True)
+        model.model.mm_projector.requires_grad_(True)
+        model = peft_model
+    if upcast_trainable:
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+    if gradient_checkpointing:
+        enable_checkpointing(inner_model(model))
+    return model
+
+
 def build_stage_model(config: TrainConfig, *, device: str, dtype, upcast_trainable: bool) -> StageModel:
     """Load the start checkpoint of `config.stage`, add what the stage adds, freeze what it freezes.
 
     Weights are loaded in `dtype` on `device`; `upcast_trainable` keeps the trained parameters in
     float32 (mixed precision without DeepSpeed, which keeps its own fp32 master copy)."""
-    import torch
-
     from artemis_cli.model.config import MMSettings, read_config_json
-    from artemis_cli.model.loading import (checkpoint_kind, load_model, resolve_checkpoint, resolve_tower,
-                                           vision_config_for, without_tower)
+    from artemis_cli.model.loading import checkpoint_kind, load_model, resolve_checkpoint, resolve_tower, vision_config_for
 
     folder = resolve_checkpoint(config.model.path)
     stored = read_config_json(folder)
@@ -110,30 +145,7 @@ def build_stage_model(config: TrainConfig, *, device: str, dtype, upcast_trainab
     tokenizer.padding_side = "right"
     model.config.use_cache = False
 
-    model.requires_grad_(False)
-    if config.stage == 1:
-        model.model.mm_projector.requires_grad_(True)
-    elif config.stage == 2:
-        for name, param in model.named_parameters():
-            param.requires_grad_(not name.startswith("model.image_tower."))
-    else:
-        from peft import LoraConfig, get_peft_model
-
-        from artemis_cli.model.llava import LORA_TARGET_MODULES
-
-        lora = config.lora
-        with without_tower(model):
-            peft_model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                                          bias=lora.bias, target_modules=LORA_TARGET_MODULES,
-                                                          task_type="CAUSAL_LM"))
-        model.model.spi_model.requires_grad_(True)
-        model.model.mm_projector.requires_grad_(True)
-        model = peft_model
-    if upcast_trainable:
-        for param in model.parameters():
-            if param.requires_grad and param.dtype != torch.float32:
-                param.data = param.data.float()
-    if config.train.gradient_checkpointing:
-        enable_checkpointing(_inner(model))
+    model = apply_stage_training(model, config.stage, config.lora, upcast_trainable=upcast_trainable,
+                                 gradient_checkpointing=config.train.gradient_checkpointing)
     return StageModel(model=model, tokenizer=tokenizer, image_processor=loaded.image_processor,
                       trainable=trainable_names(model))

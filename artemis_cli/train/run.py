@@ -165,7 +165,7 @@ def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], c
     from artemis_cli.model.config import MMSettings
     from artemis_cli.train.collator import Collator
     from artemis_cli.train.datasets import make_dataset
-    from artemis_cli.train.model_setup import _inner, build_stage_model
+    from artemis_cli.train.model_setup import inner_model, build_stage_model
     from artemis_cli.train.progress import RichProgress, plot_losses
     from artemis_cli.train.trainer import ArtemisTrainer
 
@@ -181,7 +181,7 @@ def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], c
 
     stage_model = build_stage_model(config, device=device, dtype=compute_dtype(config.train.precision),
                                     upcast_trainable=ds_path is None and config.train.precision != "fp32")
-    inner = _inner(stage_model.model)
+    inner = inner_model(stage_model.model)
     mm = MMSettings.of(inner.config)
     dataset = make_dataset(records.items, tokenizer=stage_model.tokenizer, image_processor=stage_model.image_processor,
                            seed=config.train.seed, template=config.model.template, max_images=config.data.max_images,

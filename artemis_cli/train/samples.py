@@ -50,7 +50,7 @@ class BadSample:
 
 
 def load_video_feature(path: Path, width: Optional[int] = None) -> torch.Tensor:
-    """A `[T, C]` clip feature through the safe loader; a wrong shape or width is an `InputError`."""
+    """A `[T, C]` float32 clip feature through the safe loader; a wrong shape or width is an `InputError`."""
     import numpy as np
 
     from artemis_cli.data.feature_files import load_feature
@@ -61,7 +61,9 @@ def load_video_feature(path: Path, width: Optional[int] = None) -> torch.Tensor:
     if width is not None and array.shape[1] != width:
         raise InputError(f"{path}: feature width {array.shape[1]} but the model's tower width is {width}",
                          hint="extract the features with the same CLIP tower the model uses")
-    return torch.from_numpy(np.ascontiguousarray(array))  # [T, C]
+    # float32: stored fp16 features hit "Unexpected floating ScalarType" in torch.cat under CPU bf16
+    # autocast; the projector casts to its own dtype anyway.
+    return torch.from_numpy(np.ascontiguousarray(array)).float()  # [T, C]
 
 
 def expand_to_square(image, background: tuple[int, int, int]):
