@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # model_gpu.random_artemis
 
-from artemis_cli.model.config import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_config  # noqa: E402
+from artemis_cli.model.config import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_INDEX  # noqa: E402
 from artemis_cli.train.samples import Sample  # noqa: E402
 
 REAL = dict(width=1024, hidden=4096, query=1024, layers=32, heads=32, inter=11008, vocab=32000, levels=4, fuse=5,
@@ -54,31 +55,10 @@ def peak_tflops(name: str) -> float | None:
 
 def build_model(shape: dict, dtype: torch.dtype, device: str):
     """A random-init stage-3 Artemis (RoI module, k-means) in `dtype` on `device`."""
-    from transformers import LlamaConfig
+    from model_gpu import random_artemis
 
-    from artemis_cli.model.llava import ArtemisForCausalLM
-
-    llama = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["inter"],
-                        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-                        num_key_value_heads=shape["heads"], max_position_embeddings=4096, rms_norm_eps=1e-5,
-                        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    if shape is REAL:
-        tower, vision = "openai/clip-vit-large-patch14", None
-    else:
-        from artemis_cli.model.tiny import tiny_clip_vision_config
-
-        tower, vision = "tiny-clip", tiny_clip_vision_config(shape["width"], shape["tower_layers"])
-    config = build_config(llama, image_tower=tower, mm_hidden_size=shape["width"], roi_query_size=shape["query"],
-                          num_levels=shape["levels"], num_level_spi_features=shape["levels"], roi_num_fuse=shape["fuse"],
-                          tokenizer_model_max_length=3072)
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = ArtemisForCausalLM(config, vision)
-    finally:
-        torch.set_default_dtype(previous)
+    model = random_artemis(shape, dtype, device, real=shape is REAL, tower_layers=shape["tower_layers"],
+                           num_levels=shape["levels"], num_level_spi_features=shape["levels"], roi_num_fuse=shape["fuse"])
     model.config.use_cache = False
     return model
 
