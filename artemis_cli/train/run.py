@@ -119,7 +119,8 @@ def _write_skipped(out: Path, bad: list[BadRecord]) -> None:
     path = out / SKIPPED_FILE
     kept = []
     if path.is_file():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if '"phase": "load"' in line]
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("phase") == "load"]
     lines = [json.dumps(b.to_json()) for b in bad] + kept
     if lines:
         atomic_write_text(path, "\n".join(lines) + "\n")
