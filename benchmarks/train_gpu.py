@@ -130,7 +130,7 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
                steps: int) -> dict:
     """Train `warmup + steps` steps with `ArtemisTrainer`; time, memory, losses."""
     from artemis_cli.train.launch import deepspeed_config_path, launch_environment
-    from artemis_cli.train.run import _reset_process_state, training_arguments
+    from artemis_cli.train.run import reset_process_state, training_arguments
     from artemis_cli.train.trainer import ArtemisTrainer
 
     config = args_config.model_copy(deep=True)
@@ -156,7 +156,7 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
             result = {"error": f"CUDA out of memory: {str(exc).splitlines()[0][:160]}"}
         finally:
             trainer = None
-            _reset_process_state(created_group="RANK" in env)
+            reset_process_state(created_group="RANK" in env)
             gc.collect()
     if device.startswith("cuda"):
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30

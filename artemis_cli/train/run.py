@@ -126,7 +126,7 @@ def _write_skipped(out: Path, bad: list[BadRecord]) -> None:
         atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _reset_process_state(created_group: bool) -> None:
+def reset_process_state(created_group: bool) -> None:
     """Leave the process as we found it (library callers and tests run several trainings)."""
     import torch.distributed as dist
     from accelerate.state import AcceleratorState
@@ -144,14 +144,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     weights, LoRA included); `overwrite` deletes an earlier run in the folder first; `skip_bad`
     leaves bad records out (listed) instead of stopping at the first."""
     out = Path(config.train.output_dir).resolve()
-    checkpoint = prepare_output_dir(out, resume=resume, overwrite=overwrite)
     device = resolve_device(config)
     ds_path = deepspeed_config_path(config.train.deepspeed)
+    checkpoint = prepare_output_dir(out, resume=resume, overwrite=overwrite)
     with launch_environment(device, ds_path is not None) as env:
         try:
             return _run(config, out, device, ds_path, checkpoint, skip_bad, show_progress, config_source)
         finally:
-            _reset_process_state(created_group="RANK" in env)
+            reset_process_state(created_group="RANK" in env)
 
 
 def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], checkpoint: Optional[Path],
