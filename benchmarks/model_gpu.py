@@ -81,33 +81,42 @@ def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int
     return {"case": f"roi {'fwd+bwd' if train else 'fwd'} 9x{batch} {str(dtype).replace('torch.', '')}", **result}
 
 
-def llm_case(shape: dict, dtype: torch.dtype, device: str, reps: int, grad_ckpt: bool) -> list[dict]:
-    from peft import LoraConfig, get_peft_model
+def random_artemis(shape: dict, dtype: torch.dtype, device: str, *, real: bool, tower_layers: int = 12, **mm):
+    """A random-init Artemis of `shape` in `dtype` on `device`: real = Vicuna-7B-shaped LLM with the CLIP-L
+    tower from the built-in config (nothing downloaded); else a tiny CLIP. `mm` overrides mm_* settings."""
     from transformers import LlamaConfig
 
-    from artemis_cli.model.llava import LORA_TARGET_MODULES, ArtemisForCausalLM
+    from artemis_cli.model.llava import ArtemisForCausalLM
 
     llama = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["inter"],
                         num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
                         num_key_value_heads=shape["heads"], max_position_embeddings=4096, rms_norm_eps=1e-5,
                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    if shape is REAL:
+    if real:
         tower, vision = "openai/clip-vit-large-patch14", None
     else:
         from artemis_cli.model.tiny import tiny_clip_vision_config
 
-        tower, vision = "tiny-clip", tiny_clip_vision_config(shape["width"])
+        tower, vision = "tiny-clip", tiny_clip_vision_config(shape["width"], tower_layers)
     config = build_config(llama, image_tower=tower, mm_hidden_size=shape["width"], roi_query_size=shape["query"],
-                          tokenizer_model_max_length=3072)
+                          tokenizer_model_max_length=3072, **mm)
     torch.manual_seed(0)
-    start = time.perf_counter()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = ArtemisForCausalLM(config, vision)
+            return ArtemisForCausalLM(config, vision)
     finally:
         torch.set_default_dtype(previous)
+
+
+def llm_case(shape: dict, dtype: torch.dtype, device: str, reps: int, grad_ckpt: bool) -> list[dict]:
+    from peft import LoraConfig, get_peft_model
+
+    from artemis_cli.model.llava import LORA_TARGET_MODULES
+
+    start = time.perf_counter()
+    model = random_artemis(shape, dtype, device, real=shape is REAL)
     build_s = time.perf_counter() - start
     tower_module = model.model.image_tower
     del model.model.image_tower

@@ -55,3 +55,40 @@ def tiny_artemis_dir(tiny_artemis, tmp_path_factory):
 
     model, tokenizer, _ = tiny_artemis
     return save_model(model, tokenizer, tmp_path_factory.mktemp("tiny_artemis") / "artemis")
+
+
+@pytest.fixture(scope="session")
+def train_start(tmp_path_factory):
+    """Tiny start checkpoints for the training tests: `tiny/{vicuna,clip}` (what `artemis model make-tiny`
+    writes) and `stage2` (a stage-2-like model: tiny LLM + projector + tower, no RoI module)."""
+    from artemis_cli.model.loading import save_model
+    from artemis_cli.model.tiny import build_tiny_artemis, save_tiny_start
+
+    root = tmp_path_factory.mktemp("train_start")
+    paths = save_tiny_start(root / "tiny")
+    model, tokenizer, _ = build_tiny_artemis(paths["vicuna"], paths["clip"], roi=False, k_means=False)
+    # A trained LM gives confident logits; the random init (std 0.02) caps them near 1, which no adapter
+    # can overcome while lm_head is frozen (stage 3), so overfitting tests could barely move the loss.
+    model.lm_head.weight.data *= 25.0
+    save_model(model, tokenizer, root / "stage2")
+    return root
+
+
+@pytest.fixture
+def train_workspace(tmp_path, sample, train_start, monkeypatch):
+    """A folder laid out as `examples/configs/sample_stage*.yaml` expect, made the working folder:
+    artemis-sample/{DATA_ROOT,annotations} (the `sample` fixture), artemis-sample/tiny, and
+    artemis-sample/runs/stage2 (the stage-2-like model). Torch runs on one thread (the box is shared)."""
+    import torch
+
+    base = tmp_path / "artemis-sample"
+    (base / "runs").mkdir(parents=True)
+    (base / "DATA_ROOT").symlink_to(sample.data_root)
+    (base / "annotations").symlink_to(sample.annotations)
+    (base / "tiny").symlink_to(train_start / "tiny")
+    (base / "runs" / "stage2").symlink_to(train_start / "stage2")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)

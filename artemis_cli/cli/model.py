@@ -1,4 +1,4 @@
-"""`artemis model ...`: look inside a model without loading it."""
+"""`artemis model ...`: look inside a model without loading it, merge a LoRA run, write tiny start models."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from artemis_cli.cli.options import JsonFlag
+from artemis_cli.cli.options import JsonFlag, Overwrite
 
-app = typer.Typer(help="Inspect Artemis models and checkpoints.", no_args_is_help=True)
+app = typer.Typer(help="Inspect Artemis checkpoints, merge LoRA runs, write tiny start models.", no_args_is_help=True)
 
 
 @app.command("inspect")
@@ -58,3 +58,52 @@ def _print_report(report, show: int) -> None:
         if len(names) > limit:
             stdout.print(f"  ... and {len(names) - limit} more (--show 0 lists all)")
     stdout.print("weights match the model (image tower exempt)" if report.ok else "weights do NOT match the model")
+
+
+@app.command("merge-lora")
+def merge_lora_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A stage-3 run folder (or checkpoint-N): adapter + non_lora_trainables.bin.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the merged model to.")],
+    base: Annotated[Path, typer.Option("--base", help="The model the run started from (the stage-2 checkpoint).")],
+    dtype: Annotated[str, typer.Option("--dtype", help="auto (the checkpoint's), float32, float16 or bfloat16.")] = "auto",
+    overwrite: Overwrite = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Merge a LoRA run into its base model and write a merged checkpoint (config, safetensors, tokenizer)."""
+    from artemis_cli.errors import UsageError
+    from artemis_cli.model.loading import checkpoint_kind, merge_lora, resolve_checkpoint
+
+    folder = resolve_checkpoint(run_dir)
+    if checkpoint_kind(folder) != "lora":
+        raise UsageError(f"{folder} is not a LoRA run (no adapter_config.json)",
+                         hint="pass the output folder of `artemis train stage3` (or one of its checkpoint-N)")
+    merged = merge_lora(folder, base, out, dtype=dtype, overwrite=overwrite)
+    if json_out:
+        from artemis_cli.common.console import print_json
+
+        print_json({"merged": str(merged), "run": str(folder), "base": str(base)})
+        return
+    from artemis_cli.common.console import stderr
+
+    stderr.print(f"wrote the merged model to {merged}")
+
+
+@app.command("make-tiny")
+def make_tiny_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write vicuna/ (tiny Llama + tokenizer) and clip/ (tiny CLIP) into.")],
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+    json_out: JsonFlag = False,
+) -> None:
+    """Write tiny random start checkpoints (a 2-layer Llama of width 64, a CLIP tower of width 64 with the real
+    224 px / patch-14 geometry) for trying the training stages on CPU with `examples/configs/sample_stage*.yaml`."""
+    from artemis_cli.model.tiny import save_tiny_start
+
+    paths = save_tiny_start(out, seed=seed)
+    if json_out:
+        from artemis_cli.common.console import print_json
+
+        print_json({name: str(path) for name, path in paths.items()})
+        return
+    from artemis_cli.common.console import stderr
+
+    stderr.print(f"wrote {paths['vicuna']} and {paths['clip']}")

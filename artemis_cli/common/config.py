@@ -59,6 +59,8 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key (typo?)"
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         lines.append(f"{location}: {message}")
     return lines
 
@@ -87,8 +89,10 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config(model: type[M], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> M:
-    """Build `model` from `base` (defaults from CLI flags), then the YAML file, then ``--set`` overrides."""
+                base: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> M:
+    """Build `model` from `base` (defaults from CLI flags), then the YAML file, then ``--set`` overrides.
+
+    `context` is pydantic's validation context (validators read it, e.g. to check paths exist)."""
     data: dict[str, Any] = dict(base or {})
     source = "config"
     if path is not None:
@@ -96,7 +100,7 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
         source = str(path)
     data = apply_overrides(data, list(overrides or []))
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(source, format_validation_error(exc)) from None
 

@@ -275,30 +275,34 @@ def _add_legacy_tokens(model, tokenizer, mm) -> None:
             model.resize_token_embeddings(len(tokenizer))
 
 
+def write_weights(state: Mapping, folder: Path, *, max_shard_size: str = "5GB") -> None:
+    """Write every tensor of `state` except the image tower as safetensors shards (+ index) into `folder`."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if not k.startswith(W.TOWER_PREFIX)}
+    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({name: state[name] for name in names}, str(folder / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+                 "weight_map": split.tensor_to_filename}
+        (folder / W.SAFE_INDEX).write_text(json.dumps(index, indent=2))
+
+
 def save_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = False,
                max_shard_size: str = "5GB", image_tower: Optional[str] = None) -> Path:
     """Write a merged checkpoint (config.json, safetensors shards, tokenizer) atomically.
 
     The image tower's weights are not saved: ``mm_image_tower`` names where they come from
     (`image_tower` rewrites it)."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists", hint="pass overwrite=True (--overwrite) to replace it")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-             if not k.startswith(W.TOWER_PREFIX)}
-    split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
-    for filename, names in split.filename_to_tensors.items():
-        save_file({name: state[name] for name in names}, str(tmp / filename), metadata={"format": "pt"})
-    if split.is_sharded:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
-                 "weight_map": split.tensor_to_filename}
-        (tmp / W.SAFE_INDEX).write_text(json.dumps(index, indent=2))
+    write_weights(model.state_dict(), tmp, max_shard_size=max_shard_size)
     config = model.config
     if image_tower is not None:
         config.mm_image_tower = image_tower

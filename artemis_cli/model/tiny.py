@@ -135,3 +135,29 @@ def save_tiny_artemis(folder: str | Path, *, seed: int = 0, **mm) -> Path:
     tokenizer_dir = save_tiny_tokenizer(folder / "tokenizer")
     model, tokenizer, _ = build_tiny_artemis(tokenizer_dir, clip_dir, seed=seed, **mm)
     return save_model(model, tokenizer, folder / "artemis", overwrite=True)
+
+
+def save_tiny_vicuna(folder: str | Path, tokenizer_dir: str | Path, *, seed: int = 0, hidden: int = TINY_LLAMA_HIDDEN,
+                     layers: int = 2) -> Path:
+    """A random tiny plain Llama checkpoint (``model_type llama``, no mm_* fields) with the tokenizer of
+    `tokenizer_dir`: the stage-1 start point at tiny scale (what Vicuna-7B v1.5 is for the real run)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden, layers))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_start(out: str | Path, *, seed: int = 0) -> dict[str, Path]:
+    """Write `out/vicuna` (tiny Llama + tokenizer) and `out/clip` (tiny CLIP tower + image processor): the
+    start checkpoints `examples/configs/sample_stage1.yaml` trains from. Returns both paths."""
+    out = Path(out)
+    clip = save_tiny_clip(out / "clip", seed=seed)
+    tokenizer_dir = save_tiny_tokenizer(out / "tokenizer")
+    vicuna = save_tiny_vicuna(out / "vicuna", tokenizer_dir, seed=seed)
+    return {"vicuna": vicuna, "clip": clip}

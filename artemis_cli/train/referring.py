@@ -1,0 +1,58 @@
+"""One referring record -> model inputs; the single place training (and inference) turn a stage-3 /
+VideoRefBench record into token ids, the clip feature, the 9 RoI frames and their boxes.
+
+Random draws come from one `random.Random` in the reference's order: question template (when the
+record has none), tracking-list sentence, tracked frames (training jitter), key frame (when the
+record has none), then the seed of the k-means member pick.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Optional
+
+from artemis_cli.data.records import ReferringRecord
+from artemis_cli.errors import InputError
+from artemis_cli.model.config import BOX_TOKEN_INDEX
+from artemis_cli.train.samples import Sample, load_video_feature
+
+
+def referring_inputs(record: ReferringRecord, *, clip: Path, frame_dir: Path, tokenizer, image_processor,
+                     rng: random.Random, train: bool = True, num_boxes: int = 4, num_tracked: int = 8,
+                     frame_sampling: str = "average", crop_correct: bool = False, template: Optional[str] = None,
+                     feature_width: Optional[int] = None, ref: str = "") -> Sample:
+    """Build the inputs of one referring record.
+
+    `train=True`: the stage-3 prompt (``<video>``, the record's question or a template, a tracking
+    sentence and `num_boxes` tracked ``<bbox>``, ``.``) answered by `caption`, labels on the answer only,
+    jittered frame sampling; template ``vicuna_v1``. `train=False`: the published VideoRefBench prompt
+    (fixed question unless the record has one), an open assistant turn, no labels, every n//8-th
+    frame; template ``llava_v1``. `num_boxes` is the number of tracked RoI tokens the model keeps
+    (`MMSettings.tracked_roi_tokens`: 4 with k-means). Returns a `Sample` with `media` = [clip feature
+    [T, C]], `roi_frames` [1 + num_tracked, 3, S, S] and `roi_boxes` [1 + num_tracked, 4].
+    """
+    from artemis_cli.model.conversation import (chat_prompt, referring_question, tokenize_conversation,
+                                                tokenize_prompt)
+    from artemis_cli.model.sampling import load_roi_inputs, sample_roi_frames
+
+    question = referring_question(num_boxes, question=record.question, train=train, rng=rng)
+    selection = sample_roi_frames(record.track_list, record.frame_id, key_frame_id=record.key_frame_id,
+                                  key_frame_box=record.key_frame_box, num_tracked=num_tracked, jitter=train,
+                                  mode=frame_sampling, rng=rng)
+    roi_seed = rng.getrandbits(31)
+    if train:
+        turns = [{"from": "human", "value": question}, {"from": "gpt", "value": record.caption}]
+        tokenized = tokenize_conversation(turns, tokenizer, template=template or "vicuna_v1")
+        if tokenized.mismatch:
+            raise InputError(f"{ref}: tokenization mismatch (the answer span does not cover the prompt)")
+        input_ids, labels = tokenized.input_ids, tokenized.labels
+    else:
+        input_ids, labels = tokenize_prompt(chat_prompt(question, template or "llava_v1"), tokenizer), None
+    if input_ids.count(BOX_TOKEN_INDEX) != 1 + num_boxes:
+        raise InputError(f"{ref}: the prompt has {input_ids.count(BOX_TOKEN_INDEX)} <bbox> placeholder(s), "
+                         f"expected {1 + num_boxes} (key frame + tracked)")
+    frames, boxes = load_roi_inputs(frame_dir, selection, image_processor, crop_correct=crop_correct)
+    feature = load_video_feature(clip, feature_width)
+    return Sample(ref=ref, input_ids=input_ids, labels=labels, media=[feature], roi_frames=frames,
+                  roi_boxes=boxes, roi_seed=roi_seed)
