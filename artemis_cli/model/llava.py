@@ -126,16 +126,19 @@ class ArtemisForCausalLM(LlamaForCausalLM):
         if images:
             image_features = self.get_image_tower().patch_features(torch.stack(images))  # [N, P, C]
         image_index = 0
+        weight = next(projector.parameters())
         for sample, item in flat:
             if item.dim() == 2:
-                rows.append(item)  # a video feature [T, C]
+                row = item  # a video feature [T, C]
             elif item.dim() == 3:
-                rows.append(image_features[image_index])
+                row = image_features[image_index]
                 image_index += 1
             else:
                 raise InputError(f"sample {sample}: media must be [T, C] features or [3, H, W] images, got {tuple(item.shape)}")
-        weight = next(projector.parameters())
-        projected = projector(torch.cat(rows).to(device=weight.device, dtype=weight.dtype))  # [sum T, H]
+            # Cast each piece before the cat: stored fp16 features beside fp32 tower output (or under
+            # CPU bf16 autocast) would otherwise make torch.cat mix dtypes.
+            rows.append(row.to(device=weight.device, dtype=weight.dtype))
+        projected = projector(torch.cat(rows))  # [sum T, H]
         pieces = projected.split([row.shape[0] for row in rows])
         out: list[list[torch.Tensor]] = [[] for _ in media]
         for (sample, _), piece in zip(flat, pieces):

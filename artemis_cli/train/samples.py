@@ -61,8 +61,7 @@ def load_video_feature(path: Path, width: Optional[int] = None) -> torch.Tensor:
     if width is not None and array.shape[1] != width:
         raise InputError(f"{path}: feature width {array.shape[1]} but the model's tower width is {width}",
                          hint="extract the features with the same CLIP tower the model uses")
-    # float32: stored fp16 features hit "Unexpected floating ScalarType" in torch.cat under CPU bf16
-    # autocast; the projector casts to its own dtype anyway.
+    # float32 on the host, as the tower's image features are; the model casts to the projector's dtype.
     return torch.from_numpy(np.ascontiguousarray(array)).float()  # [T, C]
 
 
