@@ -63,12 +63,13 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data, doctor, features, judge, model, score, train
+    from artemis_cli.cli import data, doctor, features, infer, judge, model, score, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(features.app, name="features")
     app.add_typer(model.app, name="model")
     app.add_typer(train.app, name="train")
+    app.add_typer(infer.app, name="infer")
     app.command("score")(score.score_cmd)
     app.add_typer(judge.app, name="judge")
     app.command("doctor")(doctor.doctor_cmd)

@@ -1,0 +1,173 @@
+"""`artemis infer ...`: VideoRefBench, video QA, the Video-ChatGPT benchmark, and `merge` of shards.
+
+The three run commands share their model/decoding/sharding options through `run_options`, which
+appends them to each command's signature, so each option is declared once.
+"""
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from artemis_cli.cli.options import Device, Dtype, JsonFlag, NumShards, Overwrite, ShardIndex
+
+app = typer.Typer(help="Run the model on a benchmark (batched, resumable, sharded) and merge shard outputs.",
+                  no_args_is_help=True)
+
+Output = Annotated[Path, typer.Option("--output", "-o", dir_okay=False,
+                                      help="Prediction file (.jsonl). Beside it: <name>.errors.jsonl (failed samples) "
+                                           "and <name>.manifest.json (settings, seed, input ids). Shard K of N writes "
+                                           "<name>.shard-K-of-N.jsonl.")]
+Features = Annotated[Path, typer.Option("--features", file_okay=False,
+                                        help="Folder of per-video clip features (<video_name>.pkl; .npy/.safetensors also read).")]
+
+_P = inspect.Parameter
+RUN_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("model", Annotated[str, typer.Option("--model", help="Checkpoint folder (merged, LoRA run + --model-base, or "
+                                                        "projector-only + --model-base) or a hub id.")], _P.empty),
+    ("model_base", Annotated[Optional[str], typer.Option("--model-base", help="Base checkpoint of a LoRA / "
+                                                                              "projector-only --model.")], None),
+    ("image_tower", Annotated[Optional[str], typer.Option("--image-tower", help="Local CLIP folder overriding the "
+                                                                                "config's mm_image_tower.")], None),
+    ("batch_size", Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Prompts per batch (default: as "
+                                                         "large as fits: up to 64 on a GPU, 8 on CPU; halved on "
+                                                         "out-of-memory).")], None),
+    ("max_new_tokens", Annotated[int, typer.Option("--max-new-tokens", min=1, help="Cap on generated tokens "
+                                                                                   "(1024 as published).")], 1024),
+    ("sample", Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding. --sample "
+                                            "--temperature 0.2 is the published setting; each sample draws from its "
+                                            "own generator (seed + id), so results do not depend on batching.")], False),
+    ("temperature", Annotated[float, typer.Option("--temperature", help="Sampling temperature "
+                                                                             "(> 0, with --sample).")], 0.2),
+    ("top_k", Annotated[Optional[int], typer.Option("--top-k", min=0, help="Top-k with --sample (default: the "
+                                                    "checkpoint's generation_config, else 50 as transformers).")], None),
+    ("top_p", Annotated[Optional[float], typer.Option("--top-p", min=0.0, max=1.0, help="Top-p with --sample "
+                                                      "(default: the checkpoint's generation_config, else 1.0).")], None),
+    ("seed", Annotated[int, typer.Option("--seed", help="Seed of the per-sample generators (RoI picks, key frames, "
+                                                        "sampling); recorded in the manifest.")], 0),
+    ("template", Annotated[str, typer.Option("--template", help="Conversation template (llava_v1 as the published "
+                                                                "eval; vicuna_v1 as training).")], "llava_v1"),
+    ("num_shards", NumShards, None),
+    ("shard_index", ShardIndex, None),
+    ("device", Device, "auto"),
+    ("dtype", Dtype, "auto"),
+    ("overwrite", Overwrite, False),
+    ("allow_failures", Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when samples failed "
+                                                                             "(they are still listed).")], False),
+    ("json_out", JsonFlag, False),
+]
+
+
+def run_options(command: Callable) -> Callable:
+    """Append the shared run options to `command`'s signature; it receives them as one dict `run`."""
+    own = [p for name, p in inspect.signature(command).parameters.items() if name != "run"]
+    extra = [_P(name, _P.KEYWORD_ONLY, annotation=annotation, default=default)
+             for name, annotation, default in RUN_OPTIONS]
+    parameters = [p.replace(kind=_P.KEYWORD_ONLY) for p in own] + extra
+    parameters.sort(key=lambda p: p.default is not _P.empty)  # required options first
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        run = {name: kwargs.pop(name) for name, _, _ in RUN_OPTIONS}
+        return command(run=run, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
+def _run(task: dict, output: Path, run: dict, **prompt) -> None:
+    from pydantic import ValidationError
+
+    from artemis_cli.common.config import format_validation_error
+    from artemis_cli.errors import ConfigError
+    from artemis_cli.infer import InferConfig, infer
+
+    options = dict(run)
+    json_out, allow_failures = options.pop("json_out"), options.pop("allow_failures")
+    decoding = {key: options.pop(key) for key in ("sample", "temperature", "top_k", "top_p", "max_new_tokens", "seed")}
+    try:
+        config = InferConfig(task=task, output=output, decoding=decoding, show_progress=not json_out, **options,
+                             **prompt)
+    except ValidationError as exc:
+        raise ConfigError("infer options", format_validation_error(exc)) from None
+    summary = infer(config)
+    from artemis_cli.cli.infer_report import print_run_summary
+
+    print_run_summary(summary, json_out)
+    raise typer.Exit(0 if summary.ok or allow_failures else 1)
+
+
+@app.command("videorefbench")
+@run_options
+def videorefbench_cmd(
+    annotations: Annotated[Path, typer.Option("--annotations", dir_okay=False,
+                                              help="VideoRefBench records (videorefbench_json/hc_stvg_val.json).")],
+    data_root: Annotated[Path, typer.Option("--data-root", file_okay=False,
+                                            help="DATA_ROOT (or its Artemis_data folder): clip_path and frame_path "
+                                                 "are relative to Artemis_data.")],
+    output: Output,
+    num_tracked: Annotated[int, typer.Option("--num-tracked", min=1, help="Tracked frames per record before "
+                                                                         "k-means (8 as published).")] = 8,
+    crop_correct: Annotated[bool, typer.Option("--crop-correct-boxes", help="Map boxes into CLIP's centre crop. "
+                                               "Default off: the published quirk (boxes divided by the frame size) "
+                                               "that the released weights were trained with.")] = False,
+    run: dict = None,
+) -> None:
+    """Describe the boxed target of each VideoRefBench record. Output lines: video_name, groundtruth,
+    pred, id (ready for `artemis score`). Exit 1 when any sample failed."""
+    _run({"kind": "videorefbench", "annotations": annotations, "data_root": data_root}, output, run,
+         num_tracked=num_tracked, crop_correct=crop_correct)
+
+
+@app.command("qa")
+@run_options
+def qa_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="msvd, msrvtt, activitynet (features named "
+                                                           "v_<video_name>) or tgif.")],
+    questions: Annotated[Path, typer.Option("--questions", dir_okay=False, help="Question file: a list of "
+                                                                                "{video_name, question, question_id}.")],
+    answers: Annotated[Path, typer.Option("--answers", dir_okay=False, help="Answer file: a list of {answer, ...} "
+                                                                            "aligned with the questions by position.")],
+    features: Features,
+    output: Output,
+    run: dict = None,
+) -> None:
+    """Zero-shot video QA. Output lines: id, question, answer, pred (ready for `artemis judge gpt --task qa`)."""
+    _run({"kind": "qa", "dataset": dataset, "questions": questions, "answers": answers, "features": features},
+         output, run)
+
+
+@app.command("vcgbench")
+@run_options
+def vcgbench_cmd(
+    question_set: Annotated[str, typer.Option("--set", help="generic, temporal or consistency (asks Q1 and Q2).")],
+    annotations: Annotated[Path, typer.Option("--annotations", dir_okay=False, help="The set's QA file: "
+                                              "{video_name, Q, A} (consistency: {video_name, Q1, Q2, A}).")],
+    features: Features,
+    output: Output,
+    run: dict = None,
+) -> None:
+    """The Video-ChatGPT benchmark. Output lines: video_name, Q, A, pred, id (consistency: Q1, Q2, A,
+    pred1, pred2), ready for `artemis judge gpt`."""
+    _run({"kind": "vcgbench", "set": question_set, "annotations": annotations, "features": features}, output, run)
+
+
+@app.command("merge")
+def merge_cmd(
+    output: Annotated[Path, typer.Argument(dir_okay=False, help="Merged prediction file to write.")],
+    shards: Annotated[list[Path], typer.Argument(help="Shard outputs of one run (their manifests beside them).")],
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Write the merge even when input ids or "
+                                                "shards are missing (still listed; exit 0).")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Merge shard outputs in input order, checking that every input id appears exactly once.
+    Exit 1 on missing (unless --allow-missing), duplicate or unknown ids or a missing shard."""
+    from artemis_cli.cli.infer_report import print_merge_report
+    from artemis_cli.infer import merge_predictions
+
+    report = merge_predictions(output, shards, allow_missing=allow_missing)
+    print_merge_report(report, json_out)
+    raise typer.Exit(0 if report.ok or (report.wrote and allow_missing) else 1)

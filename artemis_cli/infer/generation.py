@@ -1,0 +1,195 @@
+"""Batched generation: left padding, per-row stop at ``</s>``, greedy or seeded sampling.
+
+Greedy decoding (the default) gives each row exactly what a batch of one gives. Sampling
+(`--sample`, the published setting: temperature 0.2 and the checkpoint's or transformers' default
+top-k 50 / top-p 1.0) draws every row from its own generator, seeded from the run seed and the
+sample id, so a sample's text does not depend on its batch, its shard or a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_TEMPERATURE = 0.2  # the published eval scripts
+HF_DEFAULT_TOP_K = 50  # what transformers applies when sampling and nothing else is set
+ROI_CHUNK = 1  # samples per tower + RoI module call: 9 frames already fill a GPU; more only adds memory traffic
+AUTO_BATCH_CAP = {"cuda": 64, "cpu": 8}
+
+
+class DecodingSettings(BaseModel):
+    """How to decode. `top_k`/`top_p` None = the checkpoint's generation_config.json, else 50 / 1.0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample: bool = False
+    temperature: float = Field(DEFAULT_TEMPERATURE, gt=0.0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(1024, ge=1)
+    seed: int = 0
+
+    def resolved(self, generation_config: Any = None) -> "DecodingSettings":
+        """Fill `top_k`/`top_p` as `generate()` would have in the published run (sampling only)."""
+        if not self.sample:
+            return self.model_copy(update={"top_k": None, "top_p": None})
+        top_k = self.top_k if self.top_k is not None else getattr(generation_config, "top_k", None)
+        top_p = self.top_p if self.top_p is not None else getattr(generation_config, "top_p", None)
+        return self.model_copy(update={"top_k": HF_DEFAULT_TOP_K if top_k is None else top_k,
+                                       "top_p": 1.0 if top_p is None else top_p})
+
+    def record(self) -> dict[str, Any]:
+        """What goes in the manifest (and decides whether a rerun may resume)."""
+        out: dict[str, Any] = {"mode": "sample" if self.sample else "greedy", "max_new_tokens": self.max_new_tokens,
+                               "seed": self.seed}
+        if self.sample:
+            out.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        return out
+
+
+def request_seed(seed: int, sample_id: str, index: int = 0) -> int:
+    """A 63-bit seed for one generation request: its RoI picks and, when sampling, its tokens."""
+    digest = hashlib.sha256(f"{seed}\0{sample_id}\0{index}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt to answer: token ids with -200/-500 placeholders, its media ([T, C] features),
+    optional RoI frames [F, 3, S, S] + boxes [F, 4], and its seed."""
+
+    input_ids: list[int]
+    media: list[Any]
+    seed: int
+    roi_frames: Any = None
+    roi_boxes: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def seeded_sampler(seeds: Sequence[int], temperature: float, top_k: Optional[int], top_p: Optional[float]):
+    """A `LogitsProcessor` that samples each row from its own generator and leaves only that token
+    finite, so greedy selection returns the sample (inverse-CDF on the temperature/top-k/top-p
+    distribution; one uniform number per row and step)."""
+    import torch
+    from transformers import LogitsProcessor, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = []
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p is not None and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def __call__(self, input_ids, scores):
+            scores = scores.float() / temperature  # [B, V]
+            for warp in warpers:
+                scores = warp(input_ids, scores)
+            cdf = scores.softmax(-1).cumsum(-1)  # [B, V]
+            # 1 - U is in (0, 1]: the first index whose cdf reaches it has a positive probability.
+            uniform = torch.stack([1.0 - torch.rand((), generator=g, dtype=torch.float64) for g in self.generators])
+            target = (uniform.to(cdf.device) * cdf[:, -1].double()).to(cdf.dtype)[:, None]  # [B, 1]
+            choice = torch.searchsorted(cdf, target).clamp(max=cdf.shape[-1] - 1)  # [B, 1]
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(1, choice, 0.0)
+
+    return SeededSampler()
+
+
+def trim_at_eos(tokens: Sequence[int], eos_id: int) -> list[int]:
+    """The tokens before the first ``</s>`` (everything after it in a padded batch is padding)."""
+    tokens = list(tokens)
+    return tokens[:tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
+def decode_answer(tokenizer, tokens: Sequence[int]) -> str:
+    """New tokens -> answer text, as the published scripts post-process it."""
+    text = tokenizer.decode(trim_at_eos(tokens, tokenizer.eos_token_id), skip_special_tokens=True).strip()
+    stop = "</s>"
+    if text.endswith(stop):
+        text = text[:-len(stop)].strip()
+    return text
+
+
+def _left_pad(sequences: Sequence[Sequence[int]], pad_id: int):
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids, mask  # [B, L] each
+
+
+def embed_requests(model, requests: Sequence[GenerationRequest], pad_id: int, roi_chunk: int = ROI_CHUNK):
+    """Encode media and RoIs (RoIs `roi_chunk` samples at a time to bound memory), splice, left-pad."""
+    from artemis_cli.model.splice import splice
+
+    device = model.get_input_embeddings().weight.device
+    ids, mask = _left_pad([r.input_ids for r in requests], pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    features = model.encode_media([r.media for r in requests])
+    rois: list = []
+    for start in range(0, len(requests), roi_chunk):
+        chunk = requests[start:start + roi_chunk]
+        rois += model.encode_rois([r.roi_frames for r in chunk], [r.roi_boxes for r in chunk], len(chunk),
+                                  [r.seed for r in chunk])
+    text_embeds = model.get_input_embeddings()(ids.clamp(min=0))  # [B, L, H]
+    return splice(ids, text_embeds, mask, None, features, rois, padding_side="left",
+                  max_length=model.mm.tokenizer_model_max_length)
+
+
+def generate_tokens(model, tokenizer, requests: Sequence[GenerationRequest],
+                    decoding: DecodingSettings) -> list[list[int]]:
+    """Answer a batch of requests: each row's new tokens up to (not including) its first ``</s>``."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.unk_token_id or 0)
+    # Explicit neutral values keep a checkpoint's sampling fields out of greedy decoding (and its warnings).
+    config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                              eos_token_id=eos, pad_token_id=pad, temperature=1.0, top_k=HF_DEFAULT_TOP_K, top_p=1.0)
+    processors = LogitsProcessorList()
+    if decoding.sample:
+        processors.append(seeded_sampler([r.seed for r in requests], decoding.temperature, decoding.top_k,
+                                         decoding.top_p))
+    with torch.inference_mode():  # no autograd records for the tower and RoI module either
+        spliced = embed_requests(model, requests, pad)
+        new_tokens = model.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                                    generation_config=config, logits_processor=processors)  # [B, new]
+    return [trim_at_eos(row, eos) for row in new_tokens.tolist()]
+
+
+def generate_texts(model, tokenizer, requests: Sequence[GenerationRequest], decoding: DecodingSettings) -> list[str]:
+    """Answer a batch of requests; returns one text per request, in order."""
+    return [decode_answer(tokenizer, row) for row in generate_tokens(model, tokenizer, requests, decoding)]
+
+
+def auto_batch_size(model, device: str, prompt_tokens: int, max_new_tokens: int) -> int:
+    """The largest batch the device should hold: on CUDA, the KV cache of `prompt_tokens +
+    max_new_tokens` per row plus prefill activations against 70% of the free memory, capped at 64
+    (more adds padding and little speed); on CPU, 8. Out-of-memory still halves it at run time."""
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return AUTO_BATCH_CAP["cpu"]
+    config = model.config
+    layers = config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    width = next(model.parameters()).element_size()
+    tokens = prompt_tokens + max_new_tokens
+    kv = 2 * layers * kv_heads * head_dim * width * tokens
+    activations = prompt_tokens * (config.intermediate_size * 3 + config.hidden_size * 4) * width
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    fits = int(0.7 * free // (kv + activations))
+    return max(1, min(AUTO_BATCH_CAP["cuda"], fits))

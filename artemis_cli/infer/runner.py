@@ -1,0 +1,224 @@
+"""`infer`: run a benchmark over a model, batched, resumable, sharded, with failures set aside.
+
+The output is appended one line per finished sample and flushed (`ResumableJsonl`): a rerun skips
+the ids already there, repairs a torn last line, and retries earlier failures. A manifest beside
+the output records the settings (decoding, seed, prompt options, inputs) and the ordered input ids;
+a rerun with other settings refuses to resume into the same file. Samples that cannot run (bad
+record, missing feature or frame) go to ``<output>.errors.jsonl`` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from artemis_cli.errors import InputError, UsageError
+from artemis_cli.infer.generation import DecodingSettings
+from artemis_cli.infer.shards import OutputPaths, Shard, output_paths, read_manifest, resolve_shard
+from artemis_cli.infer.tasks import PromptOptions, QADataset, Sample, VCGSet
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class VideoRefBenchTask(BaseModel):
+    model_config = _STRICT
+    kind: Literal["videorefbench"] = "videorefbench"
+    annotations: Path
+    data_root: Path
+
+
+class QATask(BaseModel):
+    model_config = _STRICT
+    kind: Literal["qa"] = "qa"
+    dataset: QADataset
+    questions: Path
+    answers: Path
+    features: Path
+
+
+class VCGTask(BaseModel):
+    model_config = _STRICT
+    kind: Literal["vcgbench"] = "vcgbench"
+    set: VCGSet
+    annotations: Path
+    features: Path
+
+
+Task = Annotated[Union[VideoRefBenchTask, QATask, VCGTask], Field(discriminator="kind")]
+
+
+class InferConfig(BaseModel):
+    """Everything `infer` needs; `batch_size` None = as large as fits; shards None = torchrun env or 1."""
+
+    model_config = _STRICT
+
+    task: Task
+    model: str
+    model_base: Optional[str] = None
+    image_tower: Optional[str] = None
+    output: Path
+    decoding: DecodingSettings = DecodingSettings()
+    batch_size: Optional[int] = Field(None, ge=1)
+    template: str = "llava_v1"
+    num_tracked: int = Field(8, ge=1)
+    crop_correct: bool = False
+    num_shards: Optional[int] = Field(None, ge=1)
+    shard_index: Optional[int] = Field(None, ge=0)
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+    show_progress: bool = True
+
+
+@dataclass
+class InferSummary:
+    """What a run did. `total` counts this shard's samples; `skipped` were already in the output."""
+
+    paths: OutputPaths
+    shard: Shard
+    requested_output: Optional[Path] = None  # --output (the merge target of a sharded run)
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    batch_size: int = 0
+    seconds: float = 0.0
+    decoding: dict[str, Any] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": str(self.paths.output), "errors": str(self.paths.errors),
+                "manifest": str(self.paths.manifest), "shard": {"count": self.shard.count, "index": self.shard.index},
+                "total": self.total, "skipped": self.skipped, "done": self.done, "failed": self.failed,
+                "batch_size": self.batch_size, "seconds": round(self.seconds, 3),
+                "samples_per_s": round(self.samples_per_s, 4), "decoding": self.decoding,
+                "repaired_torn_line": self.repaired, "failures": self.failures}
+
+
+def load_samples(task: Task) -> list[Sample]:
+    """All input samples of a task, in input order (ids unique)."""
+    from artemis_cli.infer import tasks
+
+    if task.kind == "videorefbench":
+        if not task.data_root.is_dir():
+            raise InputError(f"{task.data_root}: data root is not a folder")
+        return tasks.videorefbench_samples(task.annotations, task.data_root)
+    if not task.features.is_dir():
+        raise InputError(f"{task.features}: features folder not found")
+    if task.kind == "qa":
+        return tasks.qa_samples(task.dataset, task.questions, task.answers, task.features)
+    return tasks.vcgbench_samples(task.set, task.annotations, task.features)
+
+
+def _device(device: str) -> str:
+    if device == "auto" and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def _settings(config: InferConfig, decoding: DecodingSettings) -> dict[str, Any]:
+    task = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in config.task.model_dump().items()}
+    return {"task": task, "model": config.model, "model_base": config.model_base, "image_tower": config.image_tower,
+            "decoding": decoding.record(), "template": config.template, "num_tracked": config.num_tracked,
+            "crop_correct": config.crop_correct}
+
+
+def _open_manifest(paths: OutputPaths, config: InferConfig, settings: dict, input_ids: list[str], shard: Shard) -> dict:
+    """The manifest to resume under (checked against `settings`), or a new one; written before any output."""
+    from artemis_cli.common.atomic import atomic_write_json
+    from artemis_cli.common.manifest import build_manifest
+
+    if paths.manifest.is_file():
+        manifest = read_manifest(paths.manifest)
+        differing = sorted(k for k in set(settings) | set(manifest["settings"])
+                           if settings.get(k) != manifest["settings"].get(k))
+        if manifest["input_ids"] != input_ids:
+            differing.append("input ids")
+        if differing:
+            raise UsageError(f"{paths.output}: was written with other settings ({', '.join(differing)}); "
+                             "refusing to mix them in one file",
+                             hint="pass --overwrite to start again, or choose another --output")
+    elif paths.output.is_file() and paths.output.stat().st_size > 0:
+        raise UsageError(f"{paths.output} exists without its manifest ({paths.manifest.name}): cannot tell how it "
+                         "was made", hint="pass --overwrite to replace it, or choose another --output")
+    else:
+        manifest = build_manifest(f"infer {config.task.kind}", seed=config.decoding.seed, settings=settings,
+                                  input_ids=input_ids, shard={"count": shard.count, "index": shard.index}, runs=[])
+    atomic_write_json(paths.manifest, manifest)
+    return manifest
+
+
+def infer(config: InferConfig, *, loaded=None) -> InferSummary:
+    """Run `config.task` over the model and write/resume the output; return the summary.
+
+    `loaded` (a `LoadedModel`) skips loading `config.model` (tests, benchmarks)."""
+    import torch
+
+    from artemis_cli.infer.batching import BatchRunner, ErrorLog
+
+    samples = load_samples(config.task)
+    shard = resolve_shard(config.num_shards, config.shard_index)
+    paths = output_paths(config.output, shard)
+    if config.overwrite:
+        for path in (paths.output, paths.errors, paths.manifest):
+            path.unlink(missing_ok=True)
+    mine = shard.slice(samples)
+    if loaded is None:
+        from artemis_cli.model.loading import load_model
+
+        loaded = load_model(config.model, config.model_base, device=_device(config.device), dtype=config.dtype,
+                            image_tower=config.image_tower)
+    mm = loaded.model.mm
+    if config.task.kind == "videorefbench" and (loaded.model.get_roi_module() is None or loaded.image_processor is None):
+        raise UsageError(f"{config.model}: the model has no RoI module / image tower (mm_spi_model is false), "
+                         "so it cannot answer VideoRefBench", hint="use a stage-3 Artemis checkpoint")
+    decoding = config.decoding.resolved(loaded.model.generation_config)
+    settings = _settings(config, decoding)
+    manifest = _open_manifest(paths, config, settings, [s.id for s in samples], shard)
+    summary = InferSummary(paths=paths, shard=shard, requested_output=config.output, total=len(mine),
+                           decoding=decoding.record())
+    prompt = PromptOptions(template=config.template, num_tracked=config.num_tracked, crop_correct=config.crop_correct)
+    torch.manual_seed(decoding.seed)
+    from artemis_cli.common.jsonl_writer import ResumableJsonl
+
+    paths.errors.unlink(missing_ok=True)  # earlier failures are retried below
+    with ResumableJsonl(paths.output) as out, ErrorLog(paths.errors) as errors:
+        summary.repaired = out.repaired
+        todo = out.pending(mine, key=lambda s: s.id)
+        summary.skipped = len(mine) - len(todo)
+        runner = BatchRunner(loaded, decoding, prompt, out, errors, summary)
+        for sample in todo:
+            if sample.problem:
+                runner.fail(sample, sample.problem, "record")
+        runnable = [s for s in todo if not s.problem]
+        summary.batch_size = config.batch_size or runner.auto_batch_size(runnable)
+        run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(loaded.model.device),
+               "dtype": str(loaded.model.dtype).replace("torch.", ""), "batch_size": summary.batch_size}
+        start = time.perf_counter()
+        runner.run(runnable, summary.batch_size, show_progress=config.show_progress,
+                   label=config.task.kind if config.task.kind != "qa" else f"qa {config.task.dataset}")
+        summary.seconds = time.perf_counter() - start
+    from artemis_cli.common.atomic import atomic_write_json
+
+    run.update(done=summary.done, failed=summary.failed, skipped=summary.skipped, seconds=round(summary.seconds, 3))
+    manifest["runs"].append(run)
+    atomic_write_json(paths.manifest, manifest)
+    return summary
+
