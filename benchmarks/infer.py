@@ -1,15 +1,16 @@
-"""VideoRefBench inference speed: our batched greedy `infer` vs the published batch-1 sampling loop.
+"""Inference speed: our batched greedy `infer` vs the published batch-1 sampling loop (VideoRefBench, video QA).
 
-    python benchmarks/infer.py                                      # CPU: tiny random Artemis
-    python benchmarks/infer.py --device cuda --max-new-tokens 128   # random-init Vicuna-7B-shaped Artemis
+    python benchmarks/infer.py --threads 1 --task videorefbench,qa            # CPU: tiny random Artemis
+    python benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out infer_gpu.json
 
-Both paths answer the same synthetic VideoRefBench records (a [356, C] clip feature, 24 non-square
-JPEG frames with a track per record, written to a temp folder) with the same model in one process:
+Both paths answer the same synthetic records (VideoRefBench: a [356, C] clip feature and 24 non-square
+JPEG frames with a track; QA: the feature and a question; written to a temp folder) with the same model
+in one process (one build for all `--task`s):
 - ours: `artemis_cli.infer.infer` as the CLI runs it (record loading, frames, RoIs, left-padded batches,
   greedy, resumable output with a flushed line per sample), batch size as large as fits unless
   `--batch-size`;
-- published: one record at a time as `run_inference_artemis_bench.py` does it (pickle feature, 9 frames
-  preprocessed one by one, `generate(do_sample=True, temperature=0.2, use_cache=True)` with the
+- published: one record at a time as `run_inference_artemis_bench.py` (`run_inference_video_qa.py`)
+  does it (pickle feature, 9 frames preprocessed one by one, `generate(do_sample=True, temperature=0.2, use_cache=True)` with the
   decoding `KeywordsStoppingCriteria` on ``</s>``, output line written per sample).
 The baseline runs on the first `--baseline-samples` records (capped by `--baseline-budget-s`),
 ours on all `--samples`; both are capped at `--max-new-tokens` and report samples/s and mean new
@@ -80,7 +81,20 @@ def make_records(folder: Path, count: int, width: int, videos: int = 4, seed: in
                         "video_name": f"{name}_{k}"})
     path = folder / "bench.json"
     path.write_text(json.dumps(records))
+    questions = [{"video_name": record["clip_path"].split("/")[-1][:-4], "question": f"What happens in the video {k}?",
+                  "question_id": f"q{k}"} for k, record in enumerate(records)]
+    (folder / "qa_q.json").write_text(json.dumps(questions))
+    (folder / "qa_a.json").write_text(json.dumps([{"answer": "a box moves"}] * len(questions)))
     return path
+
+
+def task_for(kind: str, annotations: Path) -> dict:
+    """The `InferConfig.task` of the records in `annotations`' folder."""
+    folder = annotations.parent
+    if kind == "qa":
+        return {"kind": "qa", "dataset": "msvd", "questions": folder / "qa_q.json", "answers": folder / "qa_a.json",
+                "features": folder / "Artemis_data" / "HC-STVG" / "clip_feature"}
+    return {"kind": "videorefbench", "annotations": annotations, "data_root": folder}
 
 
 # ---- models -------------------------------------------------------------------------------------------
@@ -167,47 +181,58 @@ def keywords_stop(keywords: list[str], tokenizer):
     return KeywordsStop()
 
 
-def published_loop(loaded: LoadedModel, records: list[dict], root: Path, max_new_tokens: int, out: Path,
-                   budget_s: float) -> dict:
+def published_inputs(kind: str, record: dict, loaded: LoadedModel, root: Path, rng: random.Random) -> dict:
+    """One record's generate() inputs as the published scripts build them (batch of one)."""
     from PIL import Image
-    from transformers import StoppingCriteriaList
 
     model, tokenizer, processor = loaded.model, loaded.tokenizer, loaded.image_processor
     device, dtype = model.device, model.dtype
+    if kind == "qa":
+        feature = root / "HC-STVG" / "clip_feature" / f"{record['video_name']}.pkl"
+        video = torch.tensor(load_feature(feature)).to(device=device, dtype=dtype)
+        ids = tokenize_prompt(chat_prompt("<image>\n" + record["question"], "llava_v1"), tokenizer)
+        return {"input_ids": torch.tensor([ids], device=device), "media": [[video]]}
+    video = torch.tensor(load_feature(root / record["clip_path"])).to(device=device, dtype=dtype)
+    ids = tokenize_prompt(chat_prompt(referring_question(model.mm.tracked_roi_tokens(8)), "llava_v1"), tokenizer)
+    pick = sample_roi_frames(record["track_list"], record["frame_id"], key_frame_id=record["key_frame_id"],
+                             key_frame_box=record["key_frame_box"], rng=rng)
+    images = [Image.open(root / record["frame_path"] / f).convert("RGB") for f in pick.frame_ids]
+    pixels = torch.stack([processor.preprocess(im, return_tensors="pt")["pixel_values"][0] for im in images])
+    w, h = images[0].size
+    boxes = torch.tensor(pick.boxes) / torch.tensor([w, h, w, h], dtype=torch.float32)
+    return {"input_ids": torch.tensor([ids], device=device), "media": [[video]],
+            "roi_frames": [pixels.to(device, dtype)], "roi_boxes": [boxes.to(device)]}
+
+
+def published_loop(kind: str, loaded: LoadedModel, records: list[dict], root: Path, max_new_tokens: int, out: Path,
+                   budget_s: float) -> dict:
+    from transformers import StoppingCriteriaList
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     unseeded = random.Random()  # the published script used the global `random`, unseeded
-    k = model.mm.tracked_roi_tokens(8)
     new_tokens, done = [], 0
-    sync(str(device))
+    sync(str(model.device))
     start = time.perf_counter()
     with out.open("w") as answers:
         for record in records:
-            video = torch.tensor(load_feature(root / record["clip_path"])).to(device=device, dtype=dtype)
-            ids = torch.tensor([tokenize_prompt(chat_prompt(referring_question(k), "llava_v1"), tokenizer)], device=device)
-            pick = sample_roi_frames(record["track_list"], record["frame_id"], key_frame_id=record["key_frame_id"],
-                                     key_frame_box=record["key_frame_box"], rng=unseeded)
-            images = [Image.open(root / record["frame_path"] / f).convert("RGB") for f in pick.frame_ids]
-            pixels = torch.stack([processor.preprocess(im, return_tensors="pt")["pixel_values"][0] for im in images])
-            w, h = images[0].size
-            boxes = torch.tensor(pick.boxes) / torch.tensor([w, h, w, h], dtype=torch.float32)
+            inputs = published_inputs(kind, record, loaded, root, unseeded)
             stop = StoppingCriteriaList([keywords_stop(["</s>"], tokenizer)])
-            output = model.generate(input_ids=ids, media=[[video]], roi_frames=[pixels.to(device, dtype)],
-                                    roi_boxes=[boxes.to(device)], do_sample=True, temperature=0.2,
-                                    max_new_tokens=max_new_tokens, use_cache=True, stopping_criteria=stop)
+            output = model.generate(**inputs, do_sample=True, temperature=0.2, max_new_tokens=max_new_tokens,
+                                    use_cache=True, stopping_criteria=stop)
             text = tokenizer.batch_decode(output, skip_special_tokens=True)[0].strip()
-            answers.write(json.dumps({"video_name": record["video_name"], "groundtruth": record["caption"],
-                                      "pred": text.removesuffix("</s>").strip()}) + "\n")
+            answers.write(json.dumps({**record, "pred": text.removesuffix("</s>").strip()}) + "\n")
             new_tokens.append(output.shape[1])
             done += 1
             if time.perf_counter() - start > budget_s:
                 break
-    sync(str(device))
+    sync(str(model.device))
     seconds = time.perf_counter() - start
     return {"samples": done, "seconds": seconds, "samples_per_s": done / seconds,
-            "mean_new_tokens": statistics.mean(new_tokens)}
+            "mean_new_tokens": statistics.mean(new_tokens), "new_tokens_per_s": sum(new_tokens) / seconds}
 
 
 # ---- ours ------------------------------------------------------------------------------------------------
-def ours(loaded: LoadedModel, annotations: Path, data_root: Path, max_new_tokens: int, out: Path,
+def ours(kind: str, loaded: LoadedModel, annotations: Path, max_new_tokens: int, out: Path,
          batch_size: int | None) -> dict:
     from artemis_cli.infer import InferConfig, infer
     from artemis_cli.infer import generation
@@ -220,7 +245,7 @@ def ours(loaded: LoadedModel, annotations: Path, data_root: Path, max_new_tokens
         counts.extend(len(row) for row in rows)
         return rows
 
-    config = InferConfig(task={"kind": "videorefbench", "annotations": annotations, "data_root": data_root},
+    config = InferConfig(task=task_for(kind, annotations),
                          model=str(loaded.source), output=out, decoding={"max_new_tokens": max_new_tokens},
                          batch_size=batch_size, overwrite=True, show_progress=False)
     generation.generate_tokens = counting
@@ -235,31 +260,60 @@ def ours(loaded: LoadedModel, annotations: Path, data_root: Path, max_new_tokens
     if summary.failed:
         raise RuntimeError(f"our path failed on {summary.failed} samples: {summary.failures[:3]}")
     return {"samples": summary.done, "seconds": seconds, "samples_per_s": summary.done / seconds,
-            "batch_size": summary.batch_size, "mean_new_tokens": statistics.mean(counts) if counts else 0.0}
+            "batch_size": summary.batch_size, "mean_new_tokens": statistics.mean(counts) if counts else 0.0,
+            "new_tokens_per_s": sum(counts) / seconds}
+
+
+def run_task(kind: str, loaded: LoadedModel, tmp: Path, args, samples: int, baseline_samples: int) -> dict:
+    """Warm both paths up on 2 other records, then time ours on `samples` and the published loop on the first
+    `baseline_samples` of the same records."""
+    width = loaded.model.mm.mm_hidden_size
+    annotations = make_records(tmp / kind / "data", samples, width)
+    warm = make_records(tmp / kind / "warm", 2, width)
+    name = "qa_q.json" if kind == "qa" else "bench.json"
+    ours(kind, loaded, warm, 2, tmp / kind / "warm.jsonl", None)  # CUDA/cuBLAS/cudnn start-up, untimed
+    published_loop(kind, loaded, json.loads((warm.parent / name).read_text())[:1], warm.parent / "Artemis_data", 2,
+                   tmp / kind / "warm-published.jsonl", 1e9)
+    cuda = str(loaded.model.device).startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    mine = ours(kind, loaded, annotations, args.max_new_tokens, tmp / kind / "ours.jsonl", args.batch_size)
+    records = json.loads((annotations.parent / name).read_text())[:baseline_samples]
+    base = published_loop(kind, loaded, records, annotations.parent / "Artemis_data", args.max_new_tokens,
+                          tmp / kind / "published.jsonl", args.baseline_budget_s)
+    return {"task": kind, "ours": mine, "published": base, "speedup": mine["samples_per_s"] / base["samples_per_s"],
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--task", default="videorefbench", help="videorefbench (feature + 9 RoI frames per record), "
+                        "qa (feature + question), or both comma-separated (one model build)")
     parser.add_argument("--tiny", action="store_true", help="the tiny model even on CUDA (default on CPU)")
     parser.add_argument("--dtype", default=None, help="default float16 on CUDA (as the reference ran), float32 on CPU")
     parser.add_argument("--samples", type=int, default=None, help="records for our path (default 64 CUDA, 16 CPU)")
     parser.add_argument("--baseline-samples", type=int, default=None, help="records for the published loop "
-                        "(the first ones; default 6 CUDA, 4 CPU)")
-    parser.add_argument("--baseline-budget-s", type=float, default=60.0, help="stop the published loop after the "
-                        "sample that passes this many seconds")
+                        "(the first ones; default 6 CUDA, 8 CPU)")
+    parser.add_argument("--baseline-budget-s", type=float, default=None, help="stop the published loop after the "
+                        "sample that passes this many seconds (default 20 on CUDA, 120 on CPU)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=None, help="ours (default: as large as fits)")
     parser.add_argument("--roi-fuse", type=int, default=5, help="tiny model's RoI fuse rounds (published: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
+    tasks = [t.strip() for t in args.task.split(",") if t.strip()]
+    if not tasks or set(tasks) - {"videorefbench", "qa"}:
+        parser.error(f"--task: expected videorefbench and/or qa, got {args.task!r}")
     cuda = args.device.startswith("cuda")
     tiny = args.tiny or not cuda
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = args.samples or (64 if cuda else 16)
-    baseline_samples = min(samples, args.baseline_samples or (6 if cuda else 4))
+    baseline_samples = min(samples, args.baseline_samples or (6 if cuda else 8))
+    if args.baseline_budget_s is None:
+        args.baseline_budget_s = 20.0 if cuda else 120.0
     dtype = getattr(torch, args.dtype or ("float16" if cuda else "float32"))
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -271,32 +325,22 @@ def main() -> None:
         if tiny:
             loaded.model.to(args.device, dtype)
         build_s = time.perf_counter() - start
-        width = loaded.model.mm.mm_hidden_size
-        annotations = make_records(tmp / "data", samples, width)
-        warm = make_records(tmp / "warm", 2, width)
-        records = json.loads(annotations.read_text())
-        ours(loaded, warm, tmp / "warm", 2, tmp / "warm.jsonl", None)  # CUDA/cuBLAS/cudnn start-up, untimed
-        published_loop(loaded, json.loads(warm.read_text())[:1], tmp / "warm" / "Artemis_data", 2,
-                       tmp / "warm-published.jsonl", 1e9)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        mine = ours(loaded, annotations, tmp / "data", args.max_new_tokens, tmp / "ours.jsonl", args.batch_size)
-        base = published_loop(loaded, records[:baseline_samples], tmp / "data" / "Artemis_data", args.max_new_tokens,
-                              tmp / "published.jsonl", args.baseline_budget_s)
+        results = [run_task(kind, loaded, tmp, args, samples, baseline_samples) for kind in tasks]
     device_name = torch.cuda.get_device_name(torch.device(args.device)) if cuda else platform.processor() or platform.machine()
     report = {"device": device_name, "model": "tiny" if tiny else "7B random init", "dtype": str(dtype).replace("torch.", ""),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "max_new_tokens": args.max_new_tokens,
-              "build_s": round(build_s, 1), "ours": mine, "published": base,
-              "speedup": mine["samples_per_s"] / base["samples_per_s"],
-              "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+              "build_s": round(build_s, 1), "results": results}
     print(json.dumps(report, indent=2))
     print(f"\n{device_name}, {report['model']} ({report['dtype']}), max {args.max_new_tokens} new tokens")
-    print(f"{'path':34s} {'samples':>8s} {'seconds':>8s} {'samples/s':>10s} {'new tok/sample':>15s}")
-    print(f"{'ours, batched greedy (batch ' + str(mine['batch_size']) + ')':34s} {mine['samples']:8d} "
-          f"{mine['seconds']:8.1f} {mine['samples_per_s']:10.3f} {mine['mean_new_tokens']:15.1f}")
-    print(f"{'published, batch 1 sampling':34s} {base['samples']:8d} {base['seconds']:8.1f} "
-          f"{base['samples_per_s']:10.3f} {base['mean_new_tokens']:15.1f}")
-    print(f"speed-up (samples/s): {report['speedup']:.1f}x")
+    print(f"{'task':14s} {'path':34s} {'samples':>8s} {'seconds':>8s} {'samples/s':>10s} {'new tok/sample':>15s} "
+          f"{'new tok/s':>10s}")
+    for result in results:
+        mine, base = result["ours"], result["published"]
+        for label, row in ((f"ours, batched greedy (batch {mine['batch_size']})", mine),
+                           ("published, batch 1 sampling", base)):
+            print(f"{result['task']:14s} {label:34s} {row['samples']:8d} {row['seconds']:8.1f} "
+                  f"{row['samples_per_s']:10.3f} {row['mean_new_tokens']:15.1f} {row['new_tokens_per_s']:10.1f}")
+        print(f"{result['task']:14s} speed-up (samples/s): {result['speedup']:.1f}x")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
 

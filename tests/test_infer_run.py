@@ -325,3 +325,33 @@ def test_resume_after_a_kill_gives_the_lines_of_one_clean_run(sharp, data, tmp_p
     lines = out.read_text().splitlines()
     assert len(lines) == len(set(lines)) == 40
     assert sorted(lines) == sorted(clean.read_text().splitlines())
+
+
+def test_bad_options_and_inputs_are_reported_before_any_work(sharp, data, tmp_path):
+    folder, loaded = sharp
+    out = tmp_path / "qa.jsonl"
+    bad = invoke(qa_args(data, folder, out, "--temperature", 0, "--sample"))
+    assert bad.exit_code == 2 and "decoding.temperature" in bad.output
+    args = qa_args(data, folder, out)
+    args[args.index("msvd")] = "msvdqa"
+    bad = invoke(args)
+    assert bad.exit_code == 2 and "task.qa.dataset" in bad.output and "msrvtt" in bad.output
+    args = qa_args(data, folder, out)
+    args[args.index(data.features)] = tmp_path / "nowhere"
+    bad = invoke(args)
+    assert bad.exit_code == 1 and "features folder not found" in bad.output
+    bad = invoke(qa_args(data, folder, out, "--num-shards", 2, "--shard-index", 2))
+    assert bad.exit_code == 2 and "outside 0..1" in bad.output
+    out.write_text('{"id": "x", "pred": "from elsewhere"}\n')
+    bad = invoke(qa_args(data, folder, out))
+    assert bad.exit_code == 2 and "exists without its manifest" in bad.output and "--overwrite" in bad.output
+    from artemis_cli.errors import UsageError
+    from artemis_cli.model.loading import LoadedModel
+
+    no_tower = LoadedModel(model=loaded.model, tokenizer=loaded.tokenizer, image_processor=None, kind="merged",
+                           source=folder)
+    config = InferConfig(task={"kind": "videorefbench", "annotations": data.bench, "data_root": data.root},
+                         model="m", output=tmp_path / "vrb.jsonl", show_progress=False)
+    with pytest.raises(UsageError, match="no RoI module / image tower"):
+        infer(config, loaded=no_tower)
+    assert not (tmp_path / "vrb.jsonl").exists()

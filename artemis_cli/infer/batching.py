@@ -127,15 +127,17 @@ class BatchRunner:
             position += len(reqs)
 
     def auto_batch_size(self, samples: list[Sample]) -> int:
-        from artemis_cli.infer.generation import auto_batch_size
+        """`generation.auto_batch_size` for these samples; on CUDA the first one is loaded to size its prompt."""
+        from artemis_cli.infer.generation import AUTO_BATCH_CAP, auto_batch_size
 
-        probe = next(((s, r) for s, r in self.prepare(samples[:1]) if not isinstance(r, str)), None)
+        device = str(self.loaded.model.device)
+        if not device.startswith("cuda"):
+            return AUTO_BATCH_CAP["cpu"]
         prompt_tokens = 512
-        if probe is not None:
-            request = probe[1][0]
-            prompt_tokens = len(request.input_ids) + sum(m.shape[0] for m in request.media)
-        return auto_batch_size(self.loaded.model, str(self.loaded.model.device), prompt_tokens,
-                               self.decoding.max_new_tokens)
+        for _, requests in self.prepare(samples[:1]):
+            if not isinstance(requests, str):
+                prompt_tokens = len(requests[0].input_ids) + sum(m.shape[0] for m in requests[0].media)
+        return auto_batch_size(self.loaded.model, device, prompt_tokens, self.decoding.max_new_tokens)
 
     def run(self, samples: list[Sample], batch_size: int, *, show_progress: bool = True, label: str = "infer") -> None:
         """Answer `samples` in batches of at most `batch_size` prompts, preparing one batch ahead."""

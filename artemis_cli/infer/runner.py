@@ -133,24 +133,34 @@ def _device(device: str) -> str:
     return device
 
 
-def _settings(config: InferConfig, decoding: DecodingSettings) -> dict[str, Any]:
-    task = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in config.task.model_dump().items()}
-    return {"task": task, "model": config.model, "model_base": config.model_base, "image_tower": config.image_tower,
-            "decoding": decoding.record(), "template": config.template, "num_tracked": config.num_tracked,
-            "crop_correct": config.crop_correct}
+def _settings(config: InferConfig, decoding: DecodingSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, sources): what decides the answers (shards must agree on it) and where the model and
+    inputs were read from (a resume must agree on both; shards on other machines may differ)."""
+    task = config.task.model_dump()
+    settings = {"task": {k: v for k, v in task.items() if not isinstance(v, Path)}, "decoding": decoding.record(),
+                "template": config.template, "num_tracked": config.num_tracked, "crop_correct": config.crop_correct}
+    sources = {k: str(v.resolve()) for k, v in task.items() if isinstance(v, Path)}
+    sources.update(model=config.model, model_base=config.model_base, image_tower=config.image_tower)
+    return settings, sources
 
 
-def _open_manifest(paths: OutputPaths, config: InferConfig, settings: dict, input_ids: list[str], shard: Shard) -> dict:
-    """The manifest to resume under (checked against `settings`), or a new one; written before any output."""
+def _differences(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _open_manifest(paths: OutputPaths, config: InferConfig, settings: dict, sources: dict, input_ids: list[str],
+                   shard: Shard) -> dict:
+    """The manifest to resume under (checked against this run), or a new one; written before any output."""
     from artemis_cli.common.atomic import atomic_write_json
     from artemis_cli.common.manifest import build_manifest
 
     if paths.manifest.is_file():
         manifest = read_manifest(paths.manifest)
-        differing = sorted(k for k in set(settings) | set(manifest["settings"])
-                           if settings.get(k) != manifest["settings"].get(k))
+        differing = _differences(manifest["settings"], settings) + _differences(manifest.get("sources", {}), sources)
         if manifest["input_ids"] != input_ids:
             differing.append("input ids")
+        if manifest.get("shard") != {"count": shard.count, "index": shard.index}:
+            differing.append("shard")
         if differing:
             raise UsageError(f"{paths.output}: was written with other settings ({', '.join(differing)}); "
                              "refusing to mix them in one file",
@@ -160,7 +170,8 @@ def _open_manifest(paths: OutputPaths, config: InferConfig, settings: dict, inpu
                          "was made", hint="pass --overwrite to replace it, or choose another --output")
     else:
         manifest = build_manifest(f"infer {config.task.kind}", seed=config.decoding.seed, settings=settings,
-                                  input_ids=input_ids, shard={"count": shard.count, "index": shard.index}, runs=[])
+                                  sources=sources, input_ids=input_ids,
+                                  shard={"count": shard.count, "index": shard.index}, runs=[])
     atomic_write_json(paths.manifest, manifest)
     return manifest
 
@@ -171,6 +182,8 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
     `loaded` (a `LoadedModel`) skips loading `config.model` (tests, benchmarks)."""
     import torch
 
+    from artemis_cli.common.atomic import atomic_write_json
+    from artemis_cli.common.jsonl_writer import ResumableJsonl
     from artemis_cli.infer.batching import BatchRunner, ErrorLog
 
     samples = load_samples(config.task)
@@ -185,19 +198,16 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
 
         loaded = load_model(config.model, config.model_base, device=_device(config.device), dtype=config.dtype,
                             image_tower=config.image_tower)
-    mm = loaded.model.mm
     if config.task.kind == "videorefbench" and (loaded.model.get_roi_module() is None or loaded.image_processor is None):
         raise UsageError(f"{config.model}: the model has no RoI module / image tower (mm_spi_model is false), "
                          "so it cannot answer VideoRefBench", hint="use a stage-3 Artemis checkpoint")
     decoding = config.decoding.resolved(loaded.model.generation_config)
-    settings = _settings(config, decoding)
-    manifest = _open_manifest(paths, config, settings, [s.id for s in samples], shard)
+    settings, sources = _settings(config, decoding)
+    manifest = _open_manifest(paths, config, settings, sources, [s.id for s in samples], shard)
     summary = InferSummary(paths=paths, shard=shard, requested_output=config.output, total=len(mine),
                            decoding=decoding.record())
     prompt = PromptOptions(template=config.template, num_tracked=config.num_tracked, crop_correct=config.crop_correct)
     torch.manual_seed(decoding.seed)
-    from artemis_cli.common.jsonl_writer import ResumableJsonl
-
     paths.errors.unlink(missing_ok=True)  # earlier failures are retried below
     with ResumableJsonl(paths.output) as out, ErrorLog(paths.errors) as errors:
         summary.repaired = out.repaired
@@ -215,9 +225,7 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
         runner.run(runnable, summary.batch_size, show_progress=config.show_progress,
                    label=config.task.kind if config.task.kind != "qa" else f"qa {config.task.dataset}")
         summary.seconds = time.perf_counter() - start
-    from artemis_cli.common.atomic import atomic_write_json
-
-    run.update(done=summary.done, failed=summary.failed, skipped=summary.skipped, seconds=round(summary.seconds, 3))
+    run.update(batch_size=summary.batch_size, done=summary.done, failed=summary.failed, skipped=summary.skipped, seconds=round(summary.seconds, 3))
     manifest["runs"].append(run)
     atomic_write_json(paths.manifest, manifest)
     return summary

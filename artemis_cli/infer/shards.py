@@ -156,6 +156,8 @@ def merge_predictions(output: str | os.PathLike, shards: Sequence[str | os.PathL
                                if first["settings"].get(k) != manifest["settings"].get(k))
             what = f"settings differ ({', '.join(differing)})" if differing else "input ids differ"
             raise InputError(f"{path}: not from the same run as {files[0]}: {what}")
+        if manifest.get("sources") != first.get("sources"):
+            report.notes.append(f"{path}: model or input paths differ from {files[0]} (same settings and ids)")
     counts = [m["shard"]["count"] for m in manifests]
     if len(set(counts)) > 1:
         raise InputError(f"the shard files disagree on the number of shards: {sorted(set(counts))}")
