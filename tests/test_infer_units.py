@@ -157,7 +157,8 @@ def test_trim_at_eos():
 
 
 # ---- merge -------------------------------------------------------------------------------------------------
-def fake_shards(tmp_path: Path, ids: list[str], count: int, settings: dict | None = None) -> list[Path]:
+def fake_shards(tmp_path: Path, ids: list[str], count: int, settings: dict | None = None,
+                sources: dict | None = None) -> list[Path]:
     files = []
     tmp_path.mkdir(parents=True, exist_ok=True)
     for k in range(count):
@@ -165,6 +166,7 @@ def fake_shards(tmp_path: Path, ids: list[str], count: int, settings: dict | Non
         mine = Shard(count, k).slice(ids)
         paths.output.write_text("".join(json.dumps({"id": i, "pred": f"p{i}"}) + "\n" for i in reversed(mine)))
         write_json(paths.manifest, {"settings": settings or {"decoding": {"mode": "greedy"}}, "input_ids": ids,
+                                    "sources": sources or {"model": f"/node{k}/ckpt"},
                                     "shard": {"count": count, "index": k}, "runs": []})
         files.append(paths.output)
     return files
@@ -175,6 +177,7 @@ def test_merge_writes_input_order_and_checks_every_id(tmp_path):
     files = fake_shards(tmp_path, ids, 3)
     report = merge_predictions(tmp_path / "merged.jsonl", files)
     assert report.ok and report.wrote and report.written == 7
+    assert any("model or input paths differ" in note for note in report.notes)  # other machines: a note only
     lines = [json.loads(line) for line in (tmp_path / "merged.jsonl").read_text().splitlines()]
     assert [line["id"] for line in lines] == ids
     manifest = json.loads((tmp_path / "merged.manifest.json").read_text())
