@@ -9,7 +9,7 @@ sample id, so a sample's text does not depend on its batch, its shard or a resum
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,14 +59,19 @@ def request_seed(seed: int, sample_id: str, index: int = 0) -> int:
 @dataclass
 class GenerationRequest:
     """One prompt to answer: token ids with -200/-500 placeholders, its media ([T, C] features),
-    optional RoI frames [F, 3, S, S] + boxes [F, 4], and its seed."""
+    optional RoI frames [F, 3, S, S] + boxes [F, 4], its sampling seed and the seed of its RoI picks
+    (default: the same)."""
 
     input_ids: list[int]
     media: list[Any]
     seed: int
+    roi_seed: Optional[int] = None
     roi_frames: Any = None
     roi_boxes: Any = None
-    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rois_seed(self) -> int:
+        return self.seed if self.roi_seed is None else self.roi_seed
 
 
 def seeded_sampler(seeds: Sequence[int], temperature: float, top_k: Optional[int], top_p: Optional[float]):
@@ -140,7 +145,7 @@ def embed_requests(model, requests: Sequence[GenerationRequest], pad_id: int, ro
     for start in range(0, len(requests), roi_chunk):
         chunk = requests[start:start + roi_chunk]
         rois += model.encode_rois([r.roi_frames for r in chunk], [r.roi_boxes for r in chunk], len(chunk),
-                                  [r.seed for r in chunk])
+                                  [r.rois_seed for r in chunk])
     text_embeds = model.get_input_embeddings()(ids.clamp(min=0))  # [B, L, H]
     return splice(ids, text_embeds, mask, None, features, rois, padding_side="left",
                   max_length=model.mm.tokenizer_model_max_length)

@@ -86,10 +86,12 @@ def feature_file(folder: Path, name: str) -> Path:
 
 def videorefbench_samples(annotations: Path, data_root: Path) -> list[Sample]:
     """VideoRefBench records (HC-STVG val) -> samples; output fields video_name, groundtruth, pred, id."""
+    from artemis_cli.data.layout import ARTEMIS_DATA
     from artemis_cli.data.records import ReferringRecord, referring_rules
-    from artemis_cli.infer.referring import referring_root
 
-    root = referring_root(data_root)
+    # clip_path / frame_path are relative to DATA_ROOT/Artemis_data; the published scripts' --video_dir
+    # pointed at that folder itself, so accept either.
+    root = data_root / ARTEMIS_DATA if (data_root / ARTEMIS_DATA).is_dir() else data_root
     samples, seen = [], {}
     for index, raw in enumerate(_records(annotations, "referring records")):
         record, problem = _validate(ReferringRecord, raw, f"{annotations}[{index}]")
@@ -172,31 +174,32 @@ class PromptOptions:
     crop_correct: bool = False
 
 
-def media_prefix(mm) -> str:
-    """``<image>`` (one video), wrapped in ``<vid_start>``/``<vid_end>`` when the config asks, as published."""
-    return "<vid_start><image><vid_end>" if mm.mm_use_im_start_end else "<image>"
-
-
 def build_requests(sample: Sample, loaded, prompt: PromptOptions, seed: int) -> list:
-    """Load a sample's inputs and build one `GenerationRequest` per question (raises `InputError`/`OSError`)."""
+    """Load a sample's inputs and build one `GenerationRequest` per question (raises `InputError`/`OSError`).
+
+    A referring record goes through training's `referring_inputs` (``train=False``: the published
+    VideoRefBench prompt and frame choice), with the record's own question dropped, since the
+    published benchmark always asks the fixed one; its random draws come from a generator seeded by
+    the run seed and the sample id."""
     from artemis_cli.infer.generation import GenerationRequest, request_seed
-    from artemis_cli.infer.referring import load_video_feature, referring_inputs
-    from artemis_cli.model.conversation import chat_prompt, referring_question, tokenize_prompt
+    from artemis_cli.model.conversation import chat_prompt, tokenize_prompt
+    from artemis_cli.train.referring import referring_inputs
+    from artemis_cli.train.samples import load_video_feature
 
     mm = loaded.model.mm
     if sample.referring is not None:
-        seed0 = request_seed(seed, sample.id)
-        inputs = referring_inputs(sample.referring, sample.root, loaded.image_processor, width=mm.mm_hidden_size,
-                                  rng=random.Random(seed0), num_tracked=prompt.num_tracked,
-                                  crop_correct=prompt.crop_correct)
-        question = referring_question(mm.tracked_roi_tokens(prompt.num_tracked)).replace("<image>", media_prefix(mm), 1)
-        ids = tokenize_prompt(chat_prompt(question, prompt.template), loaded.tokenizer)
-        return [GenerationRequest(input_ids=ids, media=[inputs.video], seed=seed0, roi_frames=inputs.frames,
-                                  roi_boxes=inputs.boxes)]
+        record = sample.referring.model_copy(update={"question": None})
+        inputs = referring_inputs(record, clip=sample.root / record.clip_path, frame_dir=sample.root / record.frame_path,
+                                  tokenizer=loaded.tokenizer, image_processor=loaded.image_processor,
+                                  rng=random.Random(request_seed(seed, sample.id)), train=False,
+                                  num_boxes=mm.tracked_roi_tokens(prompt.num_tracked), num_tracked=prompt.num_tracked,
+                                  crop_correct=prompt.crop_correct, template=prompt.template,
+                                  feature_width=mm.mm_hidden_size, ref=sample.id)
+        return [GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=request_seed(seed, sample.id),
+                                  roi_seed=inputs.roi_seed, roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)]
     video = load_video_feature(sample.feature, mm.mm_hidden_size)
     requests = []
     for index, question in enumerate(sample.questions):
-        text = media_prefix(mm) + "\n" + question
-        ids = tokenize_prompt(chat_prompt(text, prompt.template), loaded.tokenizer)
+        ids = tokenize_prompt(chat_prompt("<image>\n" + question, prompt.template), loaded.tokenizer)
         requests.append(GenerationRequest(input_ids=ids, media=[video], seed=request_seed(seed, sample.id, index)))
     return requests
