@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU benchmark once, each under its own time limit, on one CUDA GPU; nothing is downloaded.
 # Usage: bash benchmarks/run_gpu.sh OUT_DIR     (logs and JSON figures land in OUT_DIR)
+# Each DeepSpeed training case runs in its own process: accelerate keeps its DeepSpeed state for the
+# life of a process, so a plain run after a ZeRO run in the same process would be a ZeRO run.
 set -u
 py=${PYTHON:-python3}
 out=${1:?usage: run_gpu.sh OUT_DIR}
@@ -16,8 +18,17 @@ step() {  # step NAME SECONDS COMMAND...
   timeout -k 5 "$limit" "$@" >>"$log" 2>&1
   echo "== $name rc=$? in $((SECONDS - start))s" >>"$log"
 }
-step features 120 "$py" benchmarks/features.py --device cuda --model vit-l14 --workers 12 --videos 32 --json
-step model 110 "$py" benchmarks/model_gpu.py --device cuda --out "$out/model_gpu.json"
-step infer 130 "$py" benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out "$out/infer_gpu.json"
-step train 190 "$py" benchmarks/train_gpu.py --device cuda --out "$out/train_gpu.json"
+only=${ONLY:-features,model,infer,train}
+case ",$only," in *,features,*)
+  step features ${FEATURE_LIMIT:-120} "$py" benchmarks/features.py --device cuda --model vit-l14 --workers 12 --videos ${FEATURE_VIDEOS:-96} --json;; esac
+case ",$only," in *,model,*)
+  step model ${MODEL_LIMIT:-110} "$py" benchmarks/model_gpu.py --device cuda --layouts nhwc,nchw ${MODEL_ARGS:-} --out "$out/model_gpu.json";; esac
+case ",$only," in *,infer,*)
+  step infer 130 "$py" benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out "$out/infer_gpu.json";; esac
+case ",$only," in *,train,*)
+  for case in ${TRAIN_CASES:-bfloat16:plain:nhwc bfloat16:plain:nchw bfloat16:zero2:nhwc float16:plain:nhwc float16:zero2:nhwc}; do
+    IFS=: read -r dtype mode layout <<<"$case"
+    step "train-$dtype-$mode-$layout" ${TRAIN_LIMIT:-75} "$py" benchmarks/train_gpu.py --device cuda --dtypes "$dtype" --modes "$mode" \
+      --roi-layout "$layout" --out "$out/train_${dtype}_${mode}_${layout}.json"
+  done;; esac
 grep '^== ' "$log"

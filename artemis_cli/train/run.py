@@ -145,6 +145,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     leaves bad records out (listed) instead of stopping at the first."""
     out = Path(config.train.output_dir).resolve()
     device = resolve_device(config)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # the RoI convolutions have fixed shapes: autotune them once
     ds_path = deepspeed_config_path(config.train.deepspeed)
     checkpoint = prepare_output_dir(out, resume=resume, overwrite=overwrite)
     with launch_environment(device, ds_path is not None) as env:
