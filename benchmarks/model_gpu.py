@@ -55,11 +55,9 @@ def timed(fn, device: str, reps: int) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "reps": reps, "peak_gib": peak}
 
 
-def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int, train: bool,
-             layout: str = "nhwc") -> dict:
+def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int, train: bool) -> dict:
     torch.manual_seed(0)
     module = MultiLevelRoIModule(shape["width"], shape["hidden"], num_fuse=5, query_size=shape["query"]).to(device, dtype)
-    module.set_channels_last(layout == "nhwc")
     frames = 9 * batch
     levels = [torch.randn(frames, 256, shape["width"], device=device, dtype=dtype) for _ in range(4)]
     corner = torch.rand(frames, 2, device=device) * 0.5
@@ -80,8 +78,7 @@ def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int
     del module, levels
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    name = f"roi {'fwd+bwd' if train else 'fwd'} 9x{batch} {str(dtype).replace('torch.', '')} {layout}"
-    return {"case": name, "layout": layout, **result}
+    return {"case": f"roi {'fwd+bwd' if train else 'fwd'} 9x{batch} {str(dtype).replace('torch.', '')}", **result}
 
 
 def random_artemis(shape: dict, dtype: torch.dtype, device: str, *, real: bool, tower_layers: int = 12, **mm):
@@ -183,8 +180,6 @@ def main() -> None:
                         help="RoI-module dtypes, comma-separated (default: float16,bfloat16 on CUDA; float32 on CPU, "
                              "where half-precision convolutions are very slow)")
     parser.add_argument("--batches", default=None, help="RoI-module batches of 9 frames (default: 1,6 on CUDA; 1 on CPU)")
-    parser.add_argument("--layouts", default="nhwc",
-                        help="fuse-conv layouts to time, comma-separated: nhwc (channels-last, default) and/or nchw")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -200,9 +195,8 @@ def main() -> None:
     for dtype in dtypes:
         for batch in batches:
             for train in (False, True):
-                for layout in args.layouts.split(","):
-                    rows.append(roi_case(shape, batch, dtype, args.device, reps, train, layout))
-                    print(json.dumps(rows[-1]), flush=True)
+                rows.append(roi_case(shape, batch, dtype, args.device, reps, train))
+                print(json.dumps(rows[-1]), flush=True)
     if not args.skip_llm:
         llm_dtype = getattr(torch, args.llm_dtype or ("bfloat16" if cuda else "float32"))
         for row in llm_case(shape, llm_dtype, args.device, max(1, reps - 2), args.grad_ckpt):

@@ -22,13 +22,13 @@ only=${ONLY:-features,model,infer,train}
 case ",$only," in *,features,*)
   step features ${FEATURE_LIMIT:-120} "$py" benchmarks/features.py --device cuda --model vit-l14 --workers 12 --videos ${FEATURE_VIDEOS:-96} --json;; esac
 case ",$only," in *,model,*)
-  step model ${MODEL_LIMIT:-110} "$py" benchmarks/model_gpu.py --device cuda --layouts nhwc,nchw ${MODEL_ARGS:-} --out "$out/model_gpu.json";; esac
+  step model ${MODEL_LIMIT:-110} "$py" benchmarks/model_gpu.py --device cuda ${MODEL_ARGS:-} --out "$out/model_gpu.json";; esac
 case ",$only," in *,infer,*)
   step infer 130 "$py" benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out "$out/infer_gpu.json";; esac
 case ",$only," in *,train,*)
-  for case in ${TRAIN_CASES:-bfloat16:plain:nhwc bfloat16:plain:nchw bfloat16:zero2:nhwc float16:plain:nhwc float16:zero2:nhwc}; do
-    IFS=: read -r dtype mode layout <<<"$case"
-    step "train-$dtype-$mode-$layout" ${TRAIN_LIMIT:-75} "$py" benchmarks/train_gpu.py --device cuda --dtypes "$dtype" --modes "$mode" \
-      --roi-layout "$layout" --out "$out/train_${dtype}_${mode}_${layout}.json"
+  for case in ${TRAIN_CASES:-bfloat16:plain bfloat16:zero2 float16:plain float16:zero2}; do
+    IFS=: read -r dtype mode <<<"$case"
+    step "train-$dtype-$mode" ${TRAIN_LIMIT:-75} "$py" benchmarks/train_gpu.py --device cuda --dtypes "$dtype" --modes "$mode" \
+      --out "$out/train_${dtype}_${mode}.json"
   done;; esac
 grep '^== ' "$log"

@@ -165,7 +165,7 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
 
 
 def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: int, steps: int, modes: list[str],
-              peak: float | None, roi_layout: str = "nhwc") -> list[dict]:
+              peak: float | None) -> list[dict]:
     from artemis_cli.train.collator import Collator
     from artemis_cli.train.config import load_train_config
     from artemis_cli.train.model_setup import apply_stage_training, enable_checkpointing, inner_model, trainable_names
@@ -174,7 +174,6 @@ def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: 
     precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[name]
     started = time.perf_counter()
     model = build_model(shape, dtype, device)
-    model.get_roi_module().set_channels_last(roi_layout == "nhwc")
     build_s = time.perf_counter() - started
     dataset = SyntheticReferring(shape, length=batch * (warmup + steps), distinct=batch)
     collator = Collator(pad_token_id=0, max_length=2048, image_tokens=256)
@@ -194,7 +193,7 @@ def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: 
             precision=precision, device=device, logging_steps=1, scheduler="constant"))
         config.data = config.data.model_copy(update=dict(num_workers=2 if device.startswith("cuda") else 0))
         result = train_case(model, trainable, dataset, collator, config, device, deepspeed, warmup, steps)
-        row = {"dtype": name, "mode": mode, "roi_layout": roi_layout, "batch": batch, "tokens_per_step": tokens_per_step,
+        row = {"dtype": name, "mode": mode, "batch": batch, "tokens_per_step": tokens_per_step,
                "flops_per_step": flops, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
                "build_s": build_s, **result}
         if result.get("step_s"):
@@ -221,8 +220,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--steps", type=int, default=3, help="timed steps")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16/fp16 peak of the GPU (TFLOP/s)")
-    parser.add_argument("--roi-layout", default="nhwc", choices=("nhwc", "nchw"),
-                        help="layout of the RoI fuse convolutions on CUDA (channels-last is the default)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -239,7 +236,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for dtype in dtypes:
-        rows += run_dtype(shape, dtype, args.device, batch, args.warmup, args.steps, modes, peak, args.roi_layout)
+        rows += run_dtype(shape, dtype, args.device, batch, args.warmup, args.steps, modes, peak)
     report = {"device": device_name, "shapes": "real" if shape is REAL else "tiny", "peak_tflops": peak,
               "torch": torch.__version__, "wall_s": time.perf_counter() - started, "results": rows}
     print(f"\n{device_name} ({report['shapes']} shapes, torch {torch.__version__}, peak {peak} TFLOP/s, "

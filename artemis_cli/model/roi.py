@@ -5,10 +5,6 @@ px for a 16 x 16 grid), fused by five channel-shuffle rounds, pooled by RoIAlign
 summed, flattened and projected, plus a box embedding. All frames of all samples go through in one
 batch (one box per frame); there is no loop over boxes. The module runs in its parameters' dtype
 (fp32, fp16 or bf16); the reference forced fp16.
-
-On CUDA the fuse convolutions take their inputs in channels-last layout (`channels_last`, on by
-default), which cuDNN runs on tensor cores without transposing; the numbers are the same up to
-rounding, and the layout is a runtime choice that does not touch the weights or their names.
 """
 
 from __future__ import annotations
@@ -42,13 +38,6 @@ def coordinate_channels(feature: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y]).unsqueeze(0).expand(n, -1, -1, -1)
 
 
-def conv_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """`x` in channels-last memory layout when asked and on CUDA (CPU kernels are left as they are)."""
-    if channels_last and x.is_cuda:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def resize(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(feature.shape[-2:]) == tuple(size):
         return feature  # bilinear with align_corners to the same size is the identity
@@ -70,7 +59,6 @@ class MultiLevelFuse(nn.Module):
         self.keep_channels = channels - 2 * self.shuffle_channels
         self.input_conv = nn.ModuleList(nn.Conv2d(in_channels + 2, channels, 1) for _ in range(num_levels))
         self.fuse_convs = nn.ModuleList(ConvGNReLU(channels) for _ in range(num_fuse))
-        self.channels_last = True
 
     def _shuffled(self, levels: list[torch.Tensor], index: int) -> torch.Tensor:
         target = levels[index]
@@ -86,11 +74,10 @@ class MultiLevelFuse(nn.Module):
 
     def forward(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
         """`num_levels` x [N, C_in, S_l, S_l] -> `num_levels` x [N, C, S_l, S_l]."""
-        layout = self.channels_last
-        levels = [conv(conv_layout(torch.cat([feature, coordinate_channels(feature)], dim=1), layout))
+        levels = [conv(torch.cat([feature, coordinate_channels(feature)], dim=1))
                   for conv, feature in zip(self.input_conv, levels)]
         for fuse in self.fuse_convs:
-            levels = [fuse(conv_layout(self._shuffled(levels, index), layout)) for index in range(self.num_levels)]
+            levels = [fuse(self._shuffled(levels, index)) for index in range(self.num_levels)]
         return levels
 
 
@@ -144,10 +131,6 @@ class MultiLevelRoIModule(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.mlvl_fuse.input_conv[0].weight.dtype
-
-    def set_channels_last(self, enabled: bool) -> None:
-        """Run the fuse convolutions in channels-last layout on CUDA (default) or in NCHW."""
-        self.mlvl_fuse.channels_last = enabled
 
     def pyramid(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
         """L x [N, P, C] (or [N, C, S, S]) -> L x [N, C, S * 2^(L-1-l), ...]: shallowest largest."""
