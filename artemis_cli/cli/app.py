@@ -63,7 +63,7 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data, doctor, features, infer, judge, model, score, train
+    from artemis_cli.cli import data, demo, doctor, features, infer, judge, model, score, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(features.app, name="features")
@@ -73,6 +73,7 @@ def _register() -> None:
     app.command("score")(score.score_cmd)
     app.add_typer(judge.app, name="judge")
     app.command("doctor")(doctor.doctor_cmd)
+    app.command("demo")(demo.demo_cmd)
 
 
 _register()

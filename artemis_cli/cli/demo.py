@@ -1,0 +1,49 @@
+"""`artemis demo`: every step of the pipeline on the sample data with tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from artemis_cli.cli.options import Device, JsonFlag
+
+
+def demo_cmd(
+    out: Annotated[Optional[Path], typer.Option("--out", file_okay=False, help="Folder for the demo's data, models, "
+                                                "predictions and report.md (kept). Default: a temporary folder, "
+                                                "removed at the end unless --keep. Rerunning into the same folder "
+                                                "reuses the steps that finished.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary folder (and its report.md).")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step, even those an earlier run into --out finished.")] = False,
+    judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", help="OpenAI-compatible server for the "
+                                                          "judge step (without it the step needs OPENAI_API_KEY, "
+                                                          "else it is skipped).")] = None,
+    judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model of the judge step.")] = "gpt-3.5-turbo-0125",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=1024, help="Tokens generated per answer.")] = 32,
+    device: Device = "auto",
+    json_out: JsonFlag = False,
+) -> None:
+    """Run the pipeline end to end on the sample data with tiny random models: make-sample, verify-layout,
+    features extract (videos and frame folders), train stage1-3, merge-lora, infer videorefbench/qa/vcgbench,
+    score, and judge (with OPENAI_API_KEY or --judge-base-url). Writes report.md; exit 1 if a step fails."""
+    from pydantic import ValidationError
+
+    from artemis_cli.common.config import format_validation_error
+    from artemis_cli.common.console import print_json, stderr, stdout
+    from artemis_cli.demo import DemoOptions, run_demo
+    from artemis_cli.demo.report import print_summary
+    from artemis_cli.errors import ConfigError
+
+    try:
+        options = DemoOptions(out=out, keep=keep, fresh=fresh, judge_base_url=judge_base_url, judge_model=judge_model,
+                              max_new_tokens=max_new_tokens, device=device, show_progress=not json_out)
+    except ValidationError as exc:
+        raise ConfigError("demo options", format_validation_error(exc)) from None
+    result = run_demo(options)
+    if json_out:
+        print_json(result.to_json())
+    print_summary(result, stderr if json_out else stdout)
+    if not result.ok:
+        raise result.error()

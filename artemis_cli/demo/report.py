@@ -1,0 +1,153 @@
+"""The demo's summary: a rich table on the terminal and ``report.md`` in the demo folder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from artemis_cli.demo.workspace import REAL_COMMANDS, DemoOptions, Workspace, demo_commands
+
+if TYPE_CHECKING:
+    from artemis_cli.demo.runner import DemoResult, StepRecord
+
+STATUS_STYLE = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red", "not run": "dim"}
+METRIC_HEADERS = {"Bleu_1": "B@1", "Bleu_2": "B@2", "Bleu_3": "B@3", "Bleu_4": "B@4", "METEOR": "METEOR",
+                  "ROUGE_L": "ROUGE_L", "CIDEr": "CIDEr", "SPICE": "SPICE"}
+
+
+def _time(record: "StepRecord") -> str:
+    if record.status in ("skipped", "not run"):
+        return "-"
+    return f"{record.seconds:.1f} s" + (" (earlier run)" if record.status == "reused" else "")
+
+
+def print_summary(result: "DemoResult", console) -> None:
+    """The summary table (step, status, time, output) and where the report is."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"artemis demo: {result.seconds:.0f} s", title_justify="left")
+    for column, justify in (("#", "right"), ("step", "left"), ("status", "left"), ("time", "right"),
+                            ("output", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for number, record in enumerate(result.steps, start=1):
+        table.add_row(str(number), record.title, f"[{STATUS_STYLE[record.status]}]{record.status}[/]", _time(record),
+                      escape(record.output or "-"))
+    console.print(table)
+    if result.removed:
+        console.print(f"removed the temporary folder {result.out} (pass --keep, or --out DIR, to keep the "
+                      "outputs and report.md)", soft_wrap=True)
+    else:
+        console.print(f"report: {result.out / 'report.md'}", soft_wrap=True)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
+def _score_section(record: "StepRecord | None") -> list[str]:
+    score = record.data.get("score") if record is not None else None
+    if not score:
+        return ["Not computed (the score step did not finish)."]
+    metrics = score["metrics"]
+    lines = [f"VideoRefBench captions, {score['n_scored']} records, pycocoevalcap metrics x100 "
+             "(scored without the 6-299 character filter: a random model's answers may be empty).", "",
+             "| " + " | ".join(METRIC_HEADERS.values()) + " |", "|" + " ---: |" * len(METRIC_HEADERS),
+             "| " + " | ".join(_pct(metrics.get(name)) for name in METRIC_HEADERS) + " |", ""]
+    lines += [f"- {name} unavailable: {reason}" for name, reason in score.get("unavailable", {}).items()]
+    return lines
+
+
+def _judge_section(record: "StepRecord | None") -> list[str]:
+    if record is None:
+        return ["Not part of this run."]
+    if record.status == "skipped":
+        return [f"Skipped: {record.detail}. Set `OPENAI_API_KEY` (or pass `--judge-base-url` for an "
+                "OpenAI-compatible server) and rerun the demo into the same `--out` to add it."]
+    judged = record.data.get("judge")
+    if not judged:
+        return [f"Not run ({record.status})."]
+    lines = ["| task | items | judged | accuracy | mean score (0-5) | served model |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for task, summary in judged.items():
+        accuracy = "-" if summary.get("accuracy") is None else f"{summary['accuracy'] * 100:.1f}%"
+        mean = "-" if summary.get("mean_score") is None else f"{summary['mean_score']:.2f}"
+        lines.append(f"| {task} | {summary['n_items']} | {summary['n_judged']} | {accuracy} | {mean} | "
+                     f"{', '.join(summary.get('served_models') or []) or '-'} |")
+    return lines
+
+
+def _loss_section(result: "DemoResult", root: Path) -> list[str]:
+    lines = []
+    for record in result.steps:
+        if not record.key.startswith("train-") or record.status not in ("ok", "reused"):
+            continue
+        losses = record.data.get("losses") or []
+        stage = record.key.removeprefix("train-")
+        summary = f"{len(losses)} logged steps, {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no losses logged"
+        lines += [f"**{stage}**: {summary}", ""]
+        plot = record.data.get("loss_plot")
+        if plot:
+            lines += [f"![{stage} loss]({os.path.relpath(plot, root)})", ""]
+    return lines or ["No training stage finished."]
+
+
+def _doctor_section(record: "StepRecord | None") -> list[str]:
+    checks = record.data.get("checks") if record is not None else None
+    if not checks:
+        return ["Not run."]
+    lines = ["| check | status | found | fix |", "| --- | --- | --- | --- |"]
+    for c in checks:
+        cells = [c["name"], c["status"], c["detail"], c["fix"]]
+        lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
+    return lines
+
+
+def _commands_section(ws: Workspace, options: DemoOptions, result: "DemoResult") -> list[str]:
+    mine = demo_commands(ws, options)
+    lines = []
+    for number, record in enumerate(result.steps, start=1):
+        lines += [f"### {number}. {record.title} ({record.status})", "", "Repeat it on the demo's files:", "",
+                  "```bash", *mine[record.key], "```", "", "On the real data:", "", "```bash",
+                  *REAL_COMMANDS[record.key], "```", ""]
+    return lines
+
+
+def write_report(ws: Workspace, options: DemoOptions, result: "DemoResult") -> Path:
+    """Write ``report.md``: steps, scores, judge results, loss plots, environment, commands."""
+    from artemis_cli import __version__
+    from artemis_cli.common.atomic import atomic_write_text
+
+    by_key = {r.key: r for r in result.steps}
+    failed = result.failed
+    verdict = (f"**Failed at step '{failed.title}'**: {failed.error}" if failed is not None
+               else "Every step finished.")
+    lines = [
+        "# artemis demo report", "",
+        f"artemis {__version__}, Python {platform.python_version()}, {platform.machine()}, "
+        f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}; total {result.seconds:.0f} s; "
+        f"folder `{ws.root}`; device `{options.device}`.", "",
+        verdict, "",
+        "The models are tiny and random (a 2-layer Llama of width 64, a CLIP tower of width 64 with the real "
+        "224 px / patch-14 geometry), trained for a few steps on the sample data: the numbers show that "
+        "every stage runs and feeds the next, not how good Artemis is.", "",
+        "## Steps", "",
+        "| # | step | status | time | output | detail |", "| ---: | --- | --- | ---: | --- | --- |",
+    ]
+    for number, record in enumerate(result.steps, start=1):
+        detail = (record.error if record.status == "failed" else record.detail) or ""
+        lines.append(f"| {number} | {record.title} | {record.status} | {_time(record)} | "
+                     f"{'`' + record.output + '`' if record.output else '-'} | {detail.replace('|', '/')} |")
+    lines += ["", "## Scores", "", *_score_section(by_key.get("score")), "",
+              "## GPT judge", "", *_judge_section(by_key.get("judge")), "",
+              "## Training loss", "", *_loss_section(result, ws.root), "",
+              "## Environment (`artemis doctor`)", "", *_doctor_section(by_key.get("doctor")), "",
+              "## Commands", "",
+              "Each step is one library call that the command below also makes. Rerunning "
+              f"`artemis demo --out {ws.root}` reuses the steps that finished (same settings, outputs still "
+              "there) and redoes the rest; `--fresh` redoes everything.", "",
+              *_commands_section(ws, options, result)]
+    atomic_write_text(ws.report, "\n".join(lines).rstrip() + "\n")
+    return ws.report

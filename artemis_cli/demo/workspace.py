@@ -1,0 +1,199 @@
+"""Where the demo writes (`Workspace`), its options (`DemoOptions`), and the commands it stands for.
+
+Every step of the demo is one library call that an `artemis ...` command also makes. `demo_commands`
+spells the command that repeats the step on the demo's own files; `REAL_COMMANDS` the one that does
+it on the real data (paths as in the README walkthrough). A test parses both against the CLI.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from artemis_cli.data.layout import ARTEMIS_DATA
+
+FEATURE_DIM = 64  # the tiny CLIP's width: sample features and extracted ones fit the tiny models
+VCG_SETS = ("generic", "temporal", "consistency")
+# Judge task -> the prediction file it reads (the Video-ChatGPT dimensions as the paper pairs them).
+JUDGE_TASKS = {"qa": "msvd_qa", "correctness": "vcgbench_generic", "detail": "vcgbench_generic",
+               "context": "vcgbench_generic", "temporal": "vcgbench_temporal", "consistency": "vcgbench_consistency"}
+
+
+class DemoOptions(BaseModel):
+    """Settings of `run_demo` (the flags of `artemis demo`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Optional[Path] = None  # None: a temp folder, removed at the end unless `keep`
+    keep: bool = False
+    fresh: bool = False  # redo every step even when an earlier run into `out` finished some
+    device: str = "auto"
+    max_new_tokens: int = Field(32, ge=1, le=1024)
+    judge_base_url: Optional[str] = None
+    judge_model: str = Field("gpt-3.5-turbo-0125", min_length=1)
+    show_progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+    def fingerprint(self) -> dict:
+        """The settings that change what the steps write: a rerun with other values starts over."""
+        from artemis_cli import __version__
+
+        return {"artemis": __version__, "device": self.device, "max_new_tokens": self.max_new_tokens}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The demo's folder: every path a step reads or writes."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "demo-state.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def sample(self) -> Path:
+        return self.root / "sample"
+
+    @property
+    def data_root(self) -> Path:
+        return self.sample / "DATA_ROOT"
+
+    @property
+    def annotations(self) -> Path:
+        return self.sample / "annotations"
+
+    @property
+    def artemis_data(self) -> Path:
+        return self.data_root / ARTEMIS_DATA
+
+    @property
+    def tiny(self) -> Path:
+        return self.root / "tiny"
+
+    @property
+    def tiny_clip(self) -> Path:
+        return self.tiny / "clip"
+
+    def frame_sets(self) -> list[tuple[Path, Path]]:
+        """(frame folders, feature folder) of the sample's frame-folder sources (GOT-10k, MGIT)."""
+        a = self.artemis_data
+        return [(a / "GOT-10k" / "data" / "full_data" / "train", a / "GOT-10k" / "clip_feature"),
+                (a / "MGIT" / "MGIT-Train", a / "MGIT" / "clip_feature")]
+
+    @property
+    def hcstvg_videos(self) -> Path:
+        return self.artemis_data / "HC-STVG" / "videos"
+
+    @property
+    def hcstvg_features(self) -> Path:
+        return self.artemis_data / "HC-STVG" / "clip_feature"
+
+    def config(self, stage: int) -> Path:
+        return self.root / "configs" / f"stage{stage}.yaml"
+
+    def run(self, name: str) -> Path:
+        return self.root / "runs" / name
+
+    def predictions(self, name: str) -> Path:
+        return self.root / "preds" / f"{name}.jsonl"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores" / "videorefbench.json"
+
+    def judge_output(self, task: str) -> Path:
+        return self.root / "judge" / task
+
+    @property
+    def judge_cache(self) -> Path:
+        return self.root / "judge" / "cache"
+
+
+def _q(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
+    """Per step, the `artemis` commands that repeat it on the demo's files (same flags as the demo's call)."""
+    a = ws.annotations
+    device = f" --device {options.device}" if options.device != "auto" else ""
+    tokens = f" --max-new-tokens {options.max_new_tokens}"
+    model = f"--model {_q(ws.run('merged'))}"
+    features = [f"artemis features extract {_q(frames)} {_q(out)} --frames --model {_q(ws.tiny_clip)} --overwrite{device}"
+                for frames, out in ws.frame_sets()]
+    judge_url = f" --base-url {_q(options.judge_base_url)}" if options.judge_base_url else ""
+    return {
+        "doctor": [f"artemis doctor --path {_q(ws.root)}"],
+        "make-sample": [f"artemis data make-sample {_q(ws.sample)} --feature-dim {FEATURE_DIM} --overwrite"],
+        "make-tiny": [f"artemis model make-tiny {_q(ws.tiny)}"],
+        "verify-layout": [f"artemis data verify-layout {_q(ws.data_root)} --annotations {_q(a)} --check-features"],
+        "features-videos": [f"artemis features extract {_q(ws.hcstvg_videos)} {_q(ws.hcstvg_features)} "
+                            f"--model {_q(ws.tiny_clip)} --overwrite{device}"],
+        "features-frames": features,
+        **{f"train-stage{s}": [f"artemis train stage{s} -c {_q(ws.config(s))} --overwrite"] for s in (1, 2, 3)},
+        "merge-lora": [f"artemis model merge-lora {_q(ws.run('stage3'))} {_q(ws.run('merged'))} "
+                       f"--base {_q(ws.run('stage2'))} --overwrite"],
+        "infer-videorefbench": [f"artemis infer videorefbench {model} --annotations {_q(a / 'videorefbench' / 'hc_stvg_val.json')} "
+                                f"--data-root {_q(ws.data_root)} -o {_q(ws.predictions('videorefbench'))}{tokens}{device} --overwrite"],
+        "infer-qa": [f"artemis infer qa --dataset msvd --questions {_q(a / 'msvd_qa' / 'test_q.json')} "
+                     f"--answers {_q(a / 'msvd_qa' / 'test_a.json')} --features {_q(ws.hcstvg_features)} {model} "
+                     f"-o {_q(ws.predictions('msvd_qa'))}{tokens}{device} --overwrite"],
+        "infer-vcgbench": [f"artemis infer vcgbench --set {qset} --annotations {_q(a / 'vcgbench' / f'{qset}_qa.json')} "
+                           f"--features {_q(ws.hcstvg_features)} {model} -o {_q(ws.predictions(f'vcgbench_{qset}'))}"
+                           f"{tokens}{device} --overwrite" for qset in VCG_SETS],
+        "score": [f"artemis score {_q(ws.predictions('videorefbench'))} --no-length-filter "
+                  f"--per-sample {_q(ws.scores.with_suffix('.per_sample.jsonl'))}"],
+        "judge": [f"artemis judge gpt {_q(ws.predictions(name))} --task {task} --model {_q(options.judge_model)}{judge_url} "
+                  f"--output {_q(ws.judge_output(task))} --cache {_q(ws.judge_cache)} --overwrite"
+                  for task, name in JUDGE_TASKS.items()],
+    }
+
+
+# The same steps on the real data, with the paths of the README walkthrough. A line starting with
+# '#' is a note (the step has no `artemis` equivalent on real data).
+_DR = "/data/DATA_ROOT"
+_MSVD = "/data/eval/MSVD_Zero_Shot_QA"
+_VCG = "/data/eval/video_chatgpt_bench"
+_MERGED = "./checkpoints/Artemis-7b"
+REAL_COMMANDS: dict[str, list[str]] = {
+    "doctor": ["artemis doctor --path /data"],
+    "make-sample": ["# download the datasets and annotations into /data/DATA_ROOT and /data/annotations "
+                    "(README: 'From real data to a score')"],
+    "make-tiny": ["# the published configs start from lmsys/vicuna-7b-v1.5 and openai/clip-vit-large-patch14 "
+                  "(hub ids or local copies)"],
+    "verify-layout": [f"artemis data verify-layout {_DR} --annotations /data/annotations --check-features"],
+    "features-videos": [f"artemis features extract {_MSVD}/videos {_MSVD}/clip_feature"],
+    "features-frames": [f"artemis features extract {_DR}/Artemis_data/GOT-10k/data/full_data/train "
+                        f"{_DR}/Artemis_data/GOT-10k/clip_feature --frames",
+                        f"artemis features extract {_DR}/Artemis_data/MGIT/MGIT-Train {_DR}/Artemis_data/MGIT/clip_feature "
+                        "--frames"],
+    **{f"train-stage{s}": [f"torchrun --nproc_per_node 8 -m artemis_cli train stage{s} -c examples/configs/stage{s}.yaml"]
+       for s in (1, 2, 3)},
+    "merge-lora": [f"artemis model merge-lora ./checkpoints/Artemis-7b-lora {_MERGED} --base ./checkpoints/Artemis-7b-ftune"],
+    "infer-videorefbench": [f"artemis infer videorefbench --model {_MERGED} --annotations "
+                            f"/data/annotations/videorefbench_json/hc_stvg_val.json --data-root {_DR} "
+                            "-o preds/videorefbench.jsonl"],
+    "infer-qa": [f"artemis infer qa --dataset msvd --questions {_MSVD}/test_q.json --answers {_MSVD}/test_a.json "
+                 f"--features {_MSVD}/clip_feature --model {_MERGED} -o preds/msvd_qa.jsonl"],
+    "infer-vcgbench": [f"artemis infer vcgbench --set {qset} --annotations {_VCG}/{qset}_qa.json "
+                       f"--features {_VCG}/clip_feature --model {_MERGED} -o preds/vcgbench_{qset}.jsonl"
+                       for qset in VCG_SETS],
+    "score": ["artemis score preds/videorefbench.jsonl"],
+    "judge": [f"artemis judge gpt preds/{name}.jsonl --task {task} --model gpt-3.5-turbo-0125"
+              for task, name in JUDGE_TASKS.items()],
+}
