@@ -28,7 +28,7 @@ def report_rows(folder: Path) -> dict[str, str]:
 
 
 def demo_json(result) -> dict:
-    return json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
+    return json.loads(result.stdout)  # nothing else on stdout: library and DeepSpeed logs go to stderr
 
 
 @pytest.mark.slow
@@ -168,8 +168,8 @@ def check_command(line: str) -> None:
     """`line` names a real command, uses only its options, gives each option a value where it takes
     one, and passes as many arguments as the command has."""
     tokens = shlex.split(line)
-    if tokens[0] == "torchrun":
-        tokens = tokens[tokens.index("-m") + 1:]
+    if tokens[0] in ("torchrun", "deepspeed"):  # launchers: `-m artemis_cli` / `--module artemis_cli`
+        tokens = tokens[tokens.index("-m" if tokens[0] == "torchrun" else "--module") + 1:]
         assert tokens[0] == "artemis_cli", line
     else:
         assert tokens[0] == "artemis", line
@@ -201,3 +201,23 @@ def test_every_reported_command_parses_against_the_cli(tmp_path):
                 check_command(line)
     with pytest.raises(AssertionError, match="has no option --frame"):
         check_command("artemis features extract IN OUT --frame")
+
+
+def readme_commands() -> list[str]:
+    """Every artemis command line in the README's bash blocks (continuations joined, comments cut)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("#")[0].split("&&"):
+                words = part.split()
+                if words and (words[0] == "artemis" or "artemis_cli" in words):
+                    lines.append(part.strip())
+    return lines
+
+
+def test_every_readme_command_parses_against_the_cli():
+    lines = readme_commands()
+    assert lines[0] == "artemis demo" and len(lines) >= 20
+    for line in lines:
+        check_command(line.replace("preds/videorefbench.shard-*-of-8.jsonl", "a.jsonl b.jsonl"))

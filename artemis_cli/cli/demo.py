@@ -30,6 +30,7 @@ def demo_cmd(
     score, and judge (with OPENAI_API_KEY or --judge-base-url). Writes report.md; exit 1 if a step fails."""
     from pydantic import ValidationError
 
+    from artemis_cli.cli.train import stdout_to_stderr
     from artemis_cli.common.config import format_validation_error
     from artemis_cli.common.console import print_json, stderr, stdout
     from artemis_cli.demo import DemoOptions, run_demo
@@ -41,7 +42,8 @@ def demo_cmd(
                               max_new_tokens=max_new_tokens, device=device, show_progress=not json_out)
     except ValidationError as exc:
         raise ConfigError("demo options", format_validation_error(exc)) from None
-    result = run_demo(options)
+    with stdout_to_stderr(json_out):  # DeepSpeed and the Java tools print on stdout
+        result = run_demo(options)
     if json_out:
         print_json(result.to_json())
     print_summary(result, stderr if json_out else stdout)

@@ -31,11 +31,12 @@ def print_summary(result: "DemoResult", console) -> None:
 
     table = Table(title=f"artemis demo: {result.seconds:.0f} s", title_justify="left")
     for column, justify in (("#", "right"), ("step", "left"), ("status", "left"), ("time", "right"),
-                            ("output", "left")):
+                            ("output", "left"), ("why", "left")):
         table.add_column(column, justify=justify, overflow="fold")
     for number, record in enumerate(result.steps, start=1):
+        why = {"skipped": record.detail, "failed": record.error}.get(record.status) or ""
         table.add_row(str(number), record.title, f"[{STATUS_STYLE[record.status]}]{record.status}[/]", _time(record),
-                      escape(record.output or "-"))
+                      escape(record.output or "-"), escape(why))
     console.print(table)
     if result.removed:
         console.print(f"removed the temporary folder {result.out} (pass --keep, or --out DIR, to keep the "
