@@ -102,6 +102,10 @@ def load_earlier(ws: Workspace, options: DemoOptions) -> dict[str, dict]:
     except (OSError, ValueError):
         return {}
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("settings") != options.fingerprint():
+        if options.show_progress:
+            from artemis_cli.common.console import stderr
+
+            stderr.print(f"{ws.root} holds a demo made with other settings (or another artemis): redoing every step")
         return {}
     return {key: entry for key, entry in state.get("steps", {}).items() if isinstance(entry, dict)}
 
