@@ -22,11 +22,17 @@ MAX_LISTED_FAILURES = 20
 
 
 class RateColumn(ProgressColumn):
-    """Samples per second of the bar's task."""
+    """Samples per second since the bar started.
+
+    Whole batches finish at once, so rich's own estimate (over the last few updates) would show a
+    batch's size divided by the milliseconds between two updates; samples over elapsed time is the
+    rate a user can plan with."""
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("- samples/s" if speed is None else f"{speed:.2f} samples/s", style="progress.data.speed")
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or not task.completed:
+            return Text("- samples/s", style="progress.data.speed")
+        return Text(f"{task.completed / elapsed:.2f} samples/s", style="progress.data.speed")
 
 
 class ErrorLog:
