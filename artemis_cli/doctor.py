@@ -140,7 +140,7 @@ def check_disk(path: Path) -> Check:
     free_gb = shutil.disk_usage(target).free / 1e9
     detail = f"{free_gb:.0f} GB free at {target}"
     if free_gb < MIN_FREE_GB:
-        return Check("free disk", "warn", detail, f"the full datasets and features need hundreds of GB; the demo needs < 1 GB")
+        return Check("free disk", "warn", detail, "the full datasets and features need hundreds of GB; the demo needs < 1 GB")
     return Check("free disk", "ok", detail)
 
 

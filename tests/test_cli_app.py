@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import typer
 from typer.testing import CliRunner
 
 from artemis_cli import __version__

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from artemis_cli.common.devices import DeviceName
 from artemis_cli.data.layout import ARTEMIS_DATA
 
 FEATURE_DIM = 64  # the tiny CLIP's width: sample features and extracted ones fit the tiny models
@@ -31,18 +32,12 @@ class DemoOptions(BaseModel):
     out: Optional[Path] = None  # None: a temp folder, removed at the end unless `keep`
     keep: bool = False
     fresh: bool = False  # redo every step even when an earlier run into `out` finished some
-    device: str = "auto"
+    device: DeviceName = "auto"
     max_new_tokens: int = Field(32, ge=1, le=1024)
     judge_base_url: Optional[str] = None
     judge_model: str = Field("gpt-3.5-turbo-0125", min_length=1)
     show_progress: bool = True
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-            return value
-        raise ValueError("expected auto, cpu, cuda or cuda:N")
 
     def fingerprint(self) -> dict:
         """The settings that change what the steps write: a rerun with other values starts over."""

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from artemis_cli.common.devices import DeviceName
 from artemis_cli.common.atomic import atomic_write_text
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.features.decoding import VideoSource, list_sources
@@ -31,7 +32,7 @@ class ExtractConfig(BaseModel):
     resize: Literal["nearest", "center-crop"] = "nearest"
     batch_size: Optional[int] = Field(None, ge=1)  # default 256 on CUDA, 32 on CPU
     workers: Optional[int] = Field(None, ge=0)  # default: see `default_workers`
-    device: str = "auto"
+    device: DeviceName = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     format: Literal["pkl", "npy", "safetensors"] = "pkl"
     num_shards: Optional[int] = Field(None, ge=1)
@@ -39,12 +40,6 @@ class ExtractConfig(BaseModel):
     list_file: Optional[Path] = None
     overwrite: bool = False
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-            return value
-        raise ValueError("expected auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -92,21 +87,12 @@ def select_shard(sources: list[VideoSource], index: int, count: int) -> list[Vid
 
 
 def resolve_device(device: str, env: dict[str, str] | None = None):
-    """``auto`` -> CUDA when present, else CPU; plain ``cuda`` -> ``cuda:$LOCAL_RANK`` under torchrun.
-
-    The result always carries an index for CUDA (``torch.cuda.set_device`` refuses one without).
-    """
+    """The `torch.device` to extract on (see `artemis_cli.common.devices.resolve_device`)."""
     import torch
 
-    env = os.environ if env is None else env
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine", hint="use --device cpu")
-    if device == "cuda":
-        index = int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else torch.cuda.current_device()
-        device = f"cuda:{index}"
-    return torch.device(device)
+    from artemis_cli.common.devices import resolve_device as resolve_name
+
+    return torch.device(resolve_name(device, env=env))
 
 
 def default_workers(device) -> int:

@@ -9,7 +9,6 @@ record, missing feature or frame) go to ``<output>.errors.jsonl`` with the reaso
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from artemis_cli.common.devices import DeviceName, resolve_device
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.infer.generation import DecodingSettings
 from artemis_cli.infer.shards import OutputPaths, Shard, output_paths, read_manifest, resolve_shard
@@ -69,7 +69,7 @@ class InferConfig(BaseModel):
     crop_correct: bool = False
     num_shards: Optional[int] = Field(None, ge=1)
     shard_index: Optional[int] = Field(None, ge=0)
-    device: str = "auto"
+    device: DeviceName = "auto"
     dtype: str = "auto"
     overwrite: bool = False
     show_progress: bool = True
@@ -122,15 +122,6 @@ def load_samples(task: Task) -> list[Sample]:
     if task.kind == "qa":
         return tasks.qa_samples(task.dataset, task.questions, task.answers, task.features)
     return tasks.vcgbench_samples(task.set, task.annotations, task.features)
-
-
-def _device(device: str) -> str:
-    if device == "auto" and "LOCAL_RANK" in os.environ:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
 
 
 def _settings(config: InferConfig, decoding: DecodingSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -196,7 +187,7 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
     if loaded is None:
         from artemis_cli.model.loading import load_model
 
-        loaded = load_model(config.model, config.model_base, device=_device(config.device), dtype=config.dtype,
+        loaded = load_model(config.model, config.model_base, device=resolve_device(config.device), dtype=config.dtype,
                             image_tower=config.image_tower)
     if config.task.kind == "videorefbench" and (loaded.model.get_roi_module() is None or loaded.image_processor is None):
         raise UsageError(f"{config.model}: the model has no RoI module / image tower (mm_spi_model is false), "

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from artemis_cli.errors import ArtemisError, InputError
+from artemis_cli.errors import InputError
 from artemis_cli.metrics import coco
 from artemis_cli.metrics.protocol import MAX_PRED_CHARS, MIN_PRED_CHARS, Pair, prepare_pairs
 

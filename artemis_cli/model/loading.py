@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
+from artemis_cli.common.devices import resolve_device
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.model import weights as W
 
@@ -35,16 +36,6 @@ class LoadedModel:
     kind: Kind
     source: Path
     base: Optional[Path] = None
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def resolve_dtype(dtype: Any, device: str, config: Any = None):
@@ -188,7 +179,6 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     first (e.g. ``{"mm_spi_model": True}``) and `allow_missing` lists name prefixes that may be
     absent (initialised as the reference does), e.g. ``("model.spi_model.",)`` for a fresh RoI module.
     """
-    import torch
     from accelerate import init_empty_weights
     from transformers import AutoTokenizer, GenerationConfig
 

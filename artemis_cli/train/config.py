@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from artemis_cli.common.config import load_config
+from artemis_cli.common.devices import DeviceName
 
 Stage = Literal[1, 2, 3]
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -162,7 +163,7 @@ class TrainSection(_Section):
     save_total_limit: Optional[int] = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
     seed: int = 42
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: DeviceName = "auto"
     report_to: list[Literal["tensorboard"]] = Field(default_factory=lambda: ["tensorboard"])
 
     @field_validator("output_dir")

@@ -35,21 +35,14 @@ def deepspeed_config_path(name: Optional[str]) -> Optional[Path]:
 
 def resolve_device(config: TrainConfig) -> str:
     """``cpu`` or ``cuda:<local rank>``; `auto` picks CUDA when present."""
-    import torch
+    from artemis_cli.common.devices import resolve_device as resolve_name
 
-    wanted = config.train.device
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"train.device {config.train.device}: CUDA is not available on this machine",
-                             hint="use --set train.device=cpu (and train.precision=fp32)")
-        if wanted == "cuda":
-            wanted = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    elif config.train.precision == "fp16":
+    device = resolve_name(config.train.device, what="train.device",
+                          hint="use --set train.device=cpu (and train.precision=fp32)")
+    if device == "cpu" and config.train.precision == "fp16":
         raise UsageError("train.precision fp16 needs a CUDA GPU (mixed fp16 has no CPU path)",
                          hint="use --set train.precision=fp32 (or bf16) on CPU")
-    return wanted
+    return device
 
 
 def compute_dtype(precision: str):
