@@ -29,7 +29,10 @@ def _read_text(path: Path) -> str:
 def load_json(path: str | os.PathLike) -> Any:
     """Parse a whole JSON file; malformed, empty or non-UTF-8 content raises `InputError`."""
     path = Path(path)
-    text = _read_text(path)
+    return _parse_json(path, _read_text(path))
+
+
+def _parse_json(path: Path, text: str) -> Any:
     if not text.strip():
         raise InputError(f"{path}: file is empty, expected JSON")
     try:
@@ -38,14 +41,15 @@ def load_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
 
 
-def iter_jsonl(path: str | os.PathLike, *, skip_bad: bool = False, bad: list | None = None) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: str | os.PathLike, *, skip_bad: bool = False, bad: list | None = None,
+               text: str | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON Lines file.
 
     A malformed line raises `InputError` naming the line, or with `skip_bad` is appended to `bad`
-    as ``(line_number, message)`` and skipped.
+    as ``(line_number, message)`` and skipped. `text` is the file's content when already read.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path) if text is None else text
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -67,9 +71,7 @@ def load_records(path: str | os.PathLike, *, skip_bad: bool = False, bad: list |
     write JSON Lines under a `.json` name.
     """
     path = Path(path)
-    if path.suffix.lower() == ".json":
-        text = _read_text(path)
-        if text.lstrip().startswith("["):
-            data = load_json(path)
-            return list(enumerate(data))
-    return list(iter_jsonl(path, skip_bad=skip_bad, bad=bad))
+    text = _read_text(path)
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        return list(enumerate(_parse_json(path, text)))
+    return list(iter_jsonl(path, skip_bad=skip_bad, bad=bad, text=text))

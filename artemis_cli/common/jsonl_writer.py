@@ -15,6 +15,32 @@ from typing import Any, Callable, Iterable
 from artemis_cli.errors import InputError
 
 
+def read_complete_lines(path: Path) -> tuple[list[tuple[int, dict]], int, bool]:
+    """Every complete (newline-terminated) line of a JSONL file that a kill may have cut short.
+
+    Returns ``(line number, object)`` pairs, the byte length of the complete lines, and whether an
+    unterminated (torn) last line follows them. A complete line that is not a JSON object is an
+    `InputError` naming it: only the last line can be torn by a kill.
+    """
+    raw = path.read_bytes()
+    records: list[tuple[int, dict]] = []
+    good_end = 0
+    for number, line in enumerate(raw.splitlines(keepends=True), start=1):
+        if not line.endswith(b"\n"):
+            break
+        good_end += len(line)
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputError(f"{path}:{number}: a complete line is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        records.append((number, record))
+    return records, good_end, good_end < len(raw)
+
+
 class ResumableJsonl:
     """An append-only JSONL file keyed by `id_field`.
 
@@ -44,30 +70,13 @@ class ResumableJsonl:
     def _load_and_repair(self) -> None:
         if not self.path.exists():
             return
-        raw = self.path.read_bytes()
-        good_end = 0
-        offset = 0
-        for line in raw.splitlines(keepends=True):
-            end = offset + len(line)
-            complete = line.endswith(b"\n")
-            try:
-                record = json.loads(line.decode("utf-8")) if line.strip() else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                record = None
-                if complete:
-                    raise InputError(
-                        f"{self.path}: a complete line at byte {offset} is not valid JSON; refusing to append",
-                        hint="move the file aside or fix that line, then rerun",
-                    )
-            if record is not None and complete:
-                self.done.add(str(record.get(self.id_field)))
-                good_end = end
-            elif not complete:
-                break
-            else:
-                good_end = end
-            offset = end
-        if good_end < len(raw):
+        try:
+            records, good_end, torn = read_complete_lines(self.path)
+        except InputError as exc:
+            raise InputError(f"{exc.message}; refusing to append",
+                             hint="move the file aside or fix that line, then rerun") from None
+        self.done.update(str(record.get(self.id_field)) for _, record in records)
+        if torn:
             # A kill during a write left a partial last line: cut it off so the item is redone.
             with open(self.path, "r+b") as handle:
                 handle.truncate(good_end)

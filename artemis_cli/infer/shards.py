@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from artemis_cli.common.jsonl_writer import read_complete_lines
 from artemis_cli.errors import InputError, UsageError
 
 MAX_LISTED = 20
@@ -73,22 +74,11 @@ def read_manifest(path: Path) -> dict:
 
 def read_predictions(path: Path) -> tuple[list[dict], bool]:
     """Complete lines of a prediction file, and whether a torn last line (a killed run) was ignored."""
-    raw = path.read_bytes()
-    records, torn = [], False
-    for number, line in enumerate(raw.splitlines(keepends=True), start=1):
-        if not line.strip():
-            continue
-        if not line.endswith(b"\n"):
-            torn = True
-            break
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InputError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(record, dict) or "id" not in record:
+    lines, _, torn = read_complete_lines(path)
+    for number, record in lines:
+        if "id" not in record:
             raise InputError(f"{path}:{number}: a prediction line needs an 'id'")
-        records.append(record)
-    return records, torn
+    return [record for _, record in lines], torn
 
 
 @dataclass

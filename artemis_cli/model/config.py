@@ -9,7 +9,6 @@ import it inside functions from CLI code.)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -151,10 +150,9 @@ def read_config_json(path: str | Path):
     file = path / "config.json" if path.is_dir() else path
     if not file.is_file():
         raise InputError(f"{file}: no config.json", hint="pass a checkpoint folder or its config.json")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    from artemis_cli.common.jsonio import load_json
+
+    data = load_json(file)
     if not isinstance(data, dict):
         raise InputError(f"{file}: expected a JSON object")
     model_type = data.get("model_type")

@@ -6,7 +6,6 @@ name (``openai/clip-vit-large-patch14``) resolves to a built-in config.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -147,7 +146,9 @@ def inspect_model(path: str | Path, model_base: str | Path | None = None, image_
 
 def config_summary(path: str | Path) -> dict:
     """The few config facts a reader wants next to the table (hidden size, layers, vocab, tower)."""
-    data = json.loads((Path(path) / "config.json" if Path(path).is_dir() else Path(path)).read_text(encoding="utf-8"))
+    from artemis_cli.common.jsonio import load_json
+
+    data = load_json(Path(path) / "config.json" if Path(path).is_dir() else Path(path))
     keys = ("hidden_size", "num_hidden_layers", "vocab_size", "mm_image_tower", "mm_projector_type", "mm_spi_model",
             "k_means", "tokenizer_model_max_length")
     return {key: data.get(key) for key in keys}
