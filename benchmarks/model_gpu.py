@@ -2,6 +2,7 @@
 
     python benchmarks/model_gpu.py --device cuda --out model_gpu.json   # real shapes, random init
     python benchmarks/model_gpu.py --device cpu                         # tiny shapes, a smoke run
+    python benchmarks/model_gpu.py --device cuda --roi eager,compiled --skip-llm  # torch.compile'd RoI too
 
 Real shapes (`--device cuda`, unless `--tiny`): the RoI module with CLIP-L width 1024, LLM width 4096,
 5 fuse rounds, on 9 frames x batch 1 and 9 frames x batch 6, in fp16 and bf16 (forward, and
@@ -55,9 +56,12 @@ def timed(fn, device: str, reps: int) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "reps": reps, "peak_gib": peak}
 
 
-def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int, train: bool) -> dict:
+def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int, train: bool,
+             compiled: bool = False) -> dict:
     torch.manual_seed(0)
     module = MultiLevelRoIModule(shape["width"], shape["hidden"], num_fuse=5, query_size=shape["query"]).to(device, dtype)
+    if compiled:
+        module.compile()  # as `train.compile_roi`; it compiles in `timed`'s warm-up run
     frames = 9 * batch
     levels = [torch.randn(frames, 256, shape["width"], device=device, dtype=dtype) for _ in range(4)]
     corner = torch.rand(frames, 2, device=device) * 0.5
@@ -78,7 +82,8 @@ def roi_case(shape: dict, batch: int, dtype: torch.dtype, device: str, reps: int
     del module, levels
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return {"case": f"roi {'fwd+bwd' if train else 'fwd'} 9x{batch} {str(dtype).replace('torch.', '')}", **result}
+    return {"case": f"roi {'fwd+bwd' if train else 'fwd'} 9x{batch} {str(dtype).replace('torch.', '')}"
+                    f"{' compiled' if compiled else ''}", **result}
 
 
 def random_artemis(shape: dict, dtype: torch.dtype, device: str, *, real: bool, tower_layers: int = 12, **mm):
@@ -180,6 +185,7 @@ def main() -> None:
                         help="RoI-module dtypes, comma-separated (default: float16,bfloat16 on CUDA; float32 on CPU, "
                              "where half-precision convolutions are very slow)")
     parser.add_argument("--batches", default=None, help="RoI-module batches of 9 frames (default: 1,6 on CUDA; 1 on CPU)")
+    parser.add_argument("--roi", default="eager", help="RoI-module variants, comma-separated: eager, compiled")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -194,9 +200,10 @@ def main() -> None:
     rows = []
     for dtype in dtypes:
         for batch in batches:
-            for train in (False, True):
-                rows.append(roi_case(shape, batch, dtype, args.device, reps, train))
-                print(json.dumps(rows[-1]), flush=True)
+            for variant in args.roi.split(","):
+                for train in (False, True):
+                    rows.append(roi_case(shape, batch, dtype, args.device, reps, train, compiled=variant == "compiled"))
+                    print(json.dumps(rows[-1]), flush=True)
     if not args.skip_llm:
         llm_dtype = getattr(torch, args.llm_dtype or ("bfloat16" if cuda else "float32"))
         for row in llm_case(shape, llm_dtype, args.device, max(1, reps - 2), args.grad_ckpt):

@@ -26,9 +26,10 @@ case ",$only," in *,model,*)
 case ",$only," in *,infer,*)
   step infer 130 "$py" benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out "$out/infer_gpu.json";; esac
 case ",$only," in *,train,*)
-  for case in ${TRAIN_CASES:-bfloat16:plain bfloat16:zero2 float16:plain float16:zero2}; do
-    IFS=: read -r dtype mode <<<"$case"
-    step "train-$dtype-$mode" ${TRAIN_LIMIT:-75} "$py" benchmarks/train_gpu.py --device cuda --dtypes "$dtype" --modes "$mode" \
-      --out "$out/train_${dtype}_${mode}.json"
+  # A case is DTYPE:MODE or DTYPE:MODE:compile (the RoI module torch.compile'd, as train.compile_roi does).
+  for case in ${TRAIN_CASES:-bfloat16:plain bfloat16:plain:compile float16:zero2 float16:zero2:compile}; do
+    IFS=: read -r dtype mode compiled <<<"$case"
+    step "train-$dtype-$mode${compiled:+-compile}" ${TRAIN_LIMIT:-150} "$py" benchmarks/train_gpu.py --device cuda \
+      --dtypes "$dtype" --modes "$mode" ${compiled:+--compile-roi} --out "$out/train_${dtype}_${mode}${compiled:+_compile}.json"
   done;; esac
 grep '^== ' "$log"

@@ -2,6 +2,7 @@
 
     python benchmarks/train_gpu.py --device cuda --out train_gpu.json   # 7B, bf16 + fp16, plain + ZeRO-2
     python benchmarks/train_gpu.py --device cpu                         # tiny shapes, a smoke run
+    python benchmarks/train_gpu.py --device cuda --compile-roi          # the RoI module torch.compile'd
 
 Real shapes (`--device cuda`, unless `--tiny`): Vicuna-7B-shaped LLM, CLIP ViT-L/14 tower from the
 built-in config (nothing downloaded), the published RoI module (4 levels, 5 fuse rounds) and
@@ -165,10 +166,11 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
 
 
 def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: int, steps: int, modes: list[str],
-              peak: float | None) -> list[dict]:
+              peak: float | None, compile_roi: bool = False) -> list[dict]:
     from artemis_cli.train.collator import Collator
     from artemis_cli.train.config import load_train_config
-    from artemis_cli.train.model_setup import apply_stage_training, enable_checkpointing, inner_model, trainable_names
+    from artemis_cli.train.model_setup import (apply_stage_training, compile_roi_module, enable_checkpointing,
+                                               inner_model, trainable_names)
 
     name = str(dtype).replace("torch.", "")
     precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[name]
@@ -182,6 +184,8 @@ def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: 
     model = apply_stage_training(model, 3, upcast_trainable=dtype != torch.float32)  # fp32 trainables for AMP
     flops = count_flops(model, one, device, dtype) * batch
     enable_checkpointing(inner_model(model))
+    if compile_roi:  # as `train.compile_roi` does; after counting, so the count is of the eager module
+        compile_roi_module(model)
     rows = []
     for mode in modes:  # DeepSpeed casts the whole model to half precision: keep it last
         deepspeed = mode == "zero2"
@@ -193,7 +197,7 @@ def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: 
             precision=precision, device=device, logging_steps=1, scheduler="constant"))
         config.data = config.data.model_copy(update=dict(num_workers=2 if device.startswith("cuda") else 0))
         result = train_case(model, trainable, dataset, collator, config, device, deepspeed, warmup, steps)
-        row = {"dtype": name, "mode": mode, "batch": batch, "tokens_per_step": tokens_per_step,
+        row = {"dtype": name, "mode": mode, "compile_roi": compile_roi, "batch": batch, "tokens_per_step": tokens_per_step,
                "flops_per_step": flops, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
                "build_s": build_s, **result}
         if result.get("step_s"):
@@ -219,6 +223,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="per-step batch (default: 6 on CUDA, 2 on CPU)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--steps", type=int, default=3, help="timed steps")
+    parser.add_argument("--compile-roi", action="store_true", help="torch.compile the RoI module (train.compile_roi)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16/fp16 peak of the GPU (TFLOP/s)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -236,11 +241,11 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for dtype in dtypes:
-        rows += run_dtype(shape, dtype, args.device, batch, args.warmup, args.steps, modes, peak)
+        rows += run_dtype(shape, dtype, args.device, batch, args.warmup, args.steps, modes, peak, args.compile_roi)
     report = {"device": device_name, "shapes": "real" if shape is REAL else "tiny", "peak_tflops": peak,
               "torch": torch.__version__, "wall_s": time.perf_counter() - started, "results": rows}
     print(f"\n{device_name} ({report['shapes']} shapes, torch {torch.__version__}, peak {peak} TFLOP/s, "
-          f"{report['wall_s']:.0f} s)")
+          f"{report['wall_s']:.0f} s{', RoI module compiled' if args.compile_roi else ''})")
     print(f"{'dtype':9s} {'mode':6s} {'step s':>7s} {'tok/step':>9s} {'tok/s':>8s} {'TFLOP/step':>11s} {'MFU':>6s} "
           f"{'peak GiB':>9s}")
     for row in rows:

@@ -104,6 +104,9 @@ def test_stage_mismatch_missing_keys_and_lora_outside_stage_3(tmp_path):
         load_train_config(3, CONFIGS / "stage3.yaml", ["train.deepspeed=zero9"], check_paths=False)
     with pytest.raises(ConfigError, match="train.save_steps"):
         load_train_config(3, CONFIGS / "stage3.yaml", ["train.save_steps=2.5"], check_paths=False)
+    with pytest.raises(ConfigError, match="train.compile_roi: only stage 3 has an RoI module"):
+        load_train_config(2, CONFIGS / "stage2.yaml", ["train.compile_roi=true"], check_paths=False)
+    assert load_train_config(3, CONFIGS / "stage3.yaml", ["train.compile_roi=true"], check_paths=False).train.compile_roi
 
 
 def test_shipped_deepspeed_configs_are_package_data():

@@ -201,3 +201,48 @@ def test_mixed_precision_bf16_on_cpu_keeps_trainables_in_fp32(train_workspace):
     done = result_json(train_cli(3, "--set", "train.precision=bf16", "--set", "train.max_steps=2",
                                  "-o", "artemis-sample/runs/bf16"))
     assert done["global_step"] == 2 and done["last_loss"] == done["last_loss"]  # finite, not NaN
+
+
+@pytest.mark.slow
+def test_compiled_roi_module_trains_to_the_same_losses_and_files(train_workspace):
+    """`train.compile_roi`: the same losses as eager (fused kernels round a little differently) and the
+    same saved names (no `_orig_mod.` prefixes)."""
+    def run(name: str, *overrides: str) -> tuple[list[float], dict]:
+        done = result_json(train_cli(3, "--set", "train.max_steps=3", "--set", "train.save_steps=100",
+                                     *overrides, "-o", f"artemis-sample/runs/{name}"))
+        assert done["global_step"] == 3
+        folder = train_workspace / "artemis-sample/runs" / name
+        state = json.loads((folder / "trainer_state.json").read_text())
+        losses = [e["loss"] for e in state["log_history"] if "loss" in e and "step" in e]
+        return losses, load_bin(folder / "non_lora_trainables.bin")
+
+    from torch._dynamo.utils import counters
+
+    eager_losses, eager_state = run("eager")
+    counters.clear()
+    compiled_losses, compiled_state = run("compiled", "--set", "train.compile_roi=true")
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["aot_autograd"]["total"] >= 1  # really compiled
+    assert json.loads((train_workspace / "artemis-sample/runs/compiled/manifest.json").read_text())["status"] == "finished"
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-3)
+    assert sorted(compiled_state) == sorted(eager_state)
+    for name, value in eager_state.items():
+        torch.testing.assert_close(compiled_state[name], value, rtol=1e-3, atol=1e-4)
+
+
+def test_a_failed_roi_compile_is_one_clear_error():
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from artemis_cli.errors import UsageError
+    from artemis_cli.train.run import _train_compiled
+
+    class Trainer:
+        def train(self, resume_from_checkpoint=None):
+            raise BackendCompilerFailed("inductor", RuntimeError("C++ compiler not found\nlong trace"), None)
+
+    with pytest.raises(UsageError) as caught:
+        _train_compiled(Trainer(), None, compile_roi=True)
+    assert "train.compile_roi: torch.compile of the RoI module failed" in str(caught.value)
+    assert "C++ compiler not found" in str(caught.value) and "long trace" not in str(caught.value)
+    assert "train.compile_roi=false" in caught.value.hint
+    with pytest.raises(BackendCompilerFailed):  # not ours to explain when compile_roi is off
+        _train_compiled(Trainer(), None, compile_roi=False)

@@ -157,6 +157,8 @@ class TrainSection(_Section):
     max_grad_norm: float = Field(1.0, ge=0)
     precision: Precision = "bf16"
     gradient_checkpointing: bool = True
+    compile_roi: bool = Field(False, description="stage 3: torch.compile the RoI module (fused GroupNorm/ReLU/"
+                                                 "resizes around the convolutions; compiles at the first step)")
     tf32: bool = True
     deepspeed: Optional[str] = Field(None, description=f"{', '.join(DEEPSPEED_NAMES)}, a JSON file, or null")
     save_steps: float = Field(0.1, gt=0, description=">= 1: every N steps; < 1: a fraction of the run")
@@ -234,6 +236,8 @@ class TrainConfig(_Section):
             problems.append("model.projector and model.base: give the stage-1 projector one way, not both")
         if self.stage != 2 and self.model.projector is not None:
             problems.append("model.projector: only stage 2 starts from a stage-1 projector file")
+        if self.stage != 3 and self.train.compile_roi:
+            problems.append("train.compile_roi: only stage 3 has an RoI module")
         if problems:
             raise ValueError("; ".join(problems))
         return self

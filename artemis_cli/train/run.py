@@ -112,6 +112,21 @@ def training_arguments(config: TrainConfig, out: Path, device: str, deepspeed: O
     return TrainingArguments(**{k: v for k, v in kwargs.items() if k in names})
 
 
+def _train_compiled(trainer, checkpoint: Optional[Path], compile_roi: bool):
+    """`trainer.train()`; a failed `torch.compile` of the RoI module becomes one clear error."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BackendCompilerFailed as exc:
+        if not compile_roi:
+            raise
+        cause = getattr(exc, "inner_exception", None) or exc  # the compiler's own error, not the wrapper's
+        first = next((line for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+        raise UsageError(f"train.compile_roi: torch.compile of the RoI module failed: {first[:300]}",
+                         hint="run without it: --set train.compile_roi=false") from None
+
+
 def _write_skipped(out: Path, bad: list[BadRecord]) -> None:
     """The check-phase list of skipped records; load-phase entries of an earlier (resumed) run are kept."""
     from artemis_cli.common.atomic import atomic_write_text
@@ -227,7 +242,7 @@ def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], c
         write_manifest(out / MANIFEST_FILE, f"artemis train stage{config.stage}", seed=config.train.seed,
                        status="running", **manifest)
 
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    output = _train_compiled(trainer, checkpoint, config.train.compile_roi)
     trainer.save_model(str(out))
     trainer.save_state()
     from artemis_cli.train.outputs import STAGE_FILES
