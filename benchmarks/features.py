@@ -13,6 +13,7 @@ compared per video by cosine similarity.
     python benchmarks/features.py --device cpu --model small                 # CPU, small tower
     python benchmarks/features.py --device cuda --model vit-l14 --workers 12  # GPU, real ViT-L/14 shape
     python benchmarks/features.py --workdir W --leg ours                      # one leg, for whole-process timing
+    python benchmarks/features.py --workdir W --leg decode --workers 15       # our decode workers alone (no tower)
 """
 
 from __future__ import annotations
@@ -212,6 +213,26 @@ def ours(video_dir: Path, out: Path, model_dir: Path, device: str, batch_size, w
     return summary.seconds, time.perf_counter() - started
 
 
+def decode_only(video_dir: Path, out: Path, device: str, workers) -> tuple[float, float]:
+    """Our DataLoader of decode workers with no tower: the most videos/s the tower could be fed."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from artemis_cli.features.decoding import list_sources
+    from artemis_cli.features.extract import default_workers
+    from artemis_cli.features.pipeline import Job, VideoDataset, _worker_init
+
+    started = time.perf_counter()
+    workers = default_workers(torch.device(device)) if workers is None else workers
+    job = Job(tuple(list_sources(video_dir)), out, "pkl", 100, (356, 1), 224, shrink_in_worker=True, overwrite=True)
+    loader = DataLoader(VideoDataset(job), batch_size=None, num_workers=workers, pin_memory=device.startswith("cuda"),
+                        worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None)
+    frames = sum(item["frames"].shape[0] for item in loader if item["status"] == "ok")
+    assert frames > 0
+    seconds = time.perf_counter() - started
+    return seconds, seconds
+
+
 def min_cosine(a_dir: Path, b_dir: Path) -> tuple[float, float, int]:
     from artemis_cli.data.feature_files import load_feature
 
@@ -242,6 +263,8 @@ def run_leg(leg: str, work: Path, out: Path, args, dtype) -> tuple[float, float]
     shutil.rmtree(out, ignore_errors=True)
     if leg == "published":
         return published_main(str(work / "videos"), str(out), str(work / "model"), args.device, dtype)
+    if leg == "decode":
+        return decode_only(work / "videos", out, args.device, args.workers)
     return ours(work / "videos", out, work / "model", args.device, args.batch_size, args.workers)
 
 
@@ -259,8 +282,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each leg, alternating; medians reported")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep videos and model here between calls (default: a temp dir, removed)")
-    parser.add_argument("--leg", default="both", choices=("both", "published", "ours"),
-                        help="run one leg only (for whole-process timing of each side); needs --workdir")
+    parser.add_argument("--leg", default="both", choices=("both", "published", "ours", "decode"),
+                        help="run one leg only (for whole-process timing of each side; `decode`: our decode "
+                             "workers with no tower); needs --workdir")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -280,7 +304,8 @@ def main() -> None:
         setup = time.perf_counter() - setup
         if args.leg != "both":
             loop, total = run_leg(args.leg, work, work / f"out_{args.leg}", args, dtype)
-            print(json.dumps({"leg": args.leg, "videos": videos, "loop_s": round(loop, 3), "total_s": round(total, 3)}))
+            print(json.dumps({"leg": args.leg, "videos": videos, "workers": args.workers, "loop_s": round(loop, 3),
+                              "total_s": round(total, 3), "videos_per_s": round(videos / loop, 2)}))
             return
         runs = {"published": [], "ours": []}
         for repeat in range(args.repeats):

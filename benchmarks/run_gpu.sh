@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU benchmark once, each under its own time limit, on one CUDA GPU; nothing is downloaded.
 # Usage: bash benchmarks/run_gpu.sh OUT_DIR     (logs and JSON figures land in OUT_DIR)
+# Everything takes longer than one 10-minute device call: pick parts with ONLY=features,model,infer,train
+# (e.g. ONLY=features,model, then ONLY=train); FEATURE_WORKERS, MODEL_ARGS, TRAIN_CASES narrow them further.
 # Each DeepSpeed training case runs in its own process: accelerate keeps its DeepSpeed state for the
 # life of a process, so a plain run after a ZeRO run in the same process would be a ZeRO run.
 set -u
@@ -20,9 +22,16 @@ step() {  # step NAME SECONDS COMMAND...
 }
 only=${ONLY:-features,model,infer,train}
 case ",$only," in *,features,*)
-  step features ${FEATURE_LIMIT:-120} "$py" benchmarks/features.py --device cuda --model vit-l14 --workers 12 --videos ${FEATURE_VIDEOS:-96} --json;; esac
+  # Both legs with our default workers, then (same videos, reused) our decode workers alone and our
+  # leg with each count in FEATURE_WORKERS: is the decode pool the limit, and does a bigger one help?
+  fargs=(--device cuda --model vit-l14 --videos ${FEATURE_VIDEOS:-128} --workdir /tmp/artemis_features_bench)
+  step features ${FEATURE_LIMIT:-150} "$py" benchmarks/features.py "${fargs[@]}" --json
+  for w in ${FEATURE_WORKERS:-12 15}; do
+    step "features-decode-w$w" 60 "$py" benchmarks/features.py "${fargs[@]}" --leg decode --workers "$w"
+    step "features-ours-w$w" 60 "$py" benchmarks/features.py "${fargs[@]}" --leg ours --workers "$w"
+  done;; esac
 case ",$only," in *,model,*)
-  step model ${MODEL_LIMIT:-110} "$py" benchmarks/model_gpu.py --device cuda ${MODEL_ARGS:-} --out "$out/model_gpu.json";; esac
+  step model ${MODEL_LIMIT:-110} "$py" benchmarks/model_gpu.py --device cuda ${MODEL_ARGS:---roi eager,compiled --dtypes bfloat16 --batches 6 --skip-llm} --out "$out/model_gpu.json";; esac
 case ",$only," in *,infer,*)
   step infer 130 "$py" benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out "$out/infer_gpu.json";; esac
 case ",$only," in *,train,*)
