@@ -35,10 +35,11 @@ case ",$only," in *,model,*)
 case ",$only," in *,infer,*)
   step infer 130 "$py" benchmarks/infer.py --device cuda --task videorefbench,qa --max-new-tokens 128 --out "$out/infer_gpu.json";; esac
 case ",$only," in *,train,*)
-  # A case is DTYPE:MODE or DTYPE:MODE:compile (the RoI module torch.compile'd, as train.compile_roi does).
+  # A case is DTYPE:MODE or DTYPE:MODE:compile (the RoI module torch.compile'd, as train.compile_roi does);
+  # TRAIN_PROFILE=1 adds one profiled step to each case (its busiest CUDA kernels land in the log).
   for case in ${TRAIN_CASES:-bfloat16:plain bfloat16:plain:compile float16:zero2 float16:zero2:compile}; do
     IFS=: read -r dtype mode compiled <<<"$case"
     step "train-$dtype-$mode${compiled:+-compile}" ${TRAIN_LIMIT:-150} "$py" benchmarks/train_gpu.py --device cuda \
-      --dtypes "$dtype" --modes "$mode" ${compiled:+--compile-roi} --out "$out/train_${dtype}_${mode}${compiled:+_compile}.json"
+      --dtypes "$dtype" --modes "$mode" ${compiled:+--compile-roi} ${TRAIN_PROFILE:+--profile} --out "$out/train_${dtype}_${mode}${compiled:+_compile}.json"
   done;; esac
 grep '^== ' "$log"

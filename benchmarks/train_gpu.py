@@ -92,21 +92,43 @@ class SyntheticReferring(torch.utils.data.Dataset):
 
 
 class StepTimer:
-    """Times each optimizer step (device-synchronised), via the Trainer's callbacks."""
+    """Times each optimizer step (device-synchronised), via the Trainer's callbacks; with `profile_step`,
+    records that step under `torch.profiler` and keeps its busiest kernels/ops as a table."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, profile_step: int | None = None):
         from transformers import TrainerCallback
 
         timer = self
 
         class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if profile_step is not None and len(timer.ends) == profile_step - 1:
+                    timer.start_profile(device)
+
             def on_step_end(self, args, state, control, **kwargs):
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 timer.ends.append(time.perf_counter())
+                if timer.profiler is not None:
+                    timer.stop_profile(device)
 
         self.ends: list[float] = []
+        self.profiler = None
+        self.profile_table: str | None = None
         self.callback = Callback()
+
+    def start_profile(self, device: str) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        self.profiler = profile(activities=activities)
+        self.profiler.start()
+
+    def stop_profile(self, device: str) -> None:
+        self.profiler.stop()
+        key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+        self.profile_table = self.profiler.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70)
+        self.profiler = None
 
     def step_seconds(self, warmup: int) -> list[float]:
         return [b - a for a, b in zip(self.ends[warmup - 1:], self.ends[warmup:])] if warmup >= 1 else []
@@ -128,7 +150,7 @@ def count_flops(model, batch: dict, device: str, dtype: torch.dtype) -> int:
 
 
 def train_case(model, trainable, dataset, collator, args_config, device: str, deepspeed: bool, warmup: int,
-               steps: int) -> dict:
+               steps: int, profile: bool = False) -> dict:
     """Train `warmup + steps` steps with `ArtemisTrainer`; time, memory, losses."""
     from artemis_cli.train.launch import deepspeed_config_path, launch_environment
     from artemis_cli.train.run import reset_process_state, training_arguments
@@ -136,7 +158,7 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
 
     config = args_config.model_copy(deep=True)
     config.train.deepspeed = "zero2" if deepspeed else None
-    timer = StepTimer(device)
+    timer = StepTimer(device, profile_step=warmup + steps + 1 if profile else None)  # one extra, untimed step
     with tempfile.TemporaryDirectory() as run_dir, launch_environment(device, deepspeed) as env:
         try:
             args = training_arguments(config, Path(run_dir), device, deepspeed_config_path(config.train.deepspeed))
@@ -152,7 +174,9 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
                 torch.cuda.reset_peak_memory_stats()
             trainer.train()
             losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and "step" in e]
-            result = {"step_s": timer.step_seconds(warmup), "losses": losses}
+            result = {"step_s": timer.step_seconds(warmup)[:steps], "losses": losses}
+            if timer.profile_table:
+                print(timer.profile_table, flush=True)
         except torch.cuda.OutOfMemoryError as exc:
             result = {"error": f"CUDA out of memory: {str(exc).splitlines()[0][:160]}"}
         finally:
@@ -166,7 +190,7 @@ def train_case(model, trainable, dataset, collator, args_config, device: str, de
 
 
 def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: int, steps: int, modes: list[str],
-              peak: float | None, compile_roi: bool = False) -> list[dict]:
+              peak: float | None, compile_roi: bool = False, profile: bool = False) -> list[dict]:
     from artemis_cli.train.collator import Collator
     from artemis_cli.train.config import load_train_config
     from artemis_cli.train.model_setup import (apply_stage_training, compile_roi_module, enable_checkpointing,
@@ -177,7 +201,7 @@ def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: 
     started = time.perf_counter()
     model = build_model(shape, dtype, device)
     build_s = time.perf_counter() - started
-    dataset = SyntheticReferring(shape, length=batch * (warmup + steps), distinct=batch)
+    dataset = SyntheticReferring(shape, length=batch * (warmup + steps + profile), distinct=batch)
     collator = Collator(pad_token_id=0, max_length=2048, image_tokens=256)
     one = collator([dataset[0]])
     tokens_per_step = collator([dataset[i] for i in range(batch)])["num_tokens"]
@@ -193,10 +217,10 @@ def run_dtype(shape: dict, dtype: torch.dtype, device: str, batch: int, warmup: 
         config = load_train_config(3, None, ["model.path=synthetic", "data.root=/synthetic", "data.annotations=[x]",
                                              "train.output_dir=/synthetic"], check_paths=False)
         config.train = config.train.model_copy(update=dict(
-            batch_size=batch, grad_accum=1, max_steps=warmup + steps, save_steps=10**6, report_to=[],
+            batch_size=batch, grad_accum=1, max_steps=warmup + steps + profile, save_steps=10**6, report_to=[],
             precision=precision, device=device, logging_steps=1, scheduler="constant"))
         config.data = config.data.model_copy(update=dict(num_workers=2 if device.startswith("cuda") else 0))
-        result = train_case(model, trainable, dataset, collator, config, device, deepspeed, warmup, steps)
+        result = train_case(model, trainable, dataset, collator, config, device, deepspeed, warmup, steps, profile)
         row = {"dtype": name, "mode": mode, "compile_roi": compile_roi, "batch": batch, "tokens_per_step": tokens_per_step,
                "flops_per_step": flops, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
                "build_s": build_s, **result}
@@ -224,6 +248,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
     parser.add_argument("--steps", type=int, default=3, help="timed steps")
     parser.add_argument("--compile-roi", action="store_true", help="torch.compile the RoI module (train.compile_roi)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one extra step under torch.profiler: print its 30 busiest kernels/ops")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16/fp16 peak of the GPU (TFLOP/s)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -241,7 +267,8 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for dtype in dtypes:
-        rows += run_dtype(shape, dtype, args.device, batch, args.warmup, args.steps, modes, peak, args.compile_roi)
+        rows += run_dtype(shape, dtype, args.device, batch, args.warmup, args.steps, modes, peak, args.compile_roi,
+                          args.profile)
     report = {"device": device_name, "shapes": "real" if shape is REAL else "tiny", "peak_tflops": peak,
               "torch": torch.__version__, "wall_s": time.perf_counter() - started, "results": rows}
     print(f"\n{device_name} ({report['shapes']} shapes, torch {torch.__version__}, peak {peak} TFLOP/s, "
