@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 
 from artemis_cli.cli.app import app
 from artemis_cli.infer import InferConfig, infer
-from artemis_cli.infer.generation import DecodingSettings, embed_requests, generate_tokens
+from artemis_cli.infer.generation import DecodingSettings, decode_answer, embed_requests, generate_tokens
 from artemis_cli.infer.tasks import PromptOptions, build_requests, qa_samples, vcgbench_samples, videorefbench_samples
 from judge_server import FakeJudgeServer
 
 SCALED = ("model.layers", "model.embed_tokens", "lm_head", "model.mm_projector")
 MAX_NEW = 10
+SHARP_SEEDS = 8
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -68,32 +69,53 @@ def data(sample):
     return Data(sample)
 
 
+def stop_token(rows: list[list[int]]):
+    """The token whose first appearances are most spread out: ``</s>`` ties with it, so each row stops there."""
+    def spread(token):
+        return len({row.index(token) if token in row else None for row in rows})
+
+    return max(sorted({t for row in rows for t in row[1:]}), key=spread, default=None)
+
+
+def usable(rows: list[list[int]], token, tokenizer) -> bool:
+    """Whether tying ``</s>`` to `token` gives what the tests need: rows that stop at different steps,
+    3+ distinct answers, and different 4-token answers for the two consistency videos (the last 4 rows)."""
+    answers = [row[:row.index(token)] if token in row else row for row in rows]
+    lengths = {len(answer) for answer in answers}
+    texts = [decode_answer(tokenizer, answer[:4]) for answer in answers[-4:]]
+    return (token is not None and len(lengths) >= 2 and min(lengths) < MAX_NEW
+            and len({tuple(answer) for answer in answers}) >= 3 and texts[:2] != texts[2:])
+
+
 @pytest.fixture(scope="module")
-def sharp(tiny_artemis, data, tmp_path_factory):
-    """(checkpoint folder, LoadedModel) of the sharpened tiny Artemis with the ``</s>`` tie."""
-    from artemis_cli.model.loading import load_model, save_model
+def sharp(tiny_artemis, tiny_tokenizer_dir, tiny_clip_dir, data, tmp_path_factory):
+    """(checkpoint folder, LoadedModel) of the sharpened tiny Artemis with the ``</s>`` tie.
 
-    model, tokenizer, _ = tiny_artemis
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.dim() > 1 and name.startswith(SCALED):
-                param.mul_(4.0)
-    folder = save_model(model, tokenizer, tmp_path_factory.mktemp("sharp") / "artemis")
-    loaded = load_model(folder, device="cpu")
-    requests = data.all_requests(loaded)
+    Most sharpened random draws answer every prompt alike: the first seed (0 = `tiny_artemis`) that is
+    `usable` is taken (the tiny models are the same on every transformers version, so is the seed)."""
+    from artemis_cli.model.loading import LoadedModel, load_model, save_model
+    from artemis_cli.model.tiny import build_tiny_artemis
+
+    folder = tmp_path_factory.mktemp("sharp") / "artemis"
     greedy = DecodingSettings(max_new_tokens=MAX_NEW)
-    rows = [generate_tokens(loaded.model, loaded.tokenizer, [r], greedy)[0] for r in requests]
-    # ``</s>`` ties with the token whose first appearances are most spread out: each row stops there.
-    candidates = {t for row in rows for t in row[1:]}
-
-    def stops(token):
-        return {row.index(token) if token in row else None for row in rows}
-
-    token = max(sorted(candidates), key=lambda t: len(stops(t)))
+    for seed in range(SHARP_SEEDS):
+        model, tokenizer, processor = tiny_artemis if seed == 0 else \
+            build_tiny_artemis(tiny_tokenizer_dir, tiny_clip_dir, seed=seed, roi_num_fuse=1)
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.dim() > 1 and name.startswith(SCALED):
+                    param.mul_(4.0)
+        candidate = LoadedModel(model=model, tokenizer=tokenizer, image_processor=processor, kind="merged", source=folder)
+        rows = [generate_tokens(model, tokenizer, [r], greedy)[0] for r in data.all_requests(candidate)]
+        token = stop_token(rows)
+        if usable(rows, token, tokenizer):
+            break
+    else:
+        pytest.fail(f"no seed below {SHARP_SEEDS} gives a usable sharpened tiny model")
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id] = model.lm_head.weight[token]
-    folder = save_model(model, tokenizer, folder, overwrite=True)
+    save_model(model, tokenizer, folder)
     return folder, load_model(folder, device="cpu")
 
 

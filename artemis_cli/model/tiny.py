@@ -2,6 +2,8 @@
 
 The CLIP vision tower keeps 224 px input and patch 14 (a 16 x 16 grid, 256 patches) so feature
 shapes and RoI geometry are the real ones; only the width and depth shrink. Nothing is downloaded.
+Weights are drawn in a fixed order from the seed, so a seed gives the same tiny models on every
+transformers version the package supports (4.57 and 5.x), and tests behave alike on each.
 """
 
 from __future__ import annotations
@@ -45,6 +47,38 @@ def clip_image_processor(image_size: int = 224):
                               image_std=[0.26862954, 0.26130258, 0.27577711])
 
 
+def redraw_clip_weights(model, seed: int) -> None:
+    """Redraw a `CLIPVisionModel` from `seed` in module order, with the distributions of transformers'
+    CLIP init (class/patch/position embeddings, q/k/v/out and fc1/fc2 stds, LayerNorm 1/0, biases 0).
+
+    transformers 4.57 and 5.x consume the global RNG differently while building a model, so without
+    this one seed gives a different tiny tower on each version."""
+    import torch
+    from torch import nn
+
+    config = model.config
+    factor, layers, width = config.initializer_factor, config.num_hidden_layers, config.hidden_size
+    in_std = width ** -0.5 * (2 * layers) ** -0.5 * factor
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "class_embedding"):
+                module.class_embedding.normal_(0.0, width ** -0.5 * factor)
+                module.patch_embedding.weight.normal_(0.0, config.initializer_range * factor)
+                module.position_embedding.weight.normal_(0.0, config.initializer_range * factor)
+            elif hasattr(module, "out_proj") and hasattr(module, "q_proj"):
+                for proj in (module.q_proj, module.k_proj, module.v_proj):
+                    proj.weight.normal_(0.0, in_std)
+                module.out_proj.weight.normal_(0.0, width ** -0.5 * factor)
+            elif hasattr(module, "fc1") and hasattr(module, "fc2"):
+                module.fc1.weight.normal_(0.0, (2 * width) ** -0.5 * factor)
+                module.fc2.weight.normal_(0.0, in_std)
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+            if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is not None:
+                module.bias.zero_()
+
+
 def save_tiny_clip(folder: str | Path, seed: int = 0, width: int = TINY_CLIP_WIDTH) -> Path:
     """Save a random tiny `CLIPVisionModel` and its image processor to `folder`; return it."""
     import torch
@@ -53,6 +87,7 @@ def save_tiny_clip(folder: str | Path, seed: int = 0, width: int = TINY_CLIP_WID
     folder = Path(folder)
     torch.manual_seed(seed)
     model = CLIPVisionModel(tiny_clip_vision_config(width))
+    redraw_clip_weights(model, seed)
     model.save_pretrained(folder)
     clip_image_processor().save_pretrained(folder)
     return folder
@@ -108,6 +143,31 @@ def tiny_artemis_config(vocab_size: int, clip_dir: str | Path, *, roi: bool = Tr
                         mm_hidden_size=TINY_CLIP_WIDTH, roi=roi, k_means=k_means, **settings)
 
 
+def redraw_language_weights(model, seed: int) -> None:
+    """Draw the language model (Linear/Embedding ~ N(0, initializer_range), embedding pad row 0, as
+    transformers initialises Llama) and then the projector and RoI module (`reset_multimodal_parameters`)
+    from `seed`, in module order. transformers 4.57 and 5.x consume the global RNG differently while
+    building a model, so without this one seed gives a different tiny model on each version."""
+    import torch
+    from torch import nn
+
+    from artemis_cli.model.llava import reset_multimodal_parameters
+
+    torch.manual_seed(seed)
+    std = model.config.initializer_range
+    skip = ("model.image_tower", "model.mm_projector", "model.spi_model")
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.startswith(skip) or not isinstance(module, (nn.Linear, nn.Embedding)):
+                continue
+            module.weight.normal_(0.0, std)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+            elif getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+    reset_multimodal_parameters(model)
+
+
 def build_tiny_artemis(tokenizer_dir: str | Path, clip_dir: str | Path, *, seed: int = 0, **mm):
     """A random tiny `ArtemisForCausalLM` (tower weights from `clip_dir`), its tokenizer and image
     processor, in eval mode, fp32 on CPU."""
@@ -121,6 +181,7 @@ def build_tiny_artemis(tokenizer_dir: str | Path, clip_dir: str | Path, *, seed:
     config = tiny_artemis_config(len(tokenizer), clip_dir, **mm)
     torch.manual_seed(seed)
     model = ArtemisForCausalLM(config)
+    redraw_language_weights(model, seed)
     processor = attach_tower(model, str(Path(clip_dir).resolve()), dtype=torch.float32)
     return model.eval(), tokenizer, processor
 
@@ -148,6 +209,7 @@ def save_tiny_vicuna(folder: str | Path, tokenizer_dir: str | Path, *, seed: int
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), hidden, layers))
+    redraw_language_weights(model, seed)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
