@@ -19,6 +19,19 @@ def tokenizer(tiny_tokenizer_dir):
     return AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
 
 
+def published_encode(text, tok):
+    """The published slow Llama tokenizer (transformers 4.31, SentencePiece): a text without special
+    tokens is BOS + SentencePiece's own encoding (its dummy prefix "▁" always added, so a leading
+    space gives a second "▁"). Texts with "</s>" go through `tok`, whose legacy setting decides the
+    same way the slow one did (checked against transformers 4.57's slow tokenizer)."""
+    import sentencepiece as spm
+
+    if "</s>" in text:
+        return tok(text).input_ids
+    sp = spm.SentencePieceProcessor(model_file=tok.vocab_file)
+    return [tok.bos_token_id] + sp.encode(text)
+
+
 def reference_tokenize(prompt, tok):
     """What the published `tokenizer_image_token` computes, restated: every piece between placeholders
     is tokenised on its own (so each starts with a BOS); the very first piece is kept whole, every later
@@ -30,7 +43,7 @@ def reference_tokenize(prompt, tok):
         for j, box_piece in enumerate(image_piece.split("<bbox>")):
             if j:
                 ids.append(BOX_TOKEN_INDEX)
-            piece = tok(box_piece).input_ids
+            piece = published_encode(box_piece, tok)
             ids.extend(piece if (i, j) == (0, 0) else piece[1:])
     return ids
 
@@ -71,6 +84,19 @@ def test_tokenize_prompt_equals_reference(prompt, tokenizer):
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
     assert ids.count(IMAGE_TOKEN_INDEX) == prompt.count("<image>")
     assert ids.count(BOX_TOKEN_INDEX) == prompt.count("<bbox>")
+
+
+def test_pieces_that_start_with_a_space_keep_sentencepieces_two_prefix_marks(tokenizer):
+    """The VideoRefBench prompt has two pieces that start with a space (" doing in this video? ..." after
+    the first <bbox>, " ASSISTANT:" after the last): SentencePiece gives each "▁" + "▁word", the
+    tokenizers-library Llama tokenizer (transformers 5) only "▁word"; we follow SentencePiece."""
+    prompt = chat_prompt(referring_question(4))
+    pieces = prompt.split("<image>")[1].split("<bbox>")
+    assert pieces[1].startswith(" doing") and pieces[-1] == " ASSISTANT:"
+    space = tokenizer.convert_tokens_to_ids("▁")
+    tail = tokenize_prompt(prompt, tokenizer)[-(len(published_encode(" ASSISTANT:", tokenizer)) - 1):]
+    assert tail[:2] == [space, space] or tokenizer.convert_ids_to_tokens(tail[:1]) == ["▁▁"]
+    assert tokenize_prompt(prompt, tokenizer) == reference_tokenize(prompt, tokenizer)
 
 
 def test_video_token_counts_as_one_image(tokenizer):

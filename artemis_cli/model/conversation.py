@@ -10,6 +10,7 @@ answers (and their ``</s>``) with -100.
 from __future__ import annotations
 
 import random
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -103,13 +104,35 @@ def _join(chunks: list[list[int]], separator: int, bos_id: Optional[int]) -> lis
     return ids
 
 
+_SWALLOWS_LEADING_SPACE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def swallows_leading_space(tokenizer) -> bool:
+    """Whether `tokenizer` gives ``" a"`` the ids of ``"a"``.
+
+    SentencePiece (the published slow Llama tokenizer, transformers 4.31) always adds its dummy-prefix
+    ``▁``, so a piece that starts with a space gets two (``" doing"`` -> ``▁ ▁doing``). The
+    tokenizers-library conversion (every Llama tokenizer in transformers 5, the fast one in 4.x)
+    adds the prefix only when the text does not already start with a space, one ``▁`` fewer."""
+    if tokenizer not in _SWALLOWS_LEADING_SPACE:
+        _SWALLOWS_LEADING_SPACE[tokenizer] = (tokenizer(" a", add_special_tokens=False).input_ids
+                                              == tokenizer("a", add_special_tokens=False).input_ids)
+    return _SWALLOWS_LEADING_SPACE[tokenizer]
+
+
 def tokenize_prompt(prompt: str, tokenizer) -> list[int]:
     """Token ids of a prompt with ``<image>`` -> -200 and ``<bbox>`` -> -500 (one BOS at the start).
 
-    A ``<video>`` counts as one ``<image>`` (the reference replaced it before tokenising)."""
+    A ``<video>`` counts as one ``<image>`` (the reference replaced it before tokenising). Pieces are
+    tokenised as the published SentencePiece tokenizer did, also where the loaded tokenizer would
+    drop the prefix ``▁`` of a piece that starts with a space (``" doing in this video?"`` after a
+    ``<bbox>``, ``" ASSISTANT:"``; see `swallows_leading_space`)."""
     prompt = prompt.replace(VIDEO_TOKEN, IMAGE_TOKEN)
+    restore_space = swallows_leading_space(tokenizer)
 
     def encode(text: str) -> list[int]:
+        if restore_space and text.startswith(" "):
+            text = " " + text  # the extra space becomes the "▁" SentencePiece's dummy prefix gave
         return list(tokenizer(text).input_ids)
 
     bos = tokenizer.bos_token_id

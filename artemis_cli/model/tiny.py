@@ -105,6 +105,9 @@ def tiny_llama_config(vocab_size: int, hidden: int = TINY_LLAMA_HIDDEN, layers: 
 def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320) -> Path:
     """Train a tiny Llama-style SentencePiece BPE tokenizer (unk 0, bos 1, eos 2) into `folder`.
 
+    Normalisation is Llama's: none (identity), whitespace kept as it is, digits split, byte fallback,
+    the dummy prefix; so spaces and newlines tokenise as they do for Vicuna.
+
     `tokenizer_config.json` says ``add_bos_token: true``: without it transformers 5 adds no BOS,
     which breaks the prompt splicing that expects one (see PLATFORM notes).
     """
@@ -119,6 +122,8 @@ def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320) -> Path:
         sentence_iterator=iter(_CORPUS.splitlines() * 4), model_writer=model, vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         character_coverage=1.0, num_threads=1, minloglevel=2, add_dummy_prefix=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
+        allow_whitespace_only_pieces=True,
     )
     (folder / "tokenizer.model").write_bytes(model.getvalue())
     (folder / "tokenizer_config.json").write_text(json.dumps({
