@@ -223,3 +223,34 @@ def test_plain_llama_checkpoint_becomes_artemis_with_fresh_projector(tiny_artemi
     assert state["model.mm_projector.0.weight"].shape == (64, WIDTH)
     with pytest.raises(InputError, match="missing: model.mm_projector"):
         load_model(folder, device="cpu", config_overrides=overrides)
+
+
+def test_a_clip_folder_without_tower_weights_is_refused(tiny_clip_dir, tmp_path):
+    """transformers would fill the tower at random and only warn; features or a model on it would be garbage."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from artemis_cli.model.tower import load_clip_vision
+
+    assert load_clip_vision(str(tiny_clip_dir)).config.hidden_size == 64
+    broken = tmp_path / "renamed"
+    shutil.copytree(tiny_clip_dir, broken)
+    state = load_file(broken / "model.safetensors")
+    save_file({f"other.{name}": value for name, value in state.items()}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(InputError) as caught:
+        load_clip_vision(str(broken))
+    assert f"{broken}: not a complete CLIP vision tower" in str(caught.value) and "missing" in str(caught.value)
+    assert "patch_embedding" in str(caught.value) or "embeddings" in str(caught.value)
+
+    from typer.testing import CliRunner
+
+    from artemis_cli.cli.app import app
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"never decoded: the tower is checked first")
+    result = CliRunner().invoke(app, ["features", "extract", str(videos), str(tmp_path / "out"), "--model", str(broken)])
+    assert result.exit_code != 0 and "not a complete CLIP vision tower" in result.output
+    assert "Traceback" not in result.output

@@ -60,8 +60,10 @@ def load_backend(name: str, model: str | None, device: "torch.device", dtype: "t
 
 def _load_hf(model_id: str, device, dtype, resize: str) -> Backend:
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionModel
+    from transformers import CLIPImageProcessor
     from transformers.utils import logging as hf_logging
+
+    from artemis_cli.model.tower import load_clip_vision
 
     hf_logging.disable_progress_bar()  # our own progress bar is the only one
     verbosity = hf_logging.get_verbosity()
@@ -69,7 +71,7 @@ def _load_hf(model_id: str, device, dtype, resize: str) -> Backend:
     # transformers would list each of them as "unexpected".
     hf_logging.set_verbosity_error()
     try:
-        tower = CLIPVisionModel.from_pretrained(model_id, dtype=dtype)
+        tower = load_clip_vision(model_id, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise InputError(f"{model_id}: cannot load a CLIP vision model ({_first_line(exc)})",
                          hint="pass --model with a local folder or a hub id you have downloaded") from None

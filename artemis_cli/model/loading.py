@@ -106,13 +106,15 @@ def vision_config_for(source: str):
 def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
     """Load the CLIP vision tower weights from `source` (folder or hub id) into the model; return its
     image processor. The tower is frozen."""
-    from transformers import CLIPImageProcessor, CLIPVisionModel
+    from transformers import CLIPImageProcessor
+
+    from artemis_cli.model.tower import load_clip_vision
 
     tower = model.get_image_tower()
     if tower is None:
         return None
     try:
-        vision = CLIPVisionModel.from_pretrained(source, dtype=dtype)
+        vision = load_clip_vision(source, dtype=dtype)
     except OSError as exc:
         raise InputError(f"image tower {source!r}: cannot load ({str(exc).splitlines()[0]})",
                          hint="pass image_tower= / --image-tower with a local copy of openai/clip-vit-large-patch14") from None

@@ -52,3 +52,25 @@ class ImageTower(nn.Module):
         hidden = self._hidden_states(pixels)
         picked = hidden[self.select_layer::-3][::-1][-self.num_levels:]
         return [level[:, 1:] for level in picked]
+
+
+def load_clip_vision(source: str, dtype=None):
+    """`CLIPVisionModel.from_pretrained(source)`, refusing a checkpoint that lacks tower weights.
+
+    transformers fills missing or mis-shaped weights at random and only warns (a tower saved by
+    transformers 5 read by 4.x is one way to get there); features or a model built on that would be
+    silently wrong. Raises `InputError` naming the first missing keys; `OSError` passes through."""
+    from transformers import CLIPVisionModel
+
+    from artemis_cli.errors import InputError
+
+    vision, info = CLIPVisionModel.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys") or []]
+    if missing or mismatched:
+        problems = [f"{len(missing)} weight(s) missing ({', '.join(missing[:3])})"] if missing else []
+        problems += [f"{len(mismatched)} of the wrong shape ({', '.join(mismatched[:3])})"] if mismatched else []
+        raise InputError(f"{source}: not a complete CLIP vision tower: {'; '.join(problems)}",
+                         hint="use a CLIP checkpoint such as openai/clip-vit-large-patch14, saved by the "
+                              "transformers version you load it with")
+    return vision
