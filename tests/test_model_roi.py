@@ -129,3 +129,39 @@ def test_bad_boxes_shape_is_rejected(roi_case):
     module, levels, _ = roi_case
     with pytest.raises(ValueError, match=r"boxes must be \[N, 4\]"):
         module(levels, torch.zeros(2, 4))
+
+
+def _gn_case(device: str, autocast_dtype: torch.dtype):
+    from artemis_cli.model.roi import ConvGNReLU
+
+    torch.manual_seed(0)
+    block = ConvGNReLU(64).to(device)  # fp32 parameters, as mixed precision keeps trained ones
+    x = torch.randn(2, 64, 16, 16, device=device)
+    reference = F.relu(block.gn(block.conv(x)))  # the plain fp32 composition
+    with torch.autocast(device, dtype=autocast_dtype):
+        out = block(x)
+    out.float().sum().backward()
+    return block, reference, out
+
+
+def test_groupnorm_runs_in_the_convolutions_dtype():
+    from artemis_cli.model.roi import ConvGNReLU
+
+    torch.manual_seed(0)
+    block = ConvGNReLU(64)
+    x = torch.randn(2, 64, 16, 16)
+    assert torch.equal(block(x), F.relu(block.gn(block.conv(x))))  # fp32: the module's own GroupNorm
+    block, reference, out = _gn_case("cpu", torch.bfloat16)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.detach(), rtol=0.05, atol=0.05)
+    assert block.gn.weight.grad is not None and block.gn.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_groupnorm_stays_half_under_cuda_autocast():
+    """CUDA autocast lists group_norm as a float32 op; the RoI module keeps it in the conv's dtype."""
+    block, reference, out = _gn_case("cuda", torch.bfloat16)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.detach(), rtol=0.05, atol=0.05)
+    assert block.gn.weight.grad.dtype == torch.float32

@@ -18,7 +18,11 @@ POS_HIDDEN = 256
 
 
 class ConvGNReLU(nn.Module):
-    """3x3 conv without bias, GroupNorm(64), ReLU (keys ``conv.weight``, ``gn.weight``, ``gn.bias``)."""
+    """3x3 conv without bias, GroupNorm(64), ReLU (keys ``conv.weight``, ``gn.weight``, ``gn.bias``).
+
+    GroupNorm runs in the convolution's output dtype, as in the published fp16 module. CUDA autocast
+    would run it in fp32 instead, which doubles the bytes of every 128 x 128 x 1024 activation it and
+    the ReLU write and keep for backward (the statistics are accumulated in fp32 either way)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -26,7 +30,11 @@ class ConvGNReLU(nn.Module):
         self.gn = nn.GroupNorm(min(GN_GROUPS, channels), channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.gn(self.conv(x)))
+        x = self.conv(x)
+        gn = self.gn
+        with torch.autocast(x.device.type, enabled=False):
+            x = F.group_norm(x, gn.num_groups, gn.weight.to(x.dtype), gn.bias.to(x.dtype), gn.eps)
+        return F.relu(x)
 
 
 def coordinate_channels(feature: torch.Tensor) -> torch.Tensor:
