@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU benchmark once, each under its own time limit, on one CUDA GPU; nothing is downloaded.
 # Usage: bash benchmarks/run_gpu.sh OUT_DIR     (logs and JSON figures land in OUT_DIR)
-# Everything takes longer than one 10-minute device call: pick parts with ONLY=features,model,infer,train
+# Everything takes longer than one 10-minute device call: pick parts with ONLY=tests,features,model,infer,train
 # (e.g. ONLY=features,model, then ONLY=train); FEATURE_WORKERS, MODEL_ARGS, TRAIN_CASES narrow them further.
 # Each DeepSpeed training case runs in its own process: accelerate keeps its DeepSpeed state for the
 # life of a process, so a plain run after a ZeRO run in the same process would be a ZeRO run.
@@ -21,6 +21,8 @@ step() {  # step NAME SECONDS COMMAND...
   echo "== $name rc=$? in $((SECONDS - start))s" >>"$log"
 }
 only=${ONLY:-features,model,infer,train}
+case ",$only," in *,tests,*)  # the CUDA-only tests (needs pytest on the machine)
+  step tests 180 "$py" -m pytest -q -p no:cacheprovider -m gpu tests;; esac
 case ",$only," in *,features,*)
   # Both legs with our default workers, then (same videos, reused) our decode workers alone and our
   # leg with each count in FEATURE_WORKERS: is the decode pool the limit, and does a bigger one help?
