@@ -235,7 +235,7 @@ def published_loop(kind: str, loaded: LoadedModel, records: list[dict], root: Pa
 def ours(kind: str, loaded: LoadedModel, annotations: Path, max_new_tokens: int, out: Path,
          batch_size: int | None) -> dict:
     from artemis_cli.infer import InferConfig, infer
-    from artemis_cli.infer import generation
+    from artemis_cli.model import generation
 
     counts: list[int] = []
     real = generation.generate_tokens

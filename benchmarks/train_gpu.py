@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # model_gpu.random_artemis
 
 from artemis_cli.model.config import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_INDEX  # noqa: E402
-from artemis_cli.train.samples import Sample  # noqa: E402
+from artemis_cli.model.inputs import ModelInputs  # noqa: E402
 
 REAL = dict(width=1024, hidden=4096, query=1024, layers=32, heads=32, inter=11008, vocab=32000, levels=4, fuse=5,
             tower_layers=24)
@@ -77,7 +77,7 @@ class SyntheticReferring(torch.utils.data.Dataset):
                       + [BOX_TOKEN_INDEX] * 4 + words(1))
             answer = words(ANSWER_WORDS) + [2]
             corner = torch.rand(9, 2, generator=generator) * 0.5
-            self.samples.append(Sample(
+            self.samples.append(ModelInputs(
                 ref=f"synthetic[{n}]", input_ids=prompt + answer, labels=[IGNORE_INDEX] * len(prompt) + answer,
                 media=[torch.randn(356, shape["width"], generator=generator)],  # as `load_video_feature` gives
                 roi_frames=torch.randn(9, 3, 224, 224, generator=generator),

@@ -10,7 +10,7 @@ import torch
 
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.infer.batching import first_batch
-from artemis_cli.infer.generation import DecodingSettings, request_seed, seeded_sampler, trim_at_eos
+from artemis_cli.model.generation import DecodingSettings, request_seed, seeded_sampler, trim_at_eos
 from artemis_cli.infer.shards import Shard, merge_predictions, output_paths, resolve_shard
 from artemis_cli.infer.tasks import Sample, qa_samples, vcgbench_samples, videorefbench_samples
 

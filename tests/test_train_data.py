@@ -13,9 +13,9 @@ from artemis_cli.model.config import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_
 from artemis_cli.train.collator import Collator
 from artemis_cli.train.datasets import make_dataset
 from artemis_cli.train.records import read_records
-from artemis_cli.train.referring import referring_inputs
+from artemis_cli.model.inputs import ModelInputs, referring_inputs
 from artemis_cli.train.sampler import GroupedSampler, grouped_order
-from artemis_cli.train.samples import BadSample, Sample
+from artemis_cli.train.samples import BadSample
 
 WIDTH = 64
 
@@ -37,7 +37,7 @@ def stage2_records(sample):
                         image_folders=[root / "llava_image_tune", root], video_folders=[root / "videochatgpt_tune", root])
 
 
-def answer_text(tokenizer, sample: Sample) -> str:
+def answer_text(tokenizer, sample: ModelInputs) -> str:
     return tokenizer.decode([t for t, l in zip(sample.input_ids, sample.labels) if l != IGNORE_INDEX])
 
 
@@ -195,7 +195,7 @@ def test_load_failures_become_bad_samples_not_random_replacements(sample, parts,
     mismatch = dataset[1]
     assert isinstance(mismatch, BadSample) and "tokenization mismatch" in mismatch.problem
     assert mismatch.ref == items[1].ref
-    from artemis_cli.train.samples import load_video_feature
+    from artemis_cli.model.inputs import load_video_feature
 
     with pytest.raises(InputError, match="feature width 64 but the model's tower width is 32"):
         load_video_feature(sample.data_root / "videochatgpt_tune" / "vcg_000.pkl", width=32)

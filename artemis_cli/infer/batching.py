@@ -101,7 +101,7 @@ class BatchRunner:
         """Generate for prepared samples and write them; isolate failures (see module docstring)."""
         import torch
 
-        from artemis_cli.infer.generation import generate_texts
+        from artemis_cli.model.generation import generate_texts
 
         if not items:
             return
@@ -134,7 +134,7 @@ class BatchRunner:
 
     def auto_batch_size(self, samples: list[Sample]) -> int:
         """`generation.auto_batch_size` for these samples; on CUDA the first one is loaded to size its prompt."""
-        from artemis_cli.infer.generation import AUTO_BATCH_CAP, auto_batch_size
+        from artemis_cli.model.generation import AUTO_BATCH_CAP, auto_batch_size
 
         device = str(self.loaded.model.device)
         if not device.startswith("cuda"):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from artemis_cli.common.devices import DeviceName, resolve_device
 from artemis_cli.errors import InputError, UsageError
-from artemis_cli.infer.generation import DecodingSettings
+from artemis_cli.model.generation import DecodingSettings
 from artemis_cli.infer.shards import OutputPaths, Shard, output_paths, read_manifest, resolve_shard
 from artemis_cli.infer.tasks import PromptOptions, QADataset, Sample, VCGSet
 

@@ -177,14 +177,13 @@ class PromptOptions:
 def build_requests(sample: Sample, loaded, prompt: PromptOptions, seed: int) -> list:
     """Load a sample's inputs and build one `GenerationRequest` per question (raises `InputError`/`OSError`).
 
-    A referring record goes through training's `referring_inputs` (``train=False``: the published
+    A referring record goes through `model.inputs.referring_inputs` (as in training) (``train=False``: the published
     VideoRefBench prompt and frame choice), with the record's own question dropped, since the
     published benchmark always asks the fixed one; its random draws come from a generator seeded by
     the run seed and the sample id."""
-    from artemis_cli.infer.generation import GenerationRequest, request_seed
+    from artemis_cli.model.generation import GenerationRequest, request_seed
     from artemis_cli.model.conversation import chat_prompt, tokenize_prompt
-    from artemis_cli.train.referring import referring_inputs
-    from artemis_cli.train.samples import load_video_feature
+    from artemis_cli.model.inputs import load_video_feature, referring_inputs
 
     mm = loaded.model.mm
     if sample.referring is not None:

@@ -16,7 +16,8 @@ from typing import Any, Sequence, Union
 import torch
 
 from artemis_cli.model.config import IGNORE_INDEX
-from artemis_cli.train.samples import BadSample, Sample
+from artemis_cli.model.inputs import ModelInputs
+from artemis_cli.train.samples import BadSample
 
 
 @dataclass
@@ -25,8 +26,8 @@ class Collator:
     max_length: int
     image_tokens: int = 256  # LLM tokens per image: (image_size / patch_size) ** 2
 
-    def __call__(self, samples: Sequence[Union[Sample, BadSample]]) -> dict[str, Any]:
-        good = [s for s in samples if isinstance(s, Sample)]
+    def __call__(self, samples: Sequence[Union[ModelInputs, BadSample]]) -> dict[str, Any]:
+        good = [s for s in samples if isinstance(s, ModelInputs)]
         bad = [{"record": s.ref, "problem": s.problem} for s in samples if isinstance(s, BadSample)]
         batch: dict[str, Any] = {"bad_records": bad, "num_tokens": sum(s.num_tokens(self.image_tokens) for s in good)}
         if not good:

@@ -1,4 +1,4 @@
-"""The training datasets: checked records in, `Sample` (or `BadSample`) out, reproducibly random.
+"""The training datasets: checked records in, `ModelInputs` (or `BadSample`) out, reproducibly random.
 
 Every random choice of a sample (image subset, question template, frame jitter, key frame, k-means
 pick) comes from a `random.Random` seeded by (run seed, epoch, index), so a resumed run, a run
@@ -15,18 +15,19 @@ import torch
 
 from artemis_cli.errors import ArtemisError
 from artemis_cli.train.records import ConversationItem, Item, ReferringItem
-from artemis_cli.train.samples import BadSample, Sample, conversation_sample
+from artemis_cli.model.inputs import ModelInputs
+from artemis_cli.train.samples import BadSample, conversation_sample
 
 Key = Union[int, tuple[int, int]]
 
 
 class TrainDataset(torch.utils.data.Dataset):
-    """Items plus a build function ``(item, rng) -> Sample``; failures become `BadSample`.
+    """Items plus a build function ``(item, rng) -> ModelInputs``; failures become `BadSample`.
 
     Only expected failures are caught (an `ArtemisError` such as an unreadable feature or a
     tokenisation mismatch, an `OSError` from a corrupt image); anything else is a bug and raises."""
 
-    def __init__(self, items: Sequence[Item], build: Callable[[Item, random.Random], Sample], seed: int):
+    def __init__(self, items: Sequence[Item], build: Callable[[Item, random.Random], ModelInputs], seed: int):
         self.items = list(items)
         self.build = build
         self.seed = seed
@@ -37,7 +38,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def rng(self, index: int, epoch: int) -> random.Random:
         return random.Random(f"{self.seed}:{epoch}:{index}")
 
-    def __getitem__(self, key: Key) -> Union[Sample, BadSample]:
+    def __getitem__(self, key: Key) -> Union[ModelInputs, BadSample]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.items[index]
         try:
@@ -57,9 +58,9 @@ def make_dataset(items: Sequence[Item], *, tokenizer, image_processor, seed: int
                  max_images: int = 16, pad_images: bool = True, feature_width=None, num_boxes: int = 4,
                  num_tracked: int = 8, frame_sampling: str = "average", crop_correct: bool = False) -> TrainDataset:
     """The dataset of a stage: conversation records (stages 1-2) or referring records (stage 3)."""
-    from artemis_cli.train.referring import referring_inputs
+    from artemis_cli.model.inputs import referring_inputs
 
-    def build(item: Item, rng: random.Random) -> Sample:
+    def build(item: Item, rng: random.Random) -> ModelInputs:
         if isinstance(item, ConversationItem):
             return conversation_sample(item, tokenizer=tokenizer, image_processor=image_processor, rng=rng,
                                        template=template, max_images=max_images, pad_images=pad_images,

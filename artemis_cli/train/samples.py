@@ -10,35 +10,16 @@ zeroed sample.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from artemis_cli.errors import InputError
-from artemis_cli.model.config import BOX_TOKEN_INDEX, IMAGE_TOKEN_INDEX
+from artemis_cli.model.config import IMAGE_TOKEN_INDEX
+from artemis_cli.model.inputs import ModelInputs, load_video_feature
 from artemis_cli.train.records import MEDIA_TOKEN, ConversationItem
-
-
-@dataclass
-class Sample:
-    """Model inputs of one record (before batching)."""
-
-    ref: str
-    input_ids: list[int]  # -200 per <image>/<video>, -500 per <bbox>
-    labels: Optional[list[int]]  # -100 except on assistant answers; None for generation
-    media: list[torch.Tensor] = field(default_factory=list)  # per -200: video [T, C] or image [3, S, S]
-    roi_frames: Optional[torch.Tensor] = None  # [F, 3, S, S], key frame first
-    roi_boxes: Optional[torch.Tensor] = None  # [F, 4] in [0, 1]
-    roi_seed: Optional[int] = None  # seeds the random pick among k-means cluster members
-
-    def num_tokens(self, image_tokens: int) -> int:
-        """LLM tokens after splicing: text + video rows + `image_tokens` per image + one per box."""
-        placeholders = sum(1 for t in self.input_ids if t in (IMAGE_TOKEN_INDEX, BOX_TOKEN_INDEX))
-        media = sum(m.shape[0] if m.dim() == 2 else image_tokens for m in self.media)
-        boxes = sum(1 for t in self.input_ids if t == BOX_TOKEN_INDEX)
-        return len(self.input_ids) - placeholders + media + boxes
 
 
 @dataclass(frozen=True)
@@ -47,22 +28,6 @@ class BadSample:
 
     ref: str
     problem: str
-
-
-def load_video_feature(path: Path, width: Optional[int] = None) -> torch.Tensor:
-    """A `[T, C]` float32 clip feature through the safe loader; a wrong shape or width is an `InputError`."""
-    import numpy as np
-
-    from artemis_cli.data.feature_files import load_feature
-
-    array = load_feature(path)
-    if array.ndim != 2:
-        raise InputError(f"{path}: feature has shape {list(array.shape)}, expected [T, C]")
-    if width is not None and array.shape[1] != width:
-        raise InputError(f"{path}: feature width {array.shape[1]} but the model's tower width is {width}",
-                         hint="extract the features with the same CLIP tower the model uses")
-    # float32 on the host, as the tower's image features are; the model casts to the projector's dtype.
-    return torch.from_numpy(np.ascontiguousarray(array)).float()  # [T, C]
 
 
 def expand_to_square(image, background: tuple[int, int, int]):
@@ -112,7 +77,7 @@ def _drop_image_tokens(text: str, keep: set[int], counter: list[int]) -> str:
 
 def conversation_sample(item: ConversationItem, *, tokenizer, image_processor, rng: random.Random,
                         template: str = "vicuna_v1", max_images: int = 16, pad_images: bool = True,
-                        feature_width: Optional[int] = None) -> Sample:
+                        feature_width: Optional[int] = None) -> ModelInputs:
     """Token ids, labels and media of a stage 1-2 record (see the module docstring)."""
     from artemis_cli.model.conversation import tokenize_conversation
 
@@ -140,4 +105,4 @@ def conversation_sample(item: ConversationItem, *, tokenizer, image_processor, r
         else:
             media.append(pixels[next_image])  # [3, S, S]
             next_image += 1
-    return Sample(ref=item.ref, input_ids=tokenized.input_ids, labels=tokenized.labels, media=media)
+    return ModelInputs(ref=item.ref, input_ids=tokenized.input_ids, labels=tokenized.labels, media=media)
