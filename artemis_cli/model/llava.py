@@ -56,19 +56,22 @@ class ArtemisModel(LlamaModel):
 
 
 def reset_multimodal_parameters(model: "ArtemisForCausalLM", names: Sequence[str] = ("mm_projector", "spi_model")) -> None:
-    """Initialise projector and RoI module as the reference does: PyTorch defaults, then the RoI
-    module's per-level 3x3 convs ~ N(0, 0.01) with zero bias (its `norm_init_weights`)."""
+    """Initialise projector and RoI module as the published classes do in their constructors.
+
+    Projector: PyTorch's `nn.Linear` defaults. RoI module (`MultiLevelRoIModule.reset_parameters`):
+    PyTorch defaults for the 1x1 input convs, linear layers and LayerNorms; mmcv `ConvModule`'s
+    Kaiming-normal (fan_out, ReLU) fuse convolutions with GroupNorm 1/0; N(0, 0.01) per-level 3x3
+    convs with zero bias (the extractor's `norm_init_weights`)."""
     for name in names:
         module = getattr(model.model, name, None)
         if module is None:
             continue
+        if isinstance(module, MultiLevelRoIModule):
+            module.reset_parameters()
+            continue
         for child in module.modules():
-            if hasattr(child, "reset_parameters") and child is not module:
+            if hasattr(child, "reset_parameters"):
                 child.reset_parameters()
-        if name == "spi_model":
-            for conv in module.roi_align.pconvs:
-                nn.init.normal_(conv.weight, 0.0, 0.01)
-                nn.init.zeros_(conv.bias)
 
 
 def _per_sample(value: PerSample, batch: int, what: str) -> list[Optional[torch.Tensor]]:

@@ -28,6 +28,14 @@ class ConvGNReLU(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.gn = nn.GroupNorm(min(GN_GROUPS, channels), channels)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmcv `ConvModule`'s constructor init: Kaiming-normal conv weight (``mode="fan_out"``,
+        ReLU gain, std sqrt(2 / (9 C))), GroupNorm weight 1 and bias 0."""
+        nn.init.kaiming_normal_(self.conv.weight, a=0, mode="fan_out", nonlinearity="relu")
+        nn.init.ones_(self.gn.weight)
+        nn.init.zeros_(self.gn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -38,12 +46,15 @@ class ConvGNReLU(nn.Module):
 
 
 def coordinate_channels(feature: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, 2, H, W]: x then y, each in [-1, 1] across the map."""
+    """[N, C, H, W] -> [N, 2, H, W] in the feature's dtype: x then y, each in [-1, 1] across the map.
+
+    Built in fp32 and cast afterwards, as the published module does (it casts the concatenated input
+    to fp16); `linspace` computed in fp16 itself lands on other fp16 values for some points."""
     n, _, h, w = feature.shape
-    ys = torch.linspace(-1, 1, h, device=feature.device, dtype=feature.dtype)
-    xs = torch.linspace(-1, 1, w, device=feature.device, dtype=feature.dtype)
+    ys = torch.linspace(-1, 1, h, device=feature.device, dtype=torch.float32)
+    xs = torch.linspace(-1, 1, w, device=feature.device, dtype=torch.float32)
     y, x = torch.meshgrid(ys, xs, indexing="ij")  # [H, W] each
-    return torch.stack([x, y]).unsqueeze(0).expand(n, -1, -1, -1)
+    return torch.stack([x, y]).to(feature.dtype).unsqueeze(0).expand(n, -1, -1, -1)
 
 
 def resize(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -104,6 +115,14 @@ class MultiLevelRoIExtractor(nn.Module):
         )
         self.flatten_linear = nn.Linear(channels * output_size * output_size, query_size)
         self.updims = nn.Linear(query_size, out_features)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The published `norm_init_weights`: every conv here (the per-level 3x3 `pconvs`) ~ N(0, 0.01),
+        bias 0; the linear layers and LayerNorms keep PyTorch's defaults."""
+        for conv in self.pconvs:
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.zeros_(conv.bias)
 
     def _roi_align(self, feature: torch.Tensor, rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
         from torchvision.ops import roi_align
@@ -135,6 +154,17 @@ class MultiLevelRoIModule(nn.Module):
         self.mlvl_fuse = MultiLevelFuse(in_channels, in_channels, num_levels, num_fuse)
         self.roi_align = MultiLevelRoIExtractor(in_channels, num_levels, out_features, output_size,
                                                 query_size=query_size)
+
+    def reset_parameters(self) -> None:
+        """Initialise every tensor as the published classes' constructors do: PyTorch's defaults
+        (the 1x1 `input_conv`, linear layers, LayerNorms), then mmcv `ConvModule`'s Kaiming init of
+        the fuse convolutions and the extractor's N(0, 0.01) `pconvs`."""
+        for child in self.modules():
+            if child is not self and hasattr(child, "reset_parameters"):
+                child.reset_parameters()
+        for fuse in self.mlvl_fuse.fuse_convs:
+            fuse.init_weights()
+        self.roi_align.init_weights()
 
     @property
     def dtype(self) -> torch.dtype:
