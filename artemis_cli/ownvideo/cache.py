@@ -1,0 +1,122 @@
+"""The feature and track caches of the own-video path, keyed by the video's content hash.
+
+- ``CACHE/features/<key>.pkl``: the clip feature by the published recipe (`features` library, one
+  video), key = sha256 of (video content hash, CLIP model, recipe). A second question about the same
+  video costs no extraction.
+- ``CACHE/tracks/<key>/``: ``frames/`` (the tracked frames as JPEG) and ``track.json`` (the record
+  and the track), key = sha256 of (video content hash, key frame, box, tracker, tracker model,
+  stride). Entries are written to a temp folder and renamed, so a killed run leaves no half entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from artemis_cli.errors import InputError
+
+FEATURE_RECIPE = {"num_frames": 100, "resize": "nearest", "layer": -2, "drop_cls": True, "format": "pkl"}
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+
+def model_identity(model: str) -> str:
+    """A local folder by its absolute path, a hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+class FeatureCache:
+    """Clip features of whole videos, extracted with `features` (`load_backend` + `run_loop`) on a miss."""
+
+    def __init__(self, root: Path, clip_model: str, device: str = "auto", dtype: str = "auto"):
+        self.root = Path(root) / "features"
+        self.clip_model = clip_model
+        self.device = device
+        self.dtype = dtype
+        self._backend = None
+
+    def path(self, video_hash: str) -> Path:
+        key = cache_key({"video": video_hash, "clip": model_identity(self.clip_model), "recipe": FEATURE_RECIPE})
+        return self.root / f"{key}.pkl"
+
+    def backend(self):
+        if self._backend is None:
+            from artemis_cli.features.backends import load_backend
+            from artemis_cli.features.extract import resolve_device, resolve_dtype
+
+            device = resolve_device(self.device)
+            dtype = resolve_dtype(self.dtype, device)
+            self._backend = (load_backend("hf", self.clip_model, device, dtype), device, dtype)
+        return self._backend
+
+    def get(self, video: Path, video_hash: str) -> tuple[Path, float]:
+        """(feature file, seconds spent extracting: 0 on a hit)."""
+        from artemis_cli.features.decoding import VideoSource
+        from artemis_cli.features.pipeline import Job, output_is_valid, run_loop
+
+        target = self.path(video_hash)
+        if target.is_file():
+            # A hit: the file's shape is checked when it is loaded (model.inputs.load_video_feature).
+            return target, 0.0
+        backend, device, dtype = self.backend()
+        start = time.perf_counter()
+        shape = (FEATURE_RECIPE["num_frames"] + backend.patches, backend.width)
+        source = VideoSource(target.stem, Path(video), frame_folder=Path(video).is_dir())
+        job = Job((source,), self.root, "pkl", FEATURE_RECIPE["num_frames"], shape, backend.preprocess.size,
+                  shrink_in_worker=True, overwrite=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        failures: list[dict] = []
+        batch = 256 if device.type == "cuda" else 32
+        run_loop(job, backend, device, dtype, batch, 0, lambda status, frames: None,
+                 failures.append)
+        if failures or not output_is_valid(target, shape):
+            reason = failures[0]["reason"] if failures else "no valid feature written"
+            raise InputError(f"{video}: cannot extract clip features ({reason})")
+        return target, time.perf_counter() - start
+
+
+class TrackCache:
+    """Tracked frames and records, one folder per (video, target, tracker settings)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root) / "tracks"
+
+    def key(self, video_hash: str, frame: int, box, tracker: str, tracker_model: Optional[str], stride: int) -> str:
+        return cache_key({"video": video_hash, "frame": frame, "box": [round(float(v), 2) for v in box],
+                          "tracker": tracker, "tracker_model": model_identity(tracker_model) if tracker_model else None,
+                          "stride": stride})
+
+    def folder(self, key: str) -> Path:
+        return self.root / key
+
+    def load(self, key: str) -> Optional[dict]:
+        entry = self.folder(key) / "track.json"
+        if not entry.is_file():
+            return None
+        try:
+            return json.loads(entry.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def store(self, key: str, frames, indices, num_frames: int, entry: dict) -> Path:
+        """Write frames + ``track.json`` into a temp folder, then rename it to the entry's folder."""
+        from artemis_cli.common.atomic import atomic_write_json
+        from artemis_cli.ownvideo.record import write_frames
+
+        folder = self.folder(key)
+        tmp = self.root / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_frames(tmp / "frames", frames, indices, num_frames)
+        atomic_write_json(tmp / "track.json", entry)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        return folder
