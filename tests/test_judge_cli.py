@@ -83,7 +83,7 @@ def test_qa_with_injected_faults(server, api_key, tmp_path):
     })
     out, cache = tmp_path / "out", tmp_path / "cache"
     args = [str(preds), "--task", "qa", "--base-url", server.base_url, "--cache", str(cache), "--output", str(out),
-            "--max-attempts", "4", "--concurrency", "4", *FAST]
+            "--max-attempts", "4", "--concurrency", "4", "--model", "gpt-3.5-turbo", *FAST]
     result = invoke([*args, "--json"])
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
@@ -174,7 +174,7 @@ def test_model_prompt_change_dry_run_and_overwrite(server, tmp_path):
 
     result = invoke([*base, "--output", str(out), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"task": "qa", "model": "gpt-3.5-turbo", "n_items": 4, "n_cached": 0,
+    assert json.loads(result.stdout) == {"task": "qa", "model": "gpt-3.5-turbo-0125", "n_items": 4, "n_cached": 0,
                                          "calls_needed": 4, "est_prompt_tokens": json.loads(result.stdout)[
                                              "est_prompt_tokens"], "est_completion_tokens": 56}
     assert json.loads(result.stdout)["est_prompt_tokens"] > 4 * 100

@@ -27,13 +27,65 @@ class ArtemisGroup(TyperGroup):
     """
 
     def invoke(self, ctx: click.Context):
+        from artemis_cli.common.quiet import json_stdout
+
+        arguments = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
-            return super().invoke(ctx)
+            with json_stdout("--json" in arguments):  # stdout carries the one JSON document only
+                return super().invoke(ctx)
         except ArtemisError as exc:
             if os.environ.get("ARTEMIS_DEBUG") == "1":
                 raise
             report_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if os.environ.get("ARTEMIS_DEBUG") == "1":
+                raise
+            click.echo(f"\ninterrupted: {resume_line(ctx)}", err=True)
+            raise typer.Exit(130) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
+                typer.Abort):
+            raise
+        except Exception as exc:  # anything else is a bug: one line, never a bare traceback
+            if os.environ.get("ARTEMIS_DEBUG") == "1":
+                raise
+            report_error(ArtemisError(f"internal error ({type(exc).__name__}: {_redact(str(exc))})",
+                                      hint="this is a bug; rerun with ARTEMIS_DEBUG=1 for the traceback "
+                                           "and report it"))
+            raise typer.Exit(1) from None
+
+
+def _invoked_path(ctx: click.Context) -> list[str]:
+    """The subcommand names on the command line, e.g. ['train', 'stage3']."""
+    names, command = [], ctx.command
+    args = [a for a in [*getattr(ctx, "_protected_args", []), *ctx.args] if not a.startswith("-")]
+    while isinstance(command, click.Group) and args:
+        sub = command.get_command(ctx, args[0])
+        if sub is None:
+            break
+        names.append(args.pop(0))
+        command = sub
+    return names
+
+
+def resume_line(ctx: click.Context) -> str:
+    """What to do after Ctrl-C: every long command resumes when rerun the same way."""
+    names = _invoked_path(ctx)
+    if names[:1] == ["train"]:
+        return ("finished checkpoints are kept; rerun the same command with --resume to continue "
+                "from the newest complete checkpoint")
+    if names[:1] == ["demo"]:
+        return "rerun the same command with the same --output to reuse the steps that finished"
+    return "finished work is kept; rerun the same command to continue where it stopped"
+
+
+def _redact(text: str) -> str:
+    """An exception message must never carry an API key into the terminal."""
+    for name in ("OPENAI_API_KEY", "ARTEMIS_API_KEY", "ARTEMIS_SERVE_KEY"):
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return text
 
 
 app = typer.Typer(
@@ -58,8 +110,13 @@ def _version_callback(value: bool) -> None:
 def root(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True,
                                                     help="Print the version and exit.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the libraries' own progress bars, "
+                                          "warnings and log lines (hidden by default).")] = False,
 ) -> None:
     """Artemis video-referring model: verify data, extract features, train, infer, judge and score."""
+    from artemis_cli.common.quiet import quiet_libraries
+
+    quiet_libraries(verbose or os.environ.get("ARTEMIS_VERBOSE") == "1")
 
 
 def _register() -> None:
@@ -74,6 +131,9 @@ def _register() -> None:
     app.add_typer(judge.app, name="judge")
     app.command("doctor")(doctor.doctor_cmd)
     app.command("demo")(demo.demo_cmd)
+    from artemis_cli.cli import web
+
+    app.command("web")(web.web_cmd)
 
 
 _register()

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from artemis_cli.cli.options import ExistingFile, JsonFlag, Overwrite
+from artemis_cli.cli.options import JsonFlag, Overwrite
+
+DEFAULT_JUDGE_MODEL = "gpt-3.5-turbo-0125"  # dated: judge scores of an alias drift as its model changes
 
 app = typer.Typer(help="GPT-assisted evaluation: video QA accuracy/score and the five Video-ChatGPT dimensions.",
                   no_args_is_help=True)
@@ -22,12 +24,15 @@ _PROMPT_HELP = ("Replace the prompt: a .yaml/.json file with 'system' and 'user'
 
 @app.command("gpt")
 def gpt_cmd(
-    predictions: Annotated[Path, ExistingFile(help="Predictions (.jsonl or .json list). QA: id, question, answer, "
-                                                   "pred; Video-ChatGPT: video_name, Q, A, pred (consistency: "
-                                                   "Q1, Q2, A, pred1, pred2).")],
+    predictions: Annotated[Path, typer.Argument(metavar="PREDICTIONS", exists=True, dir_okay=False, readable=True,
+                                                help="Predictions (.jsonl or .json list). QA: id, question, answer, "
+                                                     "pred; Video-ChatGPT: video_name, Q, A, pred (consistency: "
+                                                     "Q1, Q2, A, pred1, pred2).")],
     task: Annotated[str, typer.Option("--task", help=_TASK_HELP)],
-    model: Annotated[str, typer.Option(help="Judge model; a dated snapshot (gpt-3.5-turbo-0125) keeps results "
-                                            "comparable (the paper used gpt-3.5-turbo).")] = "gpt-3.5-turbo",
+    model: Annotated[str, typer.Option("--model", help="Judge model, recorded in run.json and summary.json. The "
+                                       "default is a dated snapshot, so results stay comparable (the paper used "
+                                       "the unpinned gpt-3.5-turbo, whose model changes over time).")
+                     ] = DEFAULT_JUDGE_MODEL,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (Azure, vLLM, "
                                                                        "a local server). Key: OPENAI_API_KEY.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight at once.")] = 8,
@@ -42,10 +47,10 @@ def gpt_cmd(
                                                    help="Longest wait between attempts (caps Retry-After too).")] = 60.0,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Sampling temperature (default: "
                                                          "the server's, as in the published scripts).")] = None,
-    cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default $ARTEMIS_CACHE/judge "
-                                                                  "or ~/.cache/artemis/judge).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Output folder (default: beside PREDICTIONS, "
-                                                                    "<stem>.judge-<task>-<model>).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", metavar="DIR", help="Cache folder (default "
+                                                  "$ARTEMIS_CACHE/judge or ~/.cache/artemis/judge).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Output folder (default: "
+                                                   "beside PREDICTIONS, <stem>.judge-<task>-<model>).")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option("--prompt-file", help=_PROMPT_HELP)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count the calls needed (after cache hits) "
                                                              "and estimate tokens; needs no key.")] = False,
@@ -56,8 +61,15 @@ def gpt_cmd(
     from artemis_cli.cli.judge_report import print_dry_run, print_summary
     from artemis_cli.common.console import print_json, stderr
     from artemis_cli.judge import JudgeOptions, judge, pin_warning
+    from artemis_cli.common.paths import check_output
+    from artemis_cli.judge.cache import default_cache_dir
     from artemis_cli.judge.prompts import check_task
 
+    check_output(cache if cache is not None else default_cache_dir(), kind="dir", option="--cache",
+                 inputs={"PREDICTIONS": predictions})
+    if output is not None:
+        check_output(output, kind="dir", option="--output", inputs={"PREDICTIONS": predictions, "--cache": cache,
+                                                                   "--prompt-file": prompt_file})
     options = JudgeOptions(
         task=check_task(task), model=model, base_url=base_url, concurrency=concurrency, max_attempts=max_attempts,
         timeout=timeout, retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay,

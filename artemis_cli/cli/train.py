@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -29,24 +26,12 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run folder'
 LocalRank = Annotated[Optional[int], typer.Option("--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher; the LOCAL_RANK variable is used.")]
 
 
-@contextlib.contextmanager
-def stdout_to_stderr(enabled: bool) -> Iterator[None]:
-    """With --json, everything but the result goes to stderr: DeepSpeed logs and compiler output
-    write to stdout, at the Python and at the file-descriptor level."""
-    if not enabled:
-        yield
-        return
-    sys.stdout.flush()
-    saved_fd, saved_stream = os.dup(1), sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        sys.stdout = saved_stream
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
+def stdout_to_stderr(enabled: bool):
+    """With --json, everything but the result goes to stderr (DeepSpeed logs and compiler output write
+    to stdout, at the Python and at the file-descriptor level): `artemis_cli.common.quiet.json_stdout`."""
+    from artemis_cli.common.quiet import json_stdout
+
+    return json_stdout(enabled)
 
 
 def run_stage(stage: int, config: Optional[Path], sets: Optional[list[str]], deepspeed: Optional[str],

@@ -35,5 +35,8 @@ def make_progress(*extra_columns: Any, console: Console | None = None, transient
 
 def print_json(obj: Any) -> None:
     """Print `obj` as JSON on stdout, nothing else on that stream."""
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
+    from artemis_cli.common.quiet import result_stream
+
+    stream = result_stream()  # the real stdout, also while `--json` diverts everything else to stderr
+    stream.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    stream.flush()

@@ -136,14 +136,6 @@ def _shard_file(stem: str, suffix: str, index: int, count: int) -> str:
     return f"{stem}{suffix}" if count == 1 else f"{stem}.shard-{index:03d}-of-{count:03d}{suffix}"
 
 
-def _remove_stale_temps(output: Path, targets: set[str]) -> None:
-    """Delete temp files a killed run left for this shard's outputs (never another shard's)."""
-    for entry in output.iterdir():
-        name = entry.name
-        if name.startswith(".") and name.endswith(".tmp") and name[1:-4].rsplit(".", 1)[0] in targets:
-            entry.unlink(missing_ok=True)
-
-
 def _write_failures(path: Path, failures: list[dict]) -> None:
     import json
 
@@ -159,6 +151,7 @@ def extract_features(config: ExtractConfig, show_progress: bool = True) -> Extra
     import torch
 
     from artemis_cli.common.manifest import write_manifest
+    from artemis_cli.common.temps import remove_stray_temps
     from artemis_cli.features.backends import load_backend
     from artemis_cli.features.pipeline import Job, run_loop
     from artemis_cli.features.progress import ExtractProgress
@@ -184,9 +177,11 @@ def extract_features(config: ExtractConfig, show_progress: bool = True) -> Extra
     backend = load_backend(config.backend, config.model, device, dtype, config.resize)
     shape = (config.num_frames + backend.patches, backend.width)
     config.output.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(config.output, {f"{s.name}.{config.format}" for s in shard})
     failures_path = config.output / _shard_file("failures", ".jsonl", index, count)
     manifest_path = config.output / _shard_file("manifest", ".json", index, count)
+    # Temp files a killed run left for this shard's outputs (never another shard's).
+    remove_stray_temps(config.output, {f"{s.name}.{config.format}" for s in shard} | {failures_path.name,
+                                                                                       manifest_path.name})
     recipe = {"num_frames": config.num_frames, "frame_sampling": "rounded segment midpoints over total-1",
               "output_shape": list(shape), "output_dtype": "float16", "format": config.format,
               "pooling": "temporal mean over patches (zero-padded) + spatial mean over frames"}

@@ -19,8 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from artemis_cli.common.devices import DeviceName, resolve_device
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
+from artemis_cli.model.quantize import Quantize
 from artemis_cli.infer.shards import OutputPaths, Shard, output_paths, read_manifest, resolve_shard
-from artemis_cli.infer.tasks import PromptOptions, QADataset, Sample, VCGSet
+from artemis_cli.data.benchmarks import BenchmarkSample, BenchmarkSpec, spec_of
+from artemis_cli.infer.tasks import PromptOptions
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -175,6 +177,7 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
 
     from artemis_cli.common.atomic import atomic_write_json
     from artemis_cli.common.jsonl_writer import ResumableJsonl
+    from artemis_cli.common.temps import remove_stray_temps
     from artemis_cli.infer.batching import BatchRunner, ErrorLog
 
     samples = load_samples(config.task)
@@ -183,6 +186,9 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
     if config.overwrite:
         for path in (paths.output, paths.errors, paths.manifest):
             path.unlink(missing_ok=True)
+    elif paths.manifest.is_file():
+        read_manifest(paths.manifest)  # a broken manifest is reported before the model loads
+    remove_stray_temps(paths.output.parent, {paths.output.name, paths.errors.name, paths.manifest.name})
     mine = shard.slice(samples)
     if loaded is None:
         from artemis_cli.model.loading import load_model

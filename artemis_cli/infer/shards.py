@@ -69,6 +69,22 @@ def read_manifest(path: Path) -> dict:
     data = load_json(path)
     if not isinstance(data, dict) or "settings" not in data or "input_ids" not in data:
         raise InputError(f"{path}: not an `artemis infer` manifest (no settings / input_ids)")
+    problems = []
+    if not isinstance(data["settings"], dict):
+        problems.append("settings: expected an object")
+    if not isinstance(data["input_ids"], list) or not all(isinstance(i, str) for i in data["input_ids"]):
+        problems.append("input_ids: expected a list of strings")
+    if not isinstance(data.get("sources", {}), dict):
+        problems.append("sources: expected an object")
+    if not isinstance(data.get("runs"), list):
+        problems.append("runs: expected a list")
+    shard = data.get("shard")
+    if not (isinstance(shard, dict) and all(type(shard.get(k)) is int for k in ("count", "index"))
+            and 0 <= shard["index"] < shard["count"]):
+        problems.append("shard: expected {count, index} integers with 0 <= index < count")
+    if problems:
+        raise InputError(f"{path}: broken `artemis infer` manifest: {'; '.join(problems)}",
+                         hint="rerun the shard with --overwrite, or restore the manifest")
     return data
 
 
