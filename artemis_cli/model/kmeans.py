@@ -1,13 +1,26 @@
 """Picking which tracked RoI tokens go to the LLM: k-means (the published model), uniform, random, none.
 
-k-means follows the `torch_kmeans.KMeans` the reference calls (``n_clusters=4, max_iter=3``):
-`num_init` random initialisations of K distinct points drawn from a generator seeded with a fixed
-seed (123) on every call, Lloyd iterations on the squared Euclidean distance (an empty cluster's
-centre becomes zero), a final assignment, and the initialisation with the lowest inertia wins.
-Unlike the library it always runs `max_iter` iterations (no early stop on a shift tolerance, which
-would couple the samples of a batch). The same initial indices serve every sample, so a sample's
-result does not depend on the rest of its batch. Then one random member per non-empty cluster,
-padded by repeating the last cluster's pick, sorted by frame order (REFERENCE §4).
+k-means is the `torch_kmeans.KMeans(n_clusters=4, max_iter=3)` (PyPI `torch-kmeans` 0.2.0) the published
+model calls on each sample's 8 tracked RoI tokens, with its arithmetic: `num_init` (8) initialisations of
+K distinct points drawn by `torch.multinomial` from a generator seeded with 123 on every call, Lloyd
+iterations with `F.pairwise_distance` (p=2, its eps 1e-6), centres as the L1-normalised one-hot matrix
+times the points (an empty cluster's centre becomes zero), a final assignment, and the initialisation
+with the lowest inertia (``norm(x - centre) ** 2`` summed) wins. On CPU in fp32, one sample at a time,
+the labels are the library's bit for bit (`tests/test_model_kmeans_reference.py`). Where they can differ:
+
+- we always run `max_iter` iterations; the library stops once every centre moved less than `tol`
+  (1e-4) for the whole batch. Stopping there only matters if a centre keeps moving by < 1e-4, which
+  Lloyd's algorithm does not do (unchanged assignments give identical centres), and an early stop
+  that depends on the other samples would couple the results of a batch;
+- the library draws its initial indices with a generator on the points' device, so on CUDA its draws
+  differ from our CPU generator's (the published eval ran on CUDA: same recipe, other random starts);
+- the published model ran k-means on fp16 tokens (fp16 distances); we cluster in fp32;
+- the library draws one set of initial indices per sample of a batch (bs x num_init rows); the
+  published model calls it one sample at a time, which is what we reproduce for every sample.
+
+Then one random member per non-empty cluster, padded by repeating the last cluster's pick, sorted by
+frame order (REFERENCE §4): the published code picks with Python's `random.choice`, we with a
+per-sample torch generator (the same uniform choice, from another random stream).
 """
 
 from __future__ import annotations
@@ -26,25 +39,38 @@ def initial_indices(num_points: int, k: int, num_init: int, seed: int) -> torch.
     return torch.multinomial(weights, k, replacement=False, generator=generator)
 
 
-def kmeans_labels(points: torch.Tensor, k: int, max_iter: int = 3, num_init: int = 8, seed: int = 123) -> torch.Tensor:
-    """Cluster each sample's points: [B, N, D] -> labels [B, N] (best of `num_init` runs), batched."""
+def kmeans_labels(points: torch.Tensor, k: int, max_iter: int = 3, num_init: int = 8, seed: int = 123,
+                  centers: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cluster each sample's points: [B, N, D] -> labels [B, N] (best of `num_init` runs), batched.
+
+    `centers` [B, num_init, K, D] replaces the random initial centres (to compare with another
+    implementation from the same start)."""
+    import torch.nn.functional as F
+
     x = points.float()
     b, n, d = x.shape
-    start = initial_indices(n, k, num_init, seed).to(x.device)  # [I, K]
-    centers = x[:, start.reshape(-1)].reshape(b, num_init, k, d)  # [B, I, K, D]
+    if centers is None:
+        start = initial_indices(n, k, num_init, seed).to(x.device)  # [I, K]
+        centers = x[:, start.reshape(-1)].reshape(b, num_init, k, d)  # [B, I, K, D]
+    else:
+        centers = centers.to(device=x.device, dtype=x.dtype)
+        num_init = centers.shape[1]
     cluster_ids = torch.arange(k, device=x.device)
+    grid = (b, num_init, n, k, d)
 
-    def assign(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dist = ((x[:, None, :, None, :] - centers[:, :, None, :, :]) ** 2).sum(-1)  # [B, I, N, K]
-        return dist.argmin(-1), dist  # labels [B, I, N]
+    def assign(centers: torch.Tensor) -> torch.Tensor:
+        # torch_kmeans' LpDistance: F.pairwise_distance (|x - c + 1e-6|_2) on the expanded pairs
+        dist = F.pairwise_distance(x[:, None, :, None, :].expand(grid).reshape(-1, d),
+                                   centers[:, :, None, :, :].expand(grid).reshape(-1, d), p=2)
+        return dist.view(b, num_init, n, k).argmin(-1)  # labels [B, I, N]
 
     for _ in range(max_iter):
-        labels, _ = assign(centers)
+        labels = assign(centers)
         onehot = (labels[:, :, None, :] == cluster_ids[None, None, :, None]).to(x.dtype)  # [B, I, K, N]
-        counts = onehot.sum(-1, keepdim=True).clamp(min=1.0)
-        centers = onehot @ x[:, None] / counts  # [B, I, K, D]; empty cluster -> 0
-    labels, dist = assign(centers)
-    inertia = dist.gather(-1, labels[..., None]).squeeze(-1).sum(-1)  # [B, I]
+        centers = F.normalize(onehot, p=1.0, dim=-1) @ x[:, None]  # [B, I, K, D]; empty cluster -> 0
+    labels = assign(centers)
+    assigned = centers.gather(2, labels[..., None].expand(-1, -1, -1, d))  # [B, I, N, D]
+    inertia = (torch.norm(x[:, None] - assigned, p=2, dim=-1) ** 2).sum(-1)  # [B, I]
     best = inertia.argmin(-1)  # [B]
     return labels[torch.arange(b, device=x.device), best]  # [B, N]
 
