@@ -1,0 +1,134 @@
+"""What the page shows of a video: its frame count and size, one frame for the box editor, the frames
+of the track preview with their boxes drawn, and the box read back from the editor in video pixels.
+
+Frames are read with PyAV in decode order, the order the own-video library indexes them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from artemis_cli.errors import InputError, UsageError
+
+BOX_COLOUR = (255, 40, 40)
+EDITOR_MIN_WIDTH = 640  # px: smaller frames are enlarged for drawing
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    width: int
+    height: int
+
+
+def _open(path: Path):
+    try:
+        import av
+    except ImportError:
+        raise InputError("reading videos needs PyAV", hint="pip install 'artemis[video]'") from None
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # av.error.InvalidDataError and friends: not a video at all
+        reason = getattr(exc, "strerror", None) or type(exc).__name__  # without the server-side path
+        raise InputError(f"{path.name} is not a video that can be decoded ({reason})",
+                         hint="upload an .mp4, .avi, .mov, .mkv or .webm video") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path.name} has no video stream", hint="upload a video file")
+    return container
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Count the frames (by decoding: container headers are often wrong) and read their size.
+    Raises `InputError` for a file that is not a decodable video or has no frames."""
+    container = _open(path)
+    count, width, height = 0, 0, 0
+    try:
+        for frame in container.decode(video=0):
+            if count == 0:
+                width, height = frame.width, frame.height
+            count += 1
+    except Exception as exc:
+        if count == 0:
+            raise InputError(f"{path.name}: no frame could be decoded ({type(exc).__name__})",
+                             hint="upload another video, or re-encode this one as H.264 mp4") from None
+        # a damaged tail: the frames before it are usable
+    finally:
+        container.close()
+    if count == 0:
+        raise InputError(f"{path.name} holds no video frames", hint="upload another video")
+    return VideoInfo(count, width, height)
+
+
+def read_frames(path: Path, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """Frames `indices` (0-based, decode order) as [H, W, 3] uint8 RGB arrays, in one pass."""
+    wanted = set(int(i) for i in indices)
+    if not wanted:
+        return {}
+    last = max(wanted)
+    frames: dict[int, np.ndarray] = {}
+    container = _open(path)
+    try:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                frames[index] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+            if index >= last:
+                break
+    finally:
+        container.close()
+    missing = sorted(wanted - set(frames))
+    if missing:
+        raise InputError(f"{path.name}: frame {missing[0]} could not be decoded", hint="pick an earlier frame")
+    return frames
+
+
+def editor_scale(info: VideoInfo, min_width: int = EDITOR_MIN_WIDTH) -> int:
+    """How many times the box editor's image is the video frame: the editor shows an image at its own size
+    or smaller, never larger, so a small video (the sample's 96x64) is enlarged here, by a whole factor."""
+    return max(1, min_width // max(info.width, 1))
+
+
+def editor_image(frame: np.ndarray, scale: int) -> np.ndarray:
+    """`frame` [H, W, 3] enlarged `scale` times by repeating pixels (sharp edges to draw on)."""
+    if scale == 1:
+        return frame
+    return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)  # [H*s, W*s, 3]
+
+
+def editor_box(value: Optional[dict], info: VideoInfo, scale: int = 1) -> tuple[float, float, float, float]:
+    """The one box of the box editor's value, in video pixels, clipped to the frame.
+
+    The editor scales boxes back from the size it shows its image at to the image's pixels; the image is
+    the frame enlarged `scale` times, so dividing by `scale` gives video pixels (to 0.01 px). No box is a
+    `UsageError` for the page."""
+    boxes = (value or {}).get("boxes") or []
+    if not boxes:
+        raise UsageError("no box drawn: drag a box around the target on the frame first")
+    box = boxes[-1]  # single_box: a new box replaces the old one; keep the newest if several arrive
+    x1, x2 = sorted((round(float(box["xmin"]) / scale, 2), round(float(box["xmax"]) / scale, 2)))
+    y1, y2 = sorted((round(float(box["ymin"]) / scale, 2), round(float(box["ymax"]) / scale, 2)))
+    x1, x2 = max(0.0, x1), min(float(info.width), x2)
+    y1, y2 = max(0.0, y1), min(float(info.height), y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        raise UsageError(f"the box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is empty inside the {info.width}x{info.height} frame",
+                         hint="draw a larger box")
+    return (x1, y1, x2, y2)
+
+
+def draw_box(image: np.ndarray, box: Sequence[float], label: str = "", colour=BOX_COLOUR) -> np.ndarray:
+    """A copy of `image` with `box` (x1, y1, x2, y2) outlined and an optional label above it."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(min(picture.size) / 100))
+    if box:
+        draw.rectangle([float(v) for v in box], outline=colour, width=width)
+    if label:
+        x, y = (box[0], max(0.0, box[1] - 12)) if box else (2, 2)
+        draw.text((x, y), label, fill=colour)
+    return np.asarray(picture)

@@ -1,0 +1,116 @@
+"""`serve_web`: load the model once, build the page and serve it until Ctrl-C, then remove the temp files."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from artemis_cli.web.options import WebOptions
+
+DEMO_MODEL_NAME = "artemis-tiny-demo (random weights: the answers are noise)"
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Backend:
+    """One loaded model and a `Referrer` per tracker on it (built when a tracker is first picked)."""
+
+    loaded: Any
+    model_name: str
+    image_tower: Optional[str] = None
+    device: str = "auto"
+    stride: int = 1
+    cache_dir: Optional[Path] = None
+    _referrers: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def referrer(self, tracker: str):
+        from artemis_cli.ownvideo.referrer import Referrer
+
+        with self._lock:
+            if tracker not in self._referrers:
+                self._referrers[tracker] = Referrer(image_tower=self.image_tower, device=self.device, tracker=tracker,
+                                                    stride=self.stride, cache_dir=self.cache_dir, loaded=self.loaded)
+            return self._referrers[tracker]
+
+
+def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) -> tuple[Backend, list[Path]]:
+    """The backend the page talks to and the example videos it offers (the demo's sample videos)."""
+    from artemis_cli.model.loading import load_model
+
+    examples: list[Path] = []
+    model, model_base, image_tower, name = options.model, options.model_base, options.image_tower, options.model
+    cache = options.cache_dir
+    if options.demo:
+        from artemis_cli.web.demo_assets import ensure_demo_assets
+
+        assets = ensure_demo_assets(options.resolved_cache_dir(), log=progress)
+        model, model_base, image_tower, name = str(assets.model), None, str(assets.clip), DEMO_MODEL_NAME
+        examples = list(assets.videos)
+        cache = assets.root / "referrer-cache"
+    elif cache is not None:
+        cache = Path(cache) / "referrer-cache"
+    progress(f"web: loading {model} ...")
+    loaded = load_model(model, model_base, device=options.device, dtype=options.dtype, image_tower=image_tower)
+    return Backend(loaded, str(name), image_tower=image_tower, device=options.device, cache_dir=cache), examples
+
+
+def launch_settings(options: WebOptions) -> dict:
+    """Keyword arguments of `Blocks.launch` that carry the serving rules (host, login, upload limit)."""
+    credentials = options.credentials()
+    return {"server_name": options.host, "server_port": options.port, "auth": credentials,
+            "max_file_size": options.max_upload_bytes, "prevent_thread_lock": True, "show_error": False,
+            "quiet": True, "ssr_mode": False, "inbrowser": False, "share": False}
+
+
+def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = None,
+              stop: Optional[threading.Event] = None) -> None:
+    """Serve the page until Ctrl-C (or `stop` is set). Every temp file it made (sessions, uploads,
+    gradio's cache) lives under one folder that is removed when it returns."""
+    from artemis_cli.web.session import SessionFolders
+
+    settings = launch_settings(options)  # refuse a bad --host/--auth before loading anything
+    backend, examples = load_backend(options)
+    folders = SessionFolders()
+    previous_temp = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folders.root / "gradio")  # uploads and generated images
+    page = None
+    try:
+        from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
+        from artemis_cli.web.page import CSS, PageHandlers, build_page
+
+        handlers = PageHandlers(backend.referrer, folders, default_question=DEFAULT_QUESTION)
+        page = build_page(handlers, model_name=backend.model_name, tracker=options.tracker, examples=examples,
+                          max_new_tokens=options.max_new_tokens, concurrency=options.concurrency)
+        page.queue(default_concurrency_limit=options.concurrency)
+        try:
+            page.launch(css=CSS, allowed_paths=[str(p.parent) for p in examples], **settings)
+        except OSError as exc:
+            from artemis_cli.errors import UsageError
+
+            raise UsageError(f"cannot serve on {options.host}:{options.port}: {exc}",
+                             hint="pick another --port (or stop what is using it)") from None
+        url = f"http://{options.host}:{options.port}/"
+        login = f" (login required: user {settings['auth'][0]})" if settings["auth"] else ""
+        _log(f"web: serving {backend.model_name} on {url}{login}; upload limit {options.max_upload_mb:g} MB, "
+             f"{options.concurrency} worker(s); Ctrl-C stops")
+        if ready is not None:
+            ready(url)
+        while stop is None or not stop.is_set():
+            time.sleep(0.2)
+    finally:
+        if page is not None:
+            page.close()
+        folders.close()
+        if previous_temp is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous_temp

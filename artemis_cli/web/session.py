@@ -1,0 +1,76 @@
+"""One browser session's state on the server: its temp folder, the video it uploaded, the target it
+talks about and the conversation so far. The folder goes when the session ends (tab closed or idle)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from artemis_cli.web.frames import VideoInfo, editor_scale
+
+_counter = itertools.count()
+
+
+@dataclass
+class WebSession:
+    folder: Path
+    video: Optional[Path] = None  # the session's own link to the upload (gradio's cache may expire it)
+    name: str = ""  # the upload's file name, for messages
+    info: Optional[VideoInfo] = None
+    frame: int = 0
+    scale: int = 1  # the box editor shows the frame enlarged this many times
+    prepared: Any = None  # PreparedTarget of the current conversation
+    target_key: Optional[tuple] = None  # (video, frame, box, tracker) `prepared` was made for
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+    def reset_target(self) -> None:
+        self.prepared, self.target_key, self.history = None, None, []
+
+    def set_video(self, upload: Path, info: VideoInfo) -> None:
+        """Keep the upload under the session folder (a hard link when possible, else a copy)."""
+        self.drop_video()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        local = self.folder / f"video-{next(_counter)}{upload.suffix.lower()}"
+        try:
+            os.link(upload, local)
+        except OSError:
+            shutil.copyfile(upload, local)
+        self.video, self.name, self.info, self.frame = local, upload.name, info, 0
+        self.scale = editor_scale(info)
+        self.reset_target()
+
+    def drop_video(self) -> None:
+        if self.video is not None:
+            self.video.unlink(missing_ok=True)
+        self.video, self.name, self.info, self.frame = None, "", None, 0
+        self.reset_target()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SessionFolders:
+    """The server's temp root: one folder per session inside it, and the whole root removed at shutdown."""
+
+    def __init__(self, parent: Optional[Path] = None):
+        self.root = Path(tempfile.mkdtemp(prefix="artemis-web-", dir=parent))
+
+    def new(self) -> WebSession:
+        return WebSession(Path(tempfile.mkdtemp(prefix="session-", dir=self.root)))
+
+    def live(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("session-*") if p.is_dir())
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def end_session(session: Optional[WebSession]) -> None:
+    """gradio's delete callback for the session state."""
+    if isinstance(session, WebSession):
+        session.close()
