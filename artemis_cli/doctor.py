@@ -124,6 +124,27 @@ def check_open_clip() -> Check:
     return Check("open_clip", "ok", f"open_clip {version}")
 
 
+def check_web() -> Check:
+    """The web extra (`artemis web`): gradio 6 and gradio-image-annotation, read from their metadata
+    (importing gradio takes seconds)."""
+    from importlib import metadata
+
+    found = {}
+    for dist in ("gradio", "gradio-image-annotation"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = None
+    missing = [dist for dist, version in found.items() if version is None]
+    if missing:
+        return Check("web page", "warn", f"{', '.join(missing)} not installed: `artemis web` is unavailable",
+                     "pip install 'artemis[web]'")
+    detail = f"gradio {found['gradio']}, gradio-image-annotation {found['gradio-image-annotation']}"
+    if not found["gradio"].split(".")[0].isdigit() or int(found["gradio"].split(".")[0]) < 6:
+        return Check("web page", "warn", f"{detail}: `artemis web` needs gradio 6 or newer", "pip install -U 'artemis[web]'")
+    return Check("web page", "ok", detail)
+
+
 def check_openai() -> Check:
     version = _version("openai")
     key = "set" if os.environ.get("OPENAI_API_KEY") else "not set"
@@ -136,7 +157,12 @@ def check_openai() -> Check:
 
 
 def check_disk(path: Path) -> Check:
-    target = path if path.exists() else Path.cwd()
+    if not path.exists():
+        parent = next((p for p in Path(path).absolute().parents if p.exists()), Path.cwd())
+        free_gb = shutil.disk_usage(parent).free / 1e9
+        return Check("free disk", "fail", f"{path} does not exist ({free_gb:.0f} GB free at {parent})",
+                     f"create it (mkdir -p {path}) or pass --path an existing folder")
+    target = path
     free_gb = shutil.disk_usage(target).free / 1e9
     detail = f"{free_gb:.0f} GB free at {target}"
     if free_gb < MIN_FREE_GB:
@@ -149,7 +175,7 @@ def doctor(path: Path = Path(".")) -> list[Check]:
     checks: list[Callable[[], Check]] = [check_python, check_torch, check_roi_align, check_video]
     results = [check() for check in checks]
     java_check, java = check_java()
-    results += [java_check, check_spice(java), check_deepspeed(), check_open_clip(), check_openai(), check_disk(path)]
+    results += [java_check, check_spice(java), check_deepspeed(), check_open_clip(), check_web(), check_openai(), check_disk(path)]
     return results
 
 

@@ -18,7 +18,7 @@ def test_doctor_json_lists_every_check_and_never_prints_the_key(monkeypatch):
     assert result.exit_code == 0, result.output
     checks = _checks(result)
     assert set(checks) == {"python", "torch / CUDA", "torchvision RoIAlign", "video decoding", "Java (scoring)",
-                           "SPICE (CoreNLP jars)", "DeepSpeed", "open_clip", "openai (judge)", "free disk"}
+                           "SPICE (CoreNLP jars)", "DeepSpeed", "open_clip", "web page", "openai (judge)", "free disk"}
     assert checks["torchvision RoIAlign"]["status"] == "ok"
     assert checks["openai (judge)"] == {"name": "openai (judge)", "status": "ok",
                                         "detail": checks["openai (judge)"]["detail"], "fix": ""}
