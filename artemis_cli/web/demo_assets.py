@@ -1,6 +1,8 @@
-"""What `artemis web --demo` serves, built on first use into a cache folder (nothing downloaded): the
-tiny random Artemis (as `artemis model make-tiny` / the test fixtures build it), the sample's HC-STVG
-videos (`artemis data make-sample`) and one larger generated video with two moving boxes."""
+"""What `artemis web --demo` serves, built on first use into a cache folder (nothing downloaded): a
+tiny random Artemis (`model.tiny`, the size the tests use) with its LLM and projector weights
+sharpened so that its (meaningless) answers depend on the video and the box, the sample's HC-STVG
+videos (`artemis data make-sample`) and a larger generated video of two textured objects, one of them
+passing behind an occluder and one leaving the frame (`data.synthetic_tracking`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from typing import Callable
 
 ASSETS_VERSION = 1
 MARKER = "web-demo.json"
-LARGE_VIDEO = ("two_boxes_320x240.mp4", 48, 320, 240)  # name, frames, width, height
+TRACKING_VIDEO = ("walker_and_leaver_320x180.mp4", 48, 320, 180)  # name, frames, width, height
+SHARPEN = 4.0  # random weights at init scale answer every prompt alike; x4 makes the answer follow the input
+SHARPENED = ("model.layers", "model.embed_tokens", "lm_head", "model.mm_projector")
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,29 @@ def _read_marker(root: Path):
     return assets if all(p.is_file() for p in files) else None
 
 
+def save_demo_model(folder: Path) -> Path:
+    """The tiny Artemis (tower in `folder/clip`, merged checkpoint in `folder/artemis`), sharpened."""
+    import torch
+
+    from artemis_cli.model.loading import save_model
+    from artemis_cli.model.tiny import build_tiny_artemis, save_tiny_clip, save_tiny_tokenizer
+
+    clip = save_tiny_clip(folder / "clip", seed=0)
+    tokenizer_dir = save_tiny_tokenizer(folder / "tokenizer")
+    model, tokenizer, _ = build_tiny_artemis(tokenizer_dir, clip, seed=0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() > 1 and name.startswith(SHARPENED):
+                param.mul_(SHARPEN)
+    return save_model(model, tokenizer, folder / "artemis", overwrite=True)
+
+
 def ensure_demo_assets(root: Path, log: Callable[[str], None] = lambda line: None) -> DemoAssets:
     """The demo's model and videos under `root`, building what is missing (a few seconds, once).
 
     Several servers starting at once build it once (a lock file); a half-built folder from a killed
     build is rebuilt. Only the folders this function writes are ever removed."""
-    from artemis_cli.common.atomic import atomic_write_bytes, atomic_write_json
+    from artemis_cli.common.atomic import atomic_write_json
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -57,21 +78,17 @@ def ensure_demo_assets(root: Path, log: Callable[[str], None] = lambda line: Non
         assets = _read_marker(root)
         if assets is not None:
             return assets
-        import numpy as np
-
         from artemis_cli.data.sample import make_sample
-        from artemis_cli.data.synthetic_video import encode_mp4, make_video
-        from artemis_cli.model.tiny import save_tiny_artemis
+        from artemis_cli.data.synthetic_tracking import make_tracking_video, save_video
 
         log(f"web: building the demo model and videos in {root} (first use only)")
         for part in ("tiny", "sample", "videos"):
             shutil.rmtree(root / part, ignore_errors=True)
-        model = save_tiny_artemis(root / "tiny", seed=0)
+        model = save_demo_model(root / "tiny")
         make_sample(root / "sample", seed=0, feature_dim=64)
         sample_videos = sorted((root / "sample" / "DATA_ROOT" / "Artemis_data" / "HC-STVG" / "videos").glob("*.mp4"))
-        name, frames, width, height = LARGE_VIDEO
-        video = make_video(np.random.default_rng(17), frames, width, height, n_targets=2)
-        atomic_write_bytes(root / "videos" / name, encode_mp4(video.frames))
+        name, frames, width, height = TRACKING_VIDEO
+        save_video(make_tracking_video(seed=0, n_frames=frames, width=width, height=height), root / "videos" / name)
         record = {"version": ASSETS_VERSION, "model": str(model.relative_to(root)), "clip": "tiny/clip",
                   "videos": [f"videos/{name}", *(str(p.relative_to(root)) for p in sample_videos)]}
         atomic_write_json(root / MARKER, record)

@@ -144,10 +144,14 @@ class PageHandlers:
                 raise UsageError("no video: upload a video (or pick an example) first")
             if tracker not in TRACKERS:
                 raise UsageError(f"unknown tracker {tracker!r}", hint=f"pick one of {', '.join(TRACKERS)}")
-            question = (question or "").strip() or self.default_question
             box = editor_box(editor, session.info, session.scale)
             index = session.frame  # the frame the editor shows, so the one the box was drawn on
             key = (str(session.video), index, box, tracker)
+            question = (question or "").strip()
+            if not question:
+                if session.history and key == session.target_key:
+                    raise UsageError("the question is empty: type a follow-up question, or press New target")
+                question = self.default_question
             referrer = self.referrer(tracker)
             if key != session.target_key:
                 from artemis_cli.ownvideo.referrer import Target

@@ -48,16 +48,14 @@ def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) ->
 
     examples: list[Path] = []
     model, model_base, image_tower, name = options.model, options.model_base, options.image_tower, options.model
-    cache = options.cache_dir
     if options.demo:
         from artemis_cli.web.demo_assets import ensure_demo_assets
 
         assets = ensure_demo_assets(options.resolved_cache_dir(), log=progress)
         model, model_base, image_tower, name = str(assets.model), None, str(assets.clip), DEMO_MODEL_NAME
         examples = list(assets.videos)
-        cache = assets.root / "referrer-cache"
-    elif cache is not None:
-        cache = Path(cache) / "referrer-cache"
+    # tracks and features: the Referrer's own cache (shared with `artemis ask`) unless --cache-dir
+    cache = Path(options.cache_dir) / "ownvideo" if options.cache_dir is not None else None
     progress(f"web: loading {model} ...")
     loaded = load_model(model, model_base, device=options.device, dtype=options.dtype, image_tower=image_tower)
     return Backend(loaded, str(name), image_tower=image_tower, device=options.device, cache_dir=cache), examples

@@ -1,0 +1,180 @@
+"""`artemis web` without a browser: serving rules, the box editor's coordinates, frame reading (the same
+frames the own-video library tracks), the page handlers' errors and session cleanup, the doctor check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from artemis_cli.cli.app import app
+from artemis_cli.errors import InputError, UsageError
+from artemis_cli.web.frames import VideoInfo, editor_box, editor_image, editor_scale, probe_video, read_frames
+from artemis_cli.web.options import WebOptions, is_loopback, parse_auth
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """(path, TrackingVideo): a generated 12-frame 160x90 mp4 with known boxes."""
+    from artemis_cli.data.synthetic_tracking import make_tracking_video, save_video
+
+    clip = make_tracking_video(seed=1, n_frames=12, width=160, height=90)
+    return save_video(clip, tmp_path_factory.mktemp("web_video") / "clip.mp4"), clip
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True),
+                                            ("::1", True), ("[::1]", True), ("0.0.0.0", False),
+                                            ("192.168.1.5", False), ("example.org", False), ("::", False)])
+def test_only_loopback_hosts_count_as_local(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_non_loopback_host_needs_a_login_from_the_flag_or_the_environment():
+    with pytest.raises(UsageError, match="reachable from other machines") as err:
+        WebOptions(demo=True, host="0.0.0.0").credentials(env={})
+    assert "--auth USER:PASS" in err.value.hint and "ARTEMIS_WEB_AUTH" in err.value.hint
+    assert WebOptions(demo=True, host="0.0.0.0", auth="ann:pa:ss").credentials(env={}) == ("ann", "pa:ss")
+    assert WebOptions(demo=True, host="0.0.0.0").credentials(env={"ARTEMIS_WEB_AUTH": "bo:pw"}) == ("bo", "pw")
+    assert WebOptions(demo=True).credentials(env={}) is None  # loopback: no login needed
+    with pytest.raises(UsageError, match="expected USER:PASS") as err:
+        parse_auth("secretonly", "--auth")
+    assert "secretonly" not in err.value.message  # a malformed value may still be a password
+
+
+def test_options_need_a_model_or_demo_and_reject_bad_values():
+    from artemis_cli.common.config import load_config
+    from artemis_cli.errors import ConfigError
+
+    for bad, message in (({}, "pass --model"), ({"demo": True, "model": "m"}, "leave out --model"),
+                         ({"demo": True, "max_upload_mb": 0}, "max_upload_mb"),
+                         ({"demo": True, "concurrency": 0}, "concurrency"),
+                         ({"demo": True, "tracker": "nano"}, "tracker"), ({"demo": True, "colour": 1}, "colour")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(WebOptions, base=bad)
+    assert WebOptions(demo=True, max_upload_mb=2.5).max_upload_bytes == 2_500_000
+
+
+def test_cli_refuses_an_open_host_without_login_before_loading_anything(monkeypatch, tmp_path):
+    import artemis_cli.web.server as server
+
+    monkeypatch.delenv("ARTEMIS_WEB_AUTH", raising=False)
+    monkeypatch.setattr(server, "load_backend", lambda *a, **k: pytest.fail("loaded a model for a refused host"))
+    result = runner.invoke(app, ["web", "--demo", "--host", "0.0.0.0", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error: --host 0.0.0.0 is reachable from other machines: it needs a login" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["web"])
+    assert result.exit_code == 2 and "pass --model CHECKPOINT (or --demo" in result.output
+
+
+def test_launch_settings_carry_host_login_and_upload_limit():
+    from artemis_cli.web.server import launch_settings
+
+    settings = launch_settings(WebOptions(demo=True, host="10.0.0.7", port=8123, auth="u:p", max_upload_mb=12))
+    assert (settings["server_name"], settings["server_port"], settings["auth"]) == ("10.0.0.7", 8123, ("u", "p"))
+    assert settings["max_file_size"] == 12_000_000 and settings["share"] is False
+
+
+def test_editor_box_is_in_video_pixels_whatever_the_editor_scale():
+    info = VideoInfo(num_frames=10, width=96, height=64)
+    scale = editor_scale(info)
+    assert scale == 6  # 96 px is shown 576 px wide; a 640 px video as it is
+    assert editor_scale(VideoInfo(5, 1920, 1080)) == 1
+    frame = np.arange(64 * 96 * 3, dtype=np.uint8).reshape(64, 96, 3)
+    shown = editor_image(frame, scale)
+    assert shown.shape == (384, 576, 3) and (shown[6 * 10 + 5, 6 * 20 + 3] == frame[10, 20]).all()
+    drawn = {"boxes": [{"xmin": 63, "ymin": 30, "xmax": 300, "ymax": 241, "label": "target"}]}
+    assert editor_box(drawn, info, scale) == (10.5, 5.0, 50.0, 40.17)
+    # corners in either order, clipped to the frame; the newest box wins
+    dragged_back = {"boxes": [{"xmin": 1, "ymin": 1, "xmax": 9, "ymax": 9},
+                              {"xmin": 700, "ymin": 500, "xmax": 60, "ymax": 12}]}
+    assert editor_box(dragged_back, info, scale) == (10.0, 2.0, 96.0, 64.0)
+    with pytest.raises(UsageError, match="no box drawn"):
+        editor_box({"image": None, "boxes": []}, info, scale)
+    with pytest.raises(UsageError, match="is empty inside"):
+        editor_box({"boxes": [{"xmin": 700, "ymin": 0, "xmax": 800, "ymax": 50}]}, info, scale)
+
+
+def test_frames_are_the_ones_the_own_video_library_tracks(video):
+    from artemis_cli.ownvideo.video import read_frames as ownvideo_frames
+
+    path, clip = video
+    info = probe_video(path)
+    assert (info.num_frames, info.width, info.height) == (12, 160, 90)
+    decoded = ownvideo_frames(path, stride=1)
+    picked = read_frames(path, [0, 7, 11])
+    for index in (0, 7, 11):
+        np.testing.assert_array_equal(picked[index], decoded.frames[index])
+    with pytest.raises(InputError, match="frame 12 could not be decoded"):
+        read_frames(path, [12])
+
+
+def test_text_file_is_not_a_video(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n")
+    with pytest.raises(InputError, match=r"notes.txt is not a video that can be decoded") as err:
+        probe_video(text)
+    assert str(tmp_path) not in err.value.message  # the server's paths stay off the page
+
+
+class _NoModel:
+    def __call__(self, tracker):
+        raise AssertionError("the model was asked although the input was bad")
+
+
+def test_handlers_show_errors_and_keep_the_session(tmp_path, video):
+    from artemis_cli.web.page import Decoding, PageHandlers
+    from artemis_cli.web.session import SessionFolders, end_session
+
+    folders = SessionFolders(tmp_path)
+    lines = []
+    handlers = PageHandlers(_NoModel(), folders, default_question="What is the <bbox> doing?", log=lines.append)
+    text = tmp_path / "bad.txt"
+    text.write_text("hello")
+    session, editor, slider, error, *_ = handlers.load_video(str(text), None)
+    assert editor is None and "**error:** bad.txt is not a video" in error and session.video is None
+    assert any("rejected upload bad.txt" in line for line in lines)
+
+    path, _ = video
+    session, editor, slider, error, *_ = handlers.load_video(str(path), session)
+    assert error == "" and editor["image"].shape == (360, 640, 3)  # 160x90 enlarged 4x for drawing
+    assert slider["maximum"] == 11 and slider["interactive"] is True
+    assert session.video.parent == session.folder and session.video.read_bytes() == path.read_bytes()
+
+    session, editor, error = handlers.show_frame(5, session)
+    assert session.frame == 5 and error == ""
+    np.testing.assert_array_equal(editor["image"][::4, ::4], read_frames(path, [5])[5])
+
+    outputs = handlers.ask(session, {"boxes": []}, "", "csrt", Decoding())
+    assert "no box drawn" in outputs[5]
+    outputs = handlers.ask(session, {"boxes": [{"xmin": 0, "ymin": 0, "xmax": 40, "ymax": 40}]}, "", "nano", Decoding())
+    assert "unknown tracker 'nano'" in outputs[5]
+
+    folder = session.folder
+    assert folder.is_dir() and folders.live() == [folder]
+    end_session(session)  # gradio's delete callback when the tab closes or the state expires
+    assert not folder.exists() and path.exists()  # the session's link goes, never the original
+    folders.close()
+    assert not folders.root.exists()
+
+
+def test_doctor_reports_the_web_extra(monkeypatch):
+    from importlib import metadata
+
+    from artemis_cli.doctor import check_web
+
+    check = check_web()
+    assert check.status == "ok" and check.detail.startswith("gradio 6.")
+    real = metadata.version
+
+    def without_annotator(name):
+        if name == "gradio-image-annotation":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", without_annotator)
+    check = check_web()
+    assert check.status == "warn" and "gradio-image-annotation not installed" in check.detail
+    assert check.fix == "pip install 'artemis[web]'"
