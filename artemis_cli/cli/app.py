@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from typing import Annotated, Optional
 
 import click
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from artemis_cli import __version__
 from artemis_cli.errors import ArtemisError
@@ -44,8 +47,12 @@ class ArtemisGroup(TyperGroup):
             click.echo(f"\ninterrupted: {resume_line(ctx)}", err=True)
             raise typer.Exit(130) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
-                typer.Abort):
+                typer.Abort, TyperException):  # usage errors, --help, exits: Typer's own handling
             raise
+        except BrokenPipeError:  # `artemis ... | head`: the reader left; nothing to report
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except Exception as exc:  # anything else is a bug: one line, never a bare traceback
             if os.environ.get("ARTEMIS_DEBUG") == "1":
                 raise
@@ -53,6 +60,35 @@ class ArtemisGroup(TyperGroup):
                                       hint="this is a bug; rerun with ARTEMIS_DEBUG=1 for the traceback "
                                            "and report it"))
             raise typer.Exit(1) from None
+
+
+def _tidy_help() -> None:
+    """One help style for every command, also those added later: arguments shown as ``OUT``,
+    ``DATA_ROOT`` (Typer writes ``{out}``), flags without a ``<bool>`` type column."""
+    from typer import core
+
+    argument, option = getattr(core, "TyperArgument", None), getattr(core, "TyperOption", None)
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+        def usage_name(self) -> str:
+            name = (self.metavar or self.name.upper()) + ("..." if self.nargs != 1 else "")
+            return name if self.required else f"[{name}]"
+
+        def rich_name(self) -> str:
+            return (self.metavar or self.name.upper()) + ("..." if self.metavar is None and self.nargs != 1 else "")
+
+        argument._usage_display_name = usage_name
+        if hasattr(argument, "_rich_display_name"):
+            argument._rich_display_name = rich_name
+    if option is not None and hasattr(option, "display_type_rich"):
+        plain = option.display_type_rich
+
+        def display_type_rich(self, ctx):
+            return None if self.is_flag else plain(self, ctx)
+
+        option.display_type_rich = display_type_rich
+
+
+_tidy_help()
 
 
 def _invoked_path(ctx: click.Context) -> list[str]:

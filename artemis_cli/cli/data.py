@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -16,16 +16,21 @@ STAGES = ("1", "2", "3", "all")
 
 @app.command("make-sample")
 def make_sample_cmd(
-    out: Annotated[Path, typer.Argument(help="Folder to write DATA_ROOT/ and annotations/ into.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write DATA_ROOT/ and annotations/ into.")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes identical files.")] = 0,
     videos: Annotated[int, typer.Option(min=2, help="HC-STVG sample videos (the last one is the VideoRefBench split).")] = 2,
     feature_dim: Annotated[int, typer.Option("--feature-dim", min=1, help="Feature width C of the [356, C] feature files (1024 for CLIP ViT-L/14).")] = 1024,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing sample in OUT.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the DATA_ROOT/ and annotations/ an earlier make-sample wrote in OUT (nothing else).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Write a tiny, complete, deterministic sample DATA_ROOT and annotations of every record kind."""
+    """Write a tiny, complete, deterministic sample DATA_ROOT and annotations of every record kind.
+
+    Example: artemis data make-sample artemis-sample"""
     from artemis_cli.common.console import print_json, stderr
+    from artemis_cli.common.paths import check_output
     from artemis_cli.data.sample import make_sample
+
+    check_output(out, kind="dir", option="OUT")
 
     summary = make_sample(out, seed=seed, videos=videos, feature_dim=feature_dim, overwrite=overwrite)
     next_cmd = f"artemis data verify-layout {summary.data_root} --annotations {summary.annotations} --check-features"
@@ -38,14 +43,16 @@ def make_sample_cmd(
 
 @app.command("verify-layout")
 def verify_layout_cmd(
-    data_root: Annotated[Path, typer.Argument(help="The DATA_ROOT folder (llava_image, valley, Artemis_data, ...).")],
-    annotations: Annotated[Optional[Path], typer.Option(help="Folder (searched recursively) or file of annotation JSON to validate.")] = None,
-    stage: Annotated[str, typer.Option(help="Which stage's folders must be present: 1, 2, 3 or all.")] = "all",
+    data_root: Annotated[Path, typer.Argument(metavar="DATA_ROOT", exists=True, file_okay=False, help="The DATA_ROOT folder (llava_image, valley, Artemis_data, ...).")],
+    annotations: Annotated[Optional[Path], typer.Option("--annotations", exists=True, metavar="PATH", help="Folder (searched recursively) or file of annotation JSON to validate.")] = None,
+    stage: Annotated[Literal["1", "2", "3", "all"], typer.Option("--stage", help="Which stage's folders must be present.")] = "all",
     check_features: Annotated[bool, typer.Option("--check-features", help="Load every feature file (safely) and check [356, C] float16 with one C.")] = False,
     max_problems: Annotated[int, typer.Option(min=0, help="List at most N problems (0: all); counts always cover all.")] = 100,
     json_out: JsonFlag = False,
 ) -> None:
-    """Check a DATA_ROOT layout, every annotation record and its file references. Exit 1 on any error."""
+    """Check a DATA_ROOT layout, every annotation record and its file references. Exit 1 on any error.
+
+    Example: artemis data verify-layout /data/DATA_ROOT --annotations /data/annotations --check-features"""
     from artemis_cli.data.verify import verify_layout
     from artemis_cli.data.verify_report import print_report
     from artemis_cli.errors import UsageError

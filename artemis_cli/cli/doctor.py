@@ -11,10 +11,13 @@ from artemis_cli.cli.options import JsonFlag
 
 
 def doctor_cmd(
-    path: Annotated[Path, typer.Option(help="Where data and runs will live (for the free-disk check).")] = Path("."),
+    path: Annotated[Path, typer.Option("--path", exists=True, file_okay=False, metavar="DIR",
+                                       help="Where data and runs will live (for the free-disk check).")] = Path("."),
     json_out: JsonFlag = False,
 ) -> None:
-    """Check the environment and print what is missing with how to fix it. Exit 1 if a check fails."""
+    """Check the environment and print what is missing with how to fix it. Exit 1 if a check fails.
+
+    Example: artemis doctor --path /data"""
     from rich.markup import escape
     from rich.table import Table
 

@@ -13,10 +13,10 @@ ALL_METRICS = "bleu,meteor,rouge,cider,spice"
 
 
 def score_cmd(
-    predictions: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+    predictions: Annotated[Path, typer.Argument(metavar="PREDICTIONS", exists=True, dir_okay=False, readable=True,
                                                 help="Prediction file: .jsonl, or a .json list, of {video_name, groundtruth, pred}.")],
     json_out: JsonFlag = False,
-    per_sample: Annotated[Optional[Path], typer.Option("--per-sample", dir_okay=False, help="Write one JSON line per scored record with its values.")] = None,
+    per_sample: Annotated[Optional[Path], typer.Option("--per-sample", dir_okay=False, metavar="FILE", help="Write one JSON line per scored record with its values.")] = None,
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated subset of bleu,meteor,rouge,cider,spice.")] = ALL_METRICS,
     no_length_filter: Annotated[bool, typer.Option("--no-length-filter", help="Keep every prediction (the paper drops those of <= 5 or >= 300 characters).")] = False,
     keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Score every record (the paper keeps the last record per id).")] = False,
@@ -28,8 +28,15 @@ def score_cmd(
     skip_bad: SkipBad = False,
     corenlp_dir: Annotated[Optional[Path], typer.Option("--corenlp-dir", file_okay=False, help="Folder with stanford-corenlp-3.6.0.jar and -models.jar for SPICE (default: $ARTEMIS_CORENLP_DIR, then pycocoevalcap's lib folder).")] = None,
 ) -> None:
-    """Score predictions with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr, SPICE) under the VideoRefBench protocol."""
+    """Score predictions with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr, SPICE) under the VideoRefBench protocol.
+
+    Example: artemis score preds/videorefbench.jsonl --per-sample preds/videorefbench.scores.jsonl"""
     from pydantic import ValidationError
+
+    from artemis_cli.common.paths import check_output
+
+    if per_sample is not None:
+        check_output(per_sample, kind="file", option="--per-sample", inputs={"PREDICTIONS": predictions})
 
     from artemis_cli.common.config import format_validation_error
     from artemis_cli.common.console import make_progress, print_json, stderr, stdout

@@ -7,7 +7,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from artemis_cli.cli.options import JsonFlag, Overwrite, SkipBad
+from artemis_cli.cli.options import JsonFlag, SkipBad
 
 app = typer.Typer(help="Train the three Artemis stages (HF Trainer + DeepSpeed + peft).", no_args_is_help=True)
 
@@ -18,11 +18,14 @@ STAGE_HELP = {
        "non_lora_trainables.bin; `artemis model merge-lora` merges them.",
 }
 
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", help="Run config YAML (see examples/configs/); keys left out take the stage's published recipe.")]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable).")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", "-c", exists=True, dir_okay=False, metavar="FILE", help="Run config YAML (see examples/configs/); keys left out take the stage's published recipe.")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set train.lr=1e-4 (repeatable).")]
 DeepSpeedOption = Annotated[Optional[str], typer.Option("--deepspeed", help="zero2, zero2_offload, zero3, zero3_offload, a DeepSpeed JSON file, or none.")]
-OutputDir = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run folder (same as --set train.output_dir=...).")]
+OutputDir = Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Run folder (same as --set train.output_dir=...).")]
+OutputDirAlias = Annotated[Optional[Path], typer.Option("--output-dir", hidden=True, help="Old spelling of --output.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run folder's last checkpoint (weights, optimizer, scheduler, RNG).")]
+TrainOverwrite = Annotated[bool, typer.Option("--overwrite", help="Delete the run folder's earlier run and start "
+                                              "over (only a folder with an artemis train_config.yaml).")]
 LocalRank = Annotated[Optional[int], typer.Option("--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher; the LOCAL_RANK variable is used.")]
 
 
@@ -37,25 +40,35 @@ def stdout_to_stderr(enabled: bool):
 def run_stage(stage: int, config: Optional[Path], sets: Optional[list[str]], deepspeed: Optional[str],
               output_dir: Optional[Path], resume: bool, overwrite: bool, skip_bad: bool, json_out: bool) -> None:
     from artemis_cli.common.console import print_json, stderr
+    from artemis_cli.common.paths import check_output
     from artemis_cli.train.config import load_train_config
-    from artemis_cli.train.run import train
 
     overrides = list(sets or [])
     if deepspeed is not None:
         overrides.append(f"train.deepspeed={deepspeed}")
     if output_dir is not None:
         overrides.append(f"train.output_dir={output_dir}")
-    run_config = load_train_config(stage, config, overrides)
-    from transformers.utils import logging as hf_logging
+    run_config = load_train_config(stage, config, overrides)  # every config problem before torch is imported
+    check_output(run_config.train.output_dir, kind="dir", option="train.output_dir (--output)",
+                 inputs={"model.path": _local_path(run_config.model.path), "model.base": _local_path(run_config.model.base),
+                         "data.root": getattr(run_config.data, "root", None), "--config": config})
+    from artemis_cli.train.launch import is_main_process
+    from artemis_cli.train.run import train
 
-    hf_logging.disable_progress_bar()  # per-file loading bars; the run has its own progress
     with stdout_to_stderr(json_out):
         result = train(run_config, resume=resume, overwrite=overwrite, skip_bad=skip_bad,
                        show_progress=not json_out, config_source=str(config) if config else None)
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return
     if json_out:
         print_json(result.to_json())
         return
     _print_result(result, stderr)
+
+
+def _local_path(value: Optional[str]) -> Optional[Path]:
+    """A config's checkpoint entry when it is a local folder (hub ids are not inputs on disk)."""
+    return Path(value) if value and Path(value).exists() else None
 
 
 def _print_result(result, console) -> None:
@@ -81,13 +94,20 @@ def _print_result(result, console) -> None:
 
 def _command(stage: int) -> Callable[..., None]:
     def command(config: ConfigFile = None, sets: SetOption = None, deepspeed: DeepSpeedOption = None,
-                output_dir: OutputDir = None, resume: Resume = False, overwrite: Overwrite = False,
-                skip_bad: SkipBad = False, json_out: JsonFlag = False, local_rank: LocalRank = None) -> None:
-        run_stage(stage, config, sets, deepspeed, output_dir, resume, overwrite, skip_bad, json_out)
+                output_dir: OutputDir = None, resume: Resume = False, overwrite: TrainOverwrite = False,
+                skip_bad: SkipBad = False, json_out: JsonFlag = False, local_rank: LocalRank = None,
+                output_dir_alias: OutputDirAlias = None) -> None:
+        from artemis_cli.errors import UsageError
+
+        if output_dir is not None and output_dir_alias is not None and output_dir != output_dir_alias:
+            raise UsageError("--output and --output-dir (its old spelling) name different folders")
+        run_stage(stage, config, sets, deepspeed, output_dir or output_dir_alias, resume, overwrite, skip_bad,
+                  json_out)
 
     command.__doc__ = STAGE_HELP[stage]
     return command
 
 
 for _stage in (1, 2, 3):
-    app.command(f"stage{_stage}", help=STAGE_HELP[_stage])(_command(_stage))
+    _help = f"{STAGE_HELP[_stage]}\n\nExample: artemis train stage{_stage} -c examples/configs/sample_stage{_stage}.yaml"
+    app.command(f"stage{_stage}", help=_help)(_command(_stage))

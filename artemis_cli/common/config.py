@@ -5,10 +5,11 @@ Every problem is reported at once as ``location: message`` lines in one `ConfigE
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,6 +17,7 @@ from artemis_cli.errors import ConfigError, UsageError
 
 M = TypeVar("M", bound=BaseModel)
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_NON_FINITE = re.compile(r"[-+]?\.?(inf|infinity|nan)", re.IGNORECASE)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -73,6 +75,10 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, expected a YAML config file") from None
+    except PermissionError:
+        raise UsageError(f"{path}: config file is not readable (permission denied)") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: config file is not UTF-8 text") from None
     try:
@@ -99,10 +105,59 @@ def load_config(model: type[M], path: str | os.PathLike | None = None, overrides
         data = _deep_merge(data, read_yaml(path))
         source = str(path)
     data = apply_overrides(data, list(overrides or []))
+    # inf/nan/absurd numbers crash validators (int(inf)) or start runs that fail much later: they are
+    # reported as problems of their own and left out, so every other problem is still reported.
+    numeric = list(_bad_numbers(data, ()))
+    for location, _ in numeric:
+        _drop(data, location)
+    problems = [f"{'.'.join(map(str, location))}: {message}" for location, message in numeric]
     try:
-        return model.model_validate(data, context=context)
+        validated = model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(source, format_validation_error(exc)) from None
+        dropped = {tuple(location) for location, _ in numeric}
+        problems += [line for err, line in zip(exc.errors(), format_validation_error(exc))
+                     if tuple(err["loc"]) not in dropped and not (err["type"] == "missing"
+                                                                  and tuple(err["loc"]) in dropped)]
+    except (OverflowError, ArithmeticError) as exc:  # a validator doing arithmetic on a huge value
+        problems.append(f"(root): {exc}")
+    if problems:
+        raise ConfigError(source, problems)
+    return validated
+
+
+MAX_CONFIG_NUMBER = 1e15  # far above any step count, size or rate; catches 1e308 and "999...9"
+
+
+def _bad_numbers(node: Any, location: tuple) -> Iterator[tuple[tuple, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _bad_numbers(value, (*location, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _bad_numbers(value, (*location, index))
+    elif isinstance(node, bool):
+        return
+    elif isinstance(node, str) and (_NON_FINITE.fullmatch(node.strip()) or _FLOAT.fullmatch(node.strip())):
+        text = node.strip()
+        number = math.nan if _NON_FINITE.fullmatch(text) else float(text)  # YAML's ".inf" read as a string
+        if not math.isfinite(number):
+            yield location, f"must be a finite number, got {node.strip()}"
+        elif abs(number) > MAX_CONFIG_NUMBER:
+            yield location, f"{number:.3g} is out of range (at most {MAX_CONFIG_NUMBER:.0e} in magnitude)"
+    elif isinstance(node, float) and not math.isfinite(node):
+        yield location, f"must be a finite number, got {node}"
+    elif isinstance(node, (int, float)) and abs(node) > MAX_CONFIG_NUMBER:
+        yield location, f"{node:.3g} is out of range (at most {MAX_CONFIG_NUMBER:.0e} in magnitude)"
+
+
+def _drop(data: Any, location: tuple) -> None:
+    node = data
+    for part in location[:-1]:
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(location[-1], None)
+    else:
+        node[location[-1]] = 0
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,19 @@ N_FRAMES = 24
 QUESTION = "What is the <bbox> doing in this video?"
 
 
+MAX_VIDEOS = 1000
+MAX_FEATURE_DIM = 16384  # [356, C] float16 per file: 11.7 MB at the bound
+# Files every sample has: `--overwrite` removes DATA_ROOT / annotations only when they hold these.
+_SAMPLE_MARKERS = {"DATA_ROOT": ("Artemis_data/HC-STVG/clip_feature/hcstvg_000.pkl",),
+                   "annotations": ("videorefbench/hc_stvg_val.json", "stage3/hc_stvg_train.json")}
+
+
+def _check_is_sample(folder: Path, part: str) -> None:
+    from artemis_cli.common.paths import check_owned
+
+    check_owned(folder, option=f"OUT/{part}", command="data make-sample", markers=_SAMPLE_MARKERS[part])
+
+
 @dataclass
 class SampleSummary:
     out: Path
@@ -102,17 +115,26 @@ def _referring_records(w: _Writer, source: str, clip: str, video: SyntheticVideo
 
 def make_sample(out: Path, seed: int = 0, videos: int = 2, feature_dim: int = 1024, overwrite: bool = False) -> SampleSummary:
     """Write `out/DATA_ROOT` and `out/annotations` (see module docstring); return what was written."""
-    if videos < 2:
-        raise UsageError("--videos must be at least 2 (one for training, one for VideoRefBench)")
-    if feature_dim < 1:
-        raise UsageError("--feature-dim must be positive")
+    if type(videos) is not int or not 2 <= videos <= MAX_VIDEOS:
+        raise UsageError(f"--videos {videos!r}: expected a whole number from 2 to {MAX_VIDEOS} (one video for "
+                         "training, the last one for VideoRefBench)")
+    if type(feature_dim) is not int or not 1 <= feature_dim <= MAX_FEATURE_DIM:
+        raise UsageError(f"--feature-dim {feature_dim!r}: expected a whole number from 1 to {MAX_FEATURE_DIM} "
+                         "(1024 for CLIP ViT-L/14)")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"OUT {out}: is a file, expected a folder")
     for part in ("DATA_ROOT", "annotations"):
         existing = out / part
+        if existing.exists() and not existing.is_dir():
+            raise UsageError(f"{existing}: is a file, expected a folder", hint="choose another OUT")
         if existing.exists() and any(existing.iterdir()):
             if not overwrite:
                 raise UsageError(f"{existing} already exists and is not empty", hint="pass --overwrite to replace it")
-            shutil.rmtree(existing)
+            _check_is_sample(existing, part)
+    for part in ("DATA_ROOT", "annotations"):
+        if (out / part).is_dir():
+            shutil.rmtree(out / part)
     w = _Writer(out, seed, feature_dim)
 
     # Stage 1: LLaVA pretrain images + Valley clip features.

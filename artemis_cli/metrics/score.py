@@ -216,6 +216,9 @@ def score_file(path: str | os.PathLike, options: Optional[ScoreOptions] = None, 
     path = Path(path)
     bad: list[tuple[int, str]] = []
     loaded = load_records(path, skip_bad=options.skip_bad, bad=bad)
+    if not loaded and not bad:
+        raise InputError(f"{path}: holds no prediction records (the file is empty)",
+                         hint="pass the .jsonl that `artemis infer videorefbench` wrote")
     label = (lambda n: f"{path}[{n}]") if _is_json_list(path) else (lambda n: f"{path}:{n}")
     report = score([(label(n), record) for n, record in loaded], options, progress=progress)
     report.skipped = [message for _, message in bad] + report.skipped

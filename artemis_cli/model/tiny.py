@@ -228,3 +228,26 @@ def save_tiny_start(out: str | Path, *, seed: int = 0) -> dict[str, Path]:
     tokenizer_dir = save_tiny_tokenizer(out / "tokenizer")
     vicuna = save_tiny_vicuna(out / "vicuna", tokenizer_dir, seed=seed)
     return {"vicuna": vicuna, "clip": clip}
+
+
+TINY_PARTS = ("vicuna", "clip")
+
+
+def check_tiny_target(out: str | Path, *, overwrite: bool) -> None:
+    """Refuse to write tiny models over an existing OUT unless `overwrite`, and then only over what an
+    earlier `save_tiny_start` wrote there (its vicuna/, clip/ and tokenizer/ folders are removed first)."""
+    import shutil
+
+    from artemis_cli.common.paths import check_owned
+    from artemis_cli.errors import UsageError
+
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UsageError(f"OUT {out} already exists and is not empty", hint="pass --overwrite to replace the tiny "
+                         "models an earlier `artemis model make-tiny` wrote there, or choose another folder")
+    check_owned(out, option="OUT", command="model make-tiny", markers=("vicuna/config.json", "clip/config.json"))
+    for part in (*TINY_PARTS, "tokenizer"):
+        if (out / part).is_dir():
+            shutil.rmtree(out / part)
