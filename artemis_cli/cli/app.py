@@ -170,6 +170,9 @@ def _register() -> None:
     from artemis_cli.cli import web
 
     app.command("web")(web.web_cmd)
+    from artemis_cli.cli import ownvideo
+
+    ownvideo.register(app, data.app)  # track, ask, chat; data build-referring
 
 
 _register()
