@@ -11,7 +11,7 @@ from artemis_cli.cli.options import JsonFlag
 
 app = typer.Typer(help="Check a DATA_ROOT and its annotations; write the bundled sample dataset.", no_args_is_help=True)
 
-STAGES = ("1", "2", "3", "all")
+STAGES = ("1", "2", "3", "all", "none")
 
 
 @app.command("make-sample")
@@ -45,7 +45,7 @@ def make_sample_cmd(
 def verify_layout_cmd(
     data_root: Annotated[Path, typer.Argument(metavar="DATA_ROOT", exists=True, file_okay=False, help="The DATA_ROOT folder (llava_image, valley, Artemis_data, ...).")],
     annotations: Annotated[Optional[Path], typer.Option("--annotations", exists=True, metavar="PATH", help="Folder (searched recursively) or file of annotation JSON to validate.")] = None,
-    stage: Annotated[Literal["1", "2", "3", "all"], typer.Option("--stage", help="Which stage's folders must be present.")] = "all",
+    stage: Annotated[Literal["1", "2", "3", "all", "none"], typer.Option("--stage", help="Which stage's folders must be present (none: only the annotations and the files they name, e.g. a `data build-referring` dataset).")] = "all",
     check_features: Annotated[bool, typer.Option("--check-features", help="Load every feature file (safely) and check [356, C] float16 with one C.")] = False,
     max_problems: Annotated[int, typer.Option(min=0, help="List at most N problems (0: all); counts always cover all.")] = 100,
     json_out: JsonFlag = False,

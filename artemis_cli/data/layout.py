@@ -47,6 +47,9 @@ VIDEO_FEATURE_FOLDERS = ("valley", "videochatgpt_tune")
 
 
 def sources_for(stage: str) -> list[Source]:
+    """The folders `stage` needs; ``none`` (a dataset of one's own, `data build-referring`) needs none of them."""
+    if stage == "none":
+        return []
     if stage == "all":
         return list(SOURCES)
     wanted = int(stage)
