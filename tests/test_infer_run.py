@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from artemis_cli.cli.app import app
 from artemis_cli.infer import InferConfig, infer
 from artemis_cli.model.generation import DecodingSettings, decode_answer, embed_requests, generate_tokens
-from artemis_cli.infer.tasks import PromptOptions, build_requests, qa_samples, vcgbench_samples, videorefbench_samples
+from artemis_cli.data.benchmarks import qa_samples, vcgbench_samples, videorefbench_samples
+from artemis_cli.infer.tasks import PromptOptions, build_requests
 from judge_server import FakeJudgeServer
 
 SCALED = ("model.layers", "model.embed_tokens", "lm_head", "model.mm_projector")

@@ -1,4 +1,4 @@
-"""`artemis_cli.infer` without a model: ids, shards, batching, decoding settings, the seeded sampler, merge."""
+"""`artemis_cli.infer` without a model: shards, batching, decoding settings, the seeded sampler, merge."""
 
 from __future__ import annotations
 
@@ -12,69 +12,13 @@ from artemis_cli.errors import InputError, UsageError
 from artemis_cli.infer.batching import first_batch
 from artemis_cli.model.generation import DecodingSettings, request_seed, seeded_sampler, trim_at_eos
 from artemis_cli.infer.shards import Shard, merge_predictions, output_paths, resolve_shard
-from artemis_cli.infer.tasks import Sample, qa_samples, vcgbench_samples, videorefbench_samples
+from artemis_cli.data.benchmarks import BenchmarkSample
 
 
 def write_json(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path
-
-
-# ---- ids and records ---------------------------------------------------------------------------------
-def test_qa_ids_activitynet_prefix_and_feature_fallback(tmp_path):
-    features = tmp_path / "features"
-    features.mkdir()
-    (features / "v_vid1.npy").write_bytes(b"")
-    questions = write_json(tmp_path / "q.json", [{"video_name": "vid1", "question": "what?", "question_id": 7},
-                                                 {"video_name": "vid2", "question": "who?", "question_id": "a"},
-                                                 {"video_name": "vid3", "question_id": "b"}])
-    answers = write_json(tmp_path / "a.json", [{"answer": "x"}, {"answer": 3}, {"answer": "z"}])
-    samples = qa_samples("activitynet", questions, answers, features)
-    assert [s.id for s in samples] == ["7", "a", "b"]
-    assert samples[0].feature == features / "v_vid1.npy"  # the .npy twin when no .pkl exists
-    assert samples[1].feature == features / "v_vid2.pkl"  # missing: named as the published .pkl
-    assert samples[1].result(["p"]) == {"id": "a", "question": "who?", "answer": 3, "pred": "p"}
-    assert samples[2].problem is not None and "question: Field required" in samples[2].problem
-    assert qa_samples("msvd", questions, answers, features)[0].feature == features / "vid1.pkl"
-
-
-def test_qa_duplicate_ids_and_length_mismatch_are_errors(tmp_path):
-    questions = write_json(tmp_path / "q.json", [{"video_name": "v", "question": "q", "question_id": 1}] * 2)
-    answers = write_json(tmp_path / "a.json", [{"answer": "x"}] * 2)
-    with pytest.raises(InputError, match=r"1 duplicate question_id\(s\): '1' at 0 and 1"):
-        qa_samples("msvd", questions, answers, tmp_path)
-    with pytest.raises(InputError, match="2 questions but .* 1 answers"):
-        qa_samples("msvd", questions, write_json(tmp_path / "a1.json", [{"answer": "x"}]), tmp_path)
-
-
-def test_vcgbench_ids_follow_the_judge_and_consistency_has_two_questions(tmp_path):
-    records = [{"video_name": "v1", "Q1": "a?", "Q2": "b?", "A": "c"}, {"video_name": "v1", "Q1": "d?", "Q2": "e?", "A": "f"},
-               {"video_name": "v2", "Q1": "g?", "A": "h"}]
-    samples = vcgbench_samples("consistency", write_json(tmp_path / "c.json", records), tmp_path)
-    assert [s.id for s in samples] == ["v1_0", "v1_1", "v2_0"]
-    assert samples[0].questions == ("a?", "b?")
-    assert list(samples[0].result(["p1", "p2"])) == ["video_name", "Q1", "Q2", "A", "pred1", "pred2", "id"]
-    assert samples[2].problem and "Q2" in samples[2].problem
-    generic = vcgbench_samples("generic", write_json(tmp_path / "g.json", [{"video_name": 5, "Q": "q", "A": "a"}]),
-                               tmp_path)
-    assert generic[0].id == "5_0" and generic[0].result(["p"]) == {"video_name": 5, "Q": "q", "A": "a", "pred": "p",
-                                                                   "id": "5_0"}
-
-
-def test_videorefbench_ids_and_bad_records(tmp_path):
-    good = {"clip_path": "c.pkl", "caption": "cap", "frame_path": "f", "frame_id": ["1.jpg"], "track_list": [[0, 0, 5, 5]],
-            "video_name": "vid_0"}
-    records = [good, dict(good), {**good, "video_name": None}, {k: v for k, v in good.items() if k != "clip_path"},
-               {**good, "video_name": "x", "track_list": [[]]}]
-    (tmp_path / "Artemis_data").mkdir()
-    samples = videorefbench_samples(write_json(tmp_path / "bench.json", records), tmp_path)
-    assert [s.id for s in samples] == ["vid_0", "vid_0#1", "#2", "vid_0#2", "x"]
-    assert samples[0].root == tmp_path / "Artemis_data" and samples[0].problem is None
-    assert "video_name" in samples[2].problem
-    assert "clip_path: Field required" in samples[3].problem
-    assert "no tracked frame" in samples[4].problem
-    assert samples[0].result(["p"]) == {"video_name": "vid_0", "groundtruth": "cap", "pred": "p", "id": "vid_0"}
 
 
 # ---- shards, paths, batches ------------------------------------------------------------------------------
@@ -100,8 +44,8 @@ def test_output_paths():
 
 
 def test_first_batch_counts_prompts():
-    one = Sample(id="a", fields={}, order=(), questions=("q",))
-    two = Sample(id="b", fields={}, order=(), questions=("q1", "q2"))
+    one = BenchmarkSample(id="a", fields={}, order=(), questions=("q",))
+    two = BenchmarkSample(id="b", fields={}, order=(), questions=("q1", "q2"))
     assert first_batch([one, one, one], 2) == 2
     assert first_batch([two, two, one], 3) == 1
     assert first_batch([two, one], 1) == 1  # a sample asking more than the batch still runs alone

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from artemis_cli.cli.app import app
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.judge.items import load_items
-from artemis_cli.judge.prompts import DEFAULT_TEMPLATES, PLACEHOLDERS, TASKS, PromptTemplate, load_template
+from artemis_cli.judge.prompts import PromptTemplate
+from artemis_cli.judge.tasks import DEFAULT_TEMPLATES, PLACEHOLDERS, TASKS, load_template
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -110,3 +111,42 @@ def test_malformed_records_are_all_reported(tmp_path):
     assert "bench.json:2: needs 'video_name' or 'id'" in message
     with pytest.raises(InputError, match="no prediction records"):
         load_items("qa", [])
+
+
+def test_a_new_judge_task_is_one_entry(tmp_path, monkeypatch):
+    """A task defined here, added to `JUDGE_TASKS` only: the CLI, the prompt checks, the item reader, the
+    reply parser and the summary all take it."""
+    from types import SimpleNamespace
+
+    from artemis_cli.data.benchmarks import PREDICTIONS
+    from artemis_cli.judge import JudgeOptions, judge
+    from artemis_cli.judge.tasks import JUDGE_TASKS, JudgeTask
+
+    fluency = JudgeTask("fluency", PREDICTIONS["vcg"], PromptTemplate(
+        system="Rate the fluency of the predicted answer.",
+        user='Question: {question}\nCorrect answer: {answer}\nPredicted answer: {pred}\nReply {"score": N}.'),
+        about="fluency, 0-5")
+    monkeypatch.setitem(JUDGE_TASKS, "fluency", fluency)
+    preds = tmp_path / "generic.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"video_name": "v", "Q": "what?", "A": "a cat", "pred": "a cat", "id": "v_0"},
+        {"video_name": "v", "Q": "who?", "A": "a dog", "pred": "a dog", "id": "v_1"}]))
+    shown = CliRunner().invoke(app, ["judge", "show-prompt", "--task", "fluency"])
+    assert shown.exit_code == 0 and "Rate the fluency" in shown.stdout
+    dry = CliRunner().invoke(app, ["judge", "gpt", str(preds), "--task", "fluency", "--dry-run", "--json",
+                                   "--cache", str(tmp_path / "cache")])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["calls_needed"] == 2
+    unknown = CliRunner().invoke(app, ["judge", "show-prompt", "--task", "fluent"])
+    assert unknown.exit_code == 2 and "fluency" in unknown.output
+
+    replies = iter(['{"score": 4}', '{"score": 2}'])
+    create = lambda model, messages, **kw: SimpleNamespace(  # noqa: E731
+        model=model, usage=None, choices=[SimpleNamespace(message=SimpleNamespace(content=next(replies)))])
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    summary = judge(preds, JudgeOptions(task="fluency", cache_dir=tmp_path / "cache", output_dir=tmp_path / "out",
+                                        show_progress=False, concurrency=1), client=client)
+    assert (summary.n_judged, summary.mean_score, summary.accuracy) == (2, 3.0, None)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == ["v_0", "v_1"]  # the ids infer wrote
+    assert lines[0]["item"] == {"question": "what?", "answer": "a cat", "pred": "a cat"}

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from artemis_cli.cli.options import Device, Dtype, JsonFlag, NumShards, Overwrite, ShardIndex
+from artemis_cli.data.benchmarks import BENCHMARKS, names
 
 app = typer.Typer(help="Run the model on a benchmark (batched, resumable, sharded) and merge shard outputs.",
                   no_args_is_help=True)
@@ -22,6 +23,19 @@ Output = Annotated[Path, typer.Option("--output", "-o", dir_okay=False,
                                            "<name>.shard-K-of-N.jsonl.")]
 Features = Annotated[Path, typer.Option("--features", file_okay=False,
                                         help="Folder of per-video clip features (<video_name>.pkl; .npy/.safetensors also read).")]
+
+
+def _choices(command: str) -> str:
+    """The registered benchmarks of `artemis infer <command>` for its --dataset / --set help."""
+    described = []
+    for name in names(command):
+        spec = BENCHMARKS[name]
+        notes = [f"features named {spec.feature_prefix}<video_name>"] if spec.feature_prefix else []
+        if len(spec.prediction.pred_fields) > 1:
+            notes.append("asks " + " and ".join(spec.prediction.roles[f"question{k}"] for k in (1, 2)))
+        described.append(name + (f" ({', '.join(notes)})" if notes else ""))
+    return "One of: " + ", ".join(described) + "."
+
 
 _P = inspect.Parameter
 RUN_OPTIONS: list[tuple[str, Any, Any]] = [
@@ -125,8 +139,7 @@ def videorefbench_cmd(
 @app.command("qa")
 @run_options
 def qa_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="msvd, msrvtt, activitynet (features named "
-                                                           "v_<video_name>) or tgif.")],
+    dataset: Annotated[str, typer.Option("--dataset", help=_choices("qa"))],
     questions: Annotated[Path, typer.Option("--questions", dir_okay=False, help="Question file: a list of "
                                                                                 "{video_name, question, question_id}.")],
     answers: Annotated[Path, typer.Option("--answers", dir_okay=False, help="Answer file: a list of {answer, ...} "
@@ -143,7 +156,7 @@ def qa_cmd(
 @app.command("vcgbench")
 @run_options
 def vcgbench_cmd(
-    question_set: Annotated[str, typer.Option("--set", help="generic, temporal or consistency (asks Q1 and Q2).")],
+    question_set: Annotated[str, typer.Option("--set", help=_choices("vcgbench"))],
     annotations: Annotated[Path, typer.Option("--annotations", dir_okay=False, help="The set's QA file: "
                                               "{video_name, Q, A} (consistency: {video_name, Q1, Q2, A}).")],
     features: Features,

@@ -8,18 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from artemis_cli.cli.options import JsonFlag, Overwrite
+from artemis_cli.judge.tasks import JUDGE_TASKS, placeholder_help
 
 DEFAULT_JUDGE_MODEL = "gpt-3.5-turbo-0125"  # dated: judge scores of an alias drift as its model changes
 
 app = typer.Typer(help="GPT-assisted evaluation: video QA accuracy/score and the five Video-ChatGPT dimensions.",
                   no_args_is_help=True)
 
-_TASK_HELP = ("qa (yes/no + score 0-5: accuracy and mean score), or a Video-ChatGPT dimension scored 0-5: "
-              "correctness, detail, context, temporal, consistency.")
+_TASK_HELP = "; ".join(f"{name}: {task.about}" for name, task in JUDGE_TASKS.items()) + "."
 _PROMPT_HELP = ("Replace the prompt: a .yaml/.json file with 'system' and 'user' texts, or any other text file "
-                "used as the user message. Placeholders: qa/correctness/detail/context/temporal use {question} "
-                "{answer} {pred}; consistency uses {question1} {question2} {answer} {pred1} {pred2}. Other "
-                "braces are kept, so the published prompt text works unchanged. See `artemis judge show-prompt`.")
+                "used as the user message. Placeholders: " + placeholder_help() + ". Other braces are kept, so "
+                "the published prompt text works unchanged. See `artemis judge show-prompt`.")
 
 
 @app.command("gpt")
@@ -63,7 +62,7 @@ def gpt_cmd(
     from artemis_cli.judge import JudgeOptions, judge, pin_warning
     from artemis_cli.common.paths import check_output
     from artemis_cli.judge.cache import default_cache_dir
-    from artemis_cli.judge.prompts import check_task
+    from artemis_cli.judge.tasks import check_task
 
     check_output(cache if cache is not None else default_cache_dir(), kind="dir", option="--cache",
                  inputs={"PREDICTIONS": predictions})
@@ -101,6 +100,7 @@ def show_prompt_cmd(
     """Print a task's prompt as a YAML --prompt-file (edit it and pass it back with --prompt-file)."""
     import sys
 
-    from artemis_cli.judge.prompts import load_template, template_as_yaml
+    from artemis_cli.judge.prompts import template_as_yaml
+    from artemis_cli.judge.tasks import load_template
 
     sys.stdout.write(template_as_yaml(load_template(task, prompt_file)))

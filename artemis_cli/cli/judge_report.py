@@ -6,6 +6,7 @@ from rich.table import Table
 
 from artemis_cli.common.console import stdout
 from artemis_cli.judge.output import JudgeSummary
+from artemis_cli.judge.tasks import judge_task
 
 MAX_FAILED_SHOWN = 20
 
@@ -27,7 +28,7 @@ def print_summary(summary: JudgeSummary) -> None:
     table.add_row("failed", f"[red]{summary.n_failed}[/red]" if summary.n_failed else "0")
     table.add_row("no call needed", str(summary.n_cached))
     table.add_row("calls made", str(summary.n_calls))
-    if summary.task == "qa":
+    if judge_task(summary.task).yes_no:
         table.add_row("yes / no", f"{summary.n_yes} / {summary.n_no}")
         table.add_row("accuracy", _fmt(summary.accuracy, percent=True))
     table.add_row("mean score (0-5)", _fmt(summary.mean_score))

@@ -1,19 +1,23 @@
-"""pydantic models for every annotation record kind (REFERENCE §2) and their semantic rules.
+"""pydantic models for every annotation record format of the published data, their semantic rules,
+and `RECORD_FORMATS`, the registry `data verify-layout` recognises files by.
 
-Structure (types, required keys) is checked by pydantic; the cross-field rules (alternating turns,
-media tokens, box geometry, list lengths) by `*_rules` functions that return every problem as a
-``(field, message)`` pair, so a report can name each one rather than the first.
+The formats: stage 1-2 LLaVA conversations, stage 3 / VideoRefBench referring records (a clip
+feature, frames with a track, the clicked box), video-QA question and answer files, and
+Video-ChatGPT question records. Structure (types, required keys) is checked by pydantic; the
+cross-field rules (alternating turns, media tokens, box geometry, list lengths) by `*_rules`
+functions that return every problem as a ``(field, message)`` pair, so a report can name each one
+rather than the first.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-IMAGE_TOKEN = "<image>"
-VIDEO_TOKEN = "<video>"
-BBOX_TOKEN = "<bbox>"
+from artemis_cli.common.media import BBOX_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
+
 MAX_IMAGES = 16
 MAX_VIDEOS = 1
 
@@ -147,3 +151,37 @@ def referring_rules(record: ReferringRecord) -> list[Problem]:
         if record.key_frame_id in (None, ""):
             problems.append(("key_frame_id", "key_frame_box is given but key_frame_id is empty"))
     return problems
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """One annotation record format: its model, its cross-field rules, and the keys that identify it.
+
+    A record is of this format when it has every key of `all_keys` and at least one of `any_keys`;
+    `RECORD_FORMATS` is tried in order (the first match wins)."""
+
+    name: str
+    model: type[BaseModel]
+    rules: Optional[Callable[[Any], list[Problem]]] = None
+    any_keys: tuple[str, ...] = ()
+    all_keys: tuple[str, ...] = ()
+
+    def matches(self, keys) -> bool:
+        return all(k in keys for k in self.all_keys) and (not self.any_keys or any(k in keys for k in self.any_keys))
+
+
+RECORD_FORMATS: dict[str, RecordFormat] = {f.name: f for f in (
+    RecordFormat("conversation", ConversationRecord, conversation_rules, any_keys=("conversations",)),
+    RecordFormat("referring", ReferringRecord, referring_rules, any_keys=("track_list", "clip_path")),
+    RecordFormat("qa_questions", QAQuestion, all_keys=("question_id", "question")),
+    RecordFormat("vcg_consistency", VCGConsistencyRecord, any_keys=("Q1", "Q2")),
+    RecordFormat("vcg", VCGRecord, any_keys=("Q",)),
+    RecordFormat("qa_answers", QAAnswer, any_keys=("answer",)),
+)}
+
+
+def recognise_format(record: Any) -> Optional[str]:
+    """The record format one record looks like, judged from its keys (None: no known format)."""
+    if not isinstance(record, dict):
+        return None
+    return next((f.name for f in RECORD_FORMATS.values() if f.matches(record.keys())), None)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from artemis_cli.demo.workspace import FEATURE_DIM, JUDGE_TASKS, VCG_SETS, DemoOptions, Workspace
+from artemis_cli.demo.workspace import (FEATURE_DIM, JUDGE_TASKS, DemoOptions, Workspace, demo_benchmarks,
+                                        demo_commands_run, infer_inputs)
 from artemis_cli.errors import InputError
 
 # (optimizer steps, learning rate) per stage: the loss visibly falls (stages 2-3), ~25 s on 2 CPU cores.
@@ -206,29 +207,21 @@ def _infer(ctx: DemoContext, task: dict, name: str) -> tuple[Path, str]:
     return output, f"{summary.done} samples"
 
 
-def infer_videorefbench_step(ctx: DemoContext) -> StepOutput:
-    task = {"kind": "videorefbench", "annotations": ctx.ws.annotations / "videorefbench" / "hc_stvg_val.json",
-            "data_root": ctx.ws.data_root}
-    output, detail = _infer(ctx, task, "videorefbench")
-    return StepOutput(output, detail + " (greedy)")
+def _infer_step(command: str) -> Callable[[DemoContext], StepOutput]:
+    """The step running `artemis infer <command>` on every benchmark of it that the sample has files for."""
 
+    def run(ctx: DemoContext) -> StepOutput:
+        specs = demo_benchmarks(command)
+        done = []
+        for spec in specs:
+            _, detail = _infer(ctx, spec.task(**infer_inputs(ctx.ws, spec)), spec.output_stem)
+            done.append((spec, detail))
+        if len(specs) == 1:
+            return StepOutput(ctx.ws.predictions(specs[0].output_stem), done[0][1] + " (greedy)")
+        return StepOutput(ctx.ws.predictions(specs[0].output_stem).parent,
+                          "samples: " + ", ".join(f"{spec.name} {detail.split()[0]}" for spec, detail in done))
 
-def infer_qa_step(ctx: DemoContext) -> StepOutput:
-    qa = ctx.ws.annotations / "msvd_qa"
-    task = {"kind": "qa", "dataset": "msvd", "questions": qa / "test_q.json", "answers": qa / "test_a.json",
-            "features": ctx.ws.hcstvg_features}
-    output, detail = _infer(ctx, task, "msvd_qa")
-    return StepOutput(output, detail + " (greedy)")
-
-
-def infer_vcgbench_step(ctx: DemoContext) -> StepOutput:
-    details = []
-    for qset in VCG_SETS:
-        task = {"kind": "vcgbench", "set": qset, "annotations": ctx.ws.annotations / "vcgbench" / f"{qset}_qa.json",
-                "features": ctx.ws.hcstvg_features}
-        _, detail = _infer(ctx, task, f"vcgbench_{qset}")
-        details.append(f"{qset} {detail.split()[0]}")
-    return StepOutput(ctx.ws.predictions("vcgbench_generic").parent, "samples: " + ", ".join(details))
+    return run
 
 
 def score_step(ctx: DemoContext) -> StepOutput:
@@ -283,9 +276,8 @@ STEPS: tuple[Step, ...] = (
     Step("train-stage2", "train stage2", _train(2), own_progress=True),
     Step("train-stage3", "train stage3", _train(3), own_progress=True),
     Step("merge-lora", "model merge-lora", merge_lora_step),
-    Step("infer-videorefbench", "infer videorefbench", infer_videorefbench_step, own_progress=True),
-    Step("infer-qa", "infer qa", infer_qa_step, own_progress=True),
-    Step("infer-vcgbench", "infer vcgbench", infer_vcgbench_step, own_progress=True),
+    *(Step(f"infer-{command}", f"infer {command}", _infer_step(command), own_progress=True)
+      for command in demo_commands_run()),
     Step("score", "score", score_step),
     Step("judge", "judge gpt", judge_step, own_progress=True, skip_reason=judge_skip_reason),
 )

@@ -15,13 +15,25 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from artemis_cli.common.devices import DeviceName
+from artemis_cli.data.benchmarks import BENCHMARKS, BenchmarkSpec
 from artemis_cli.data.layout import ARTEMIS_DATA
 
 FEATURE_DIM = 64  # the tiny CLIP's width: sample features and extracted ones fit the tiny models
-VCG_SETS = ("generic", "temporal", "consistency")
-# Judge task -> the prediction file it reads (the Video-ChatGPT dimensions as the paper pairs them).
-JUDGE_TASKS = {"qa": "msvd_qa", "correctness": "vcgbench_generic", "detail": "vcgbench_generic",
-               "context": "vcgbench_generic", "temporal": "vcgbench_temporal", "consistency": "vcgbench_consistency"}
+
+
+def demo_benchmarks(command: str | None = None) -> list[BenchmarkSpec]:
+    """The registered benchmarks the bundled sample has files for (of one `artemis infer` command)."""
+    return [spec for spec in BENCHMARKS.values() if spec.demo_inputs and command in (None, spec.command)]
+
+
+def demo_commands_run() -> list[str]:
+    """The `artemis infer` commands the demo runs, in registry order (one demo step each)."""
+    return list(dict.fromkeys(spec.command for spec in demo_benchmarks()))
+
+
+VCG_SETS = tuple(spec.name for spec in demo_benchmarks("vcgbench"))
+# Judge task -> the prediction file it reads: each benchmark's judge tasks (as the paper pairs them).
+JUDGE_TASKS = {task: spec.output_stem for spec in demo_benchmarks() for task in spec.judge_tasks}
 
 
 class DemoOptions(BaseModel):
@@ -123,6 +135,22 @@ def _q(path: Path | str) -> str:
     return shlex.quote(str(path))
 
 
+def infer_inputs(ws: Workspace, spec: BenchmarkSpec) -> dict[str, Path]:
+    """The input paths of `spec` on the demo's files: its sample annotation files, the sample's
+    DATA_ROOT and the HC-STVG features (which the sample's QA and Video-ChatGPT records use)."""
+    shared = {"data_root": ws.data_root, "features": ws.hcstvg_features}
+    return {name: ws.annotations / spec.demo_inputs[name] if name in spec.demo_inputs else shared[name]
+            for name in spec.inputs}
+
+
+def _infer_command(ws: Workspace, spec: BenchmarkSpec, model: str) -> str:
+    """`artemis infer` of one benchmark on the demo's files (the model first when no option picks the benchmark)."""
+    selector = f" {spec.selector[0]} {spec.selector[1]}" if spec.selector else ""
+    inputs = " ".join(f"--{name.replace('_', '-')} {_q(path)}" for name, path in infer_inputs(ws, spec).items())
+    middle = f"{inputs} {model}" if spec.selector else f"{model} {inputs}"
+    return f"artemis infer {spec.command}{selector} {middle} -o {_q(ws.predictions(spec.output_stem))}"
+
+
 def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
     """Per step, the `artemis` commands that repeat it on the demo's files (same flags as the demo's call)."""
     a = ws.annotations
@@ -143,14 +171,8 @@ def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
         **{f"train-stage{s}": [f"artemis train stage{s} -c {_q(ws.config(s))} --overwrite"] for s in (1, 2, 3)},
         "merge-lora": [f"artemis model merge-lora {_q(ws.run('stage3'))} {_q(ws.run('merged'))} "
                        f"--base {_q(ws.run('stage2'))} --overwrite"],
-        "infer-videorefbench": [f"artemis infer videorefbench {model} --annotations {_q(a / 'videorefbench' / 'hc_stvg_val.json')} "
-                                f"--data-root {_q(ws.data_root)} -o {_q(ws.predictions('videorefbench'))}{tokens}{device} --overwrite"],
-        "infer-qa": [f"artemis infer qa --dataset msvd --questions {_q(a / 'msvd_qa' / 'test_q.json')} "
-                     f"--answers {_q(a / 'msvd_qa' / 'test_a.json')} --features {_q(ws.hcstvg_features)} {model} "
-                     f"-o {_q(ws.predictions('msvd_qa'))}{tokens}{device} --overwrite"],
-        "infer-vcgbench": [f"artemis infer vcgbench --set {qset} --annotations {_q(a / 'vcgbench' / f'{qset}_qa.json')} "
-                           f"--features {_q(ws.hcstvg_features)} {model} -o {_q(ws.predictions(f'vcgbench_{qset}'))}"
-                           f"{tokens}{device} --overwrite" for qset in VCG_SETS],
+        **{f"infer-{command}": [_infer_command(ws, spec, model) + f"{tokens}{device} --overwrite"
+                                for spec in demo_benchmarks(command)] for command in demo_commands_run()},
         "score": [f"artemis score {_q(ws.predictions('videorefbench'))} --no-length-filter "
                   f"--per-sample {_q(ws.scores.with_suffix('.per_sample.jsonl'))}"],
         "judge": [f"artemis judge gpt {_q(ws.predictions(name))} --task {task} --model {_q(options.judge_model)}{judge_url} "

@@ -16,7 +16,8 @@ from rich.progress import ProgressColumn
 from rich.text import Text
 
 from artemis_cli.errors import ArtemisError
-from artemis_cli.infer.tasks import Sample, build_requests
+from artemis_cli.data.benchmarks import BenchmarkSample
+from artemis_cli.infer.tasks import build_requests
 
 MAX_LISTED_FAILURES = 20
 
@@ -71,7 +72,7 @@ class BatchRunner:
         self._advance = lambda n: None
 
     # ---- bookkeeping ------------------------------------------------------------------------------
-    def fail(self, sample: Sample, reason: str, stage: str) -> None:
+    def fail(self, sample: BenchmarkSample, reason: str, stage: str) -> None:
         record = {"id": sample.id, "stage": stage, "error": reason}
         self.errors.write(record)
         self.summary.failed += 1
@@ -79,13 +80,13 @@ class BatchRunner:
             self.summary.failures.append(record)
         self._advance(1)
 
-    def _finish(self, sample: Sample, preds: list[str]) -> None:
+    def _finish(self, sample: BenchmarkSample, preds: list[str]) -> None:
         self.out.write(sample.result(preds))
         self.summary.done += 1
         self._advance(1)
 
     # ---- stages -----------------------------------------------------------------------------------
-    def prepare(self, batch: list[Sample]) -> list[tuple[Sample, Any]]:
+    def prepare(self, batch: list[BenchmarkSample]) -> list[tuple[BenchmarkSample, Any]]:
         """(sample, requests) for each sample, or (sample, error message) when its inputs fail to load."""
         prepared = []
         for sample in batch:
@@ -97,7 +98,7 @@ class BatchRunner:
                 prepared.append((sample, f"{type(exc).__name__}: {exc}"))
         return prepared
 
-    def answer(self, items: list[tuple[Sample, list]]) -> None:
+    def answer(self, items: list[tuple[BenchmarkSample, list]]) -> None:
         """Generate for prepared samples and write them; isolate failures (see module docstring)."""
         import torch
 
@@ -132,7 +133,7 @@ class BatchRunner:
             self._finish(sample, texts[position:position + len(reqs)])
             position += len(reqs)
 
-    def auto_batch_size(self, samples: list[Sample]) -> int:
+    def auto_batch_size(self, samples: list[BenchmarkSample]) -> int:
         """`generation.auto_batch_size` for these samples; on CUDA the first one is loaded to size its prompt."""
         from artemis_cli.model.generation import AUTO_BATCH_CAP, auto_batch_size
 
@@ -145,7 +146,7 @@ class BatchRunner:
                 prompt_tokens = len(requests[0].input_ids) + sum(m.shape[0] for m in requests[0].media)
         return auto_batch_size(self.loaded.model, device, prompt_tokens, self.decoding.max_new_tokens)
 
-    def run(self, samples: list[Sample], batch_size: int, *, show_progress: bool = True, label: str = "infer") -> None:
+    def run(self, samples: list[BenchmarkSample], batch_size: int, *, show_progress: bool = True, label: str = "infer") -> None:
         """Answer `samples` in batches of at most `batch_size` prompts, preparing one batch ahead."""
         from artemis_cli.common.console import make_progress
 
@@ -180,12 +181,12 @@ class BatchRunner:
                 progress.stop()
             self._advance = lambda n: None
 
-    def _take(self, pending: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    def _take(self, pending: list[BenchmarkSample]) -> tuple[list[BenchmarkSample], list[BenchmarkSample]]:
         count = first_batch(pending, self.batch_size)
         return pending[:count], pending[count:]
 
 
-def first_batch(samples: list[Sample], batch_size: int) -> int:
+def first_batch(samples: list[BenchmarkSample], batch_size: int) -> int:
     """How many leading samples make one batch of at most `batch_size` prompts (at least one sample;
     a consistency sample asks two)."""
     rows = 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from artemis_cli.common.devices import DeviceName, resolve_device
 from artemis_cli.errors import InputError, UsageError
@@ -27,28 +27,53 @@ from artemis_cli.infer.tasks import PromptOptions
 _STRICT = ConfigDict(extra="forbid")
 
 
+def _registered(command: str):
+    """A field validator: the value must name a registered benchmark of `artemis infer <command>`."""
+
+    def check(value: str) -> str:
+        from artemis_cli.data.benchmarks import names
+
+        if value not in names(command):
+            raise ValueError(f"{value!r}: expected one of {', '.join(names(command))}")
+        return value
+
+    return check
+
+
 class VideoRefBenchTask(BaseModel):
     model_config = _STRICT
     kind: Literal["videorefbench"] = "videorefbench"
     annotations: Path
     data_root: Path
 
+    @property
+    def benchmark(self) -> str:
+        return "videorefbench"
+
 
 class QATask(BaseModel):
     model_config = _STRICT
     kind: Literal["qa"] = "qa"
-    dataset: QADataset
+    dataset: Annotated[str, AfterValidator(_registered("qa"))]
     questions: Path
     answers: Path
     features: Path
+
+    @property
+    def benchmark(self) -> str:
+        return self.dataset
 
 
 class VCGTask(BaseModel):
     model_config = _STRICT
     kind: Literal["vcgbench"] = "vcgbench"
-    set: VCGSet
+    set: Annotated[str, AfterValidator(_registered("vcgbench"))]
     annotations: Path
     features: Path
+
+    @property
+    def benchmark(self) -> str:
+        return self.set
 
 
 Task = Annotated[Union[VideoRefBenchTask, QATask, VCGTask], Field(discriminator="kind")]
@@ -111,19 +136,19 @@ class InferSummary:
                 "repaired_torn_line": self.repaired, "failures": self.failures}
 
 
-def load_samples(task: Task) -> list[Sample]:
-    """All input samples of a task, in input order (ids unique)."""
-    from artemis_cli.infer import tasks
-
-    if task.kind == "videorefbench":
-        if not task.data_root.is_dir():
-            raise InputError(f"{task.data_root}: data root is not a folder")
-        return tasks.videorefbench_samples(task.annotations, task.data_root)
-    if not task.features.is_dir():
+def load_samples(task: Task) -> list[BenchmarkSample]:
+    """All input samples of a task, in input order (ids unique), read by its benchmark's spec."""
+    inputs = {name: value for name, value in task if isinstance(value, Path)}
+    if "data_root" in inputs and not task.data_root.is_dir():
+        raise InputError(f"{task.data_root}: data root is not a folder")
+    if "features" in inputs and not task.features.is_dir():
         raise InputError(f"{task.features}: features folder not found")
-    if task.kind == "qa":
-        return tasks.qa_samples(task.dataset, task.questions, task.answers, task.features)
-    return tasks.vcgbench_samples(task.set, task.annotations, task.features)
+    spec = benchmark_spec(task)
+    return spec.read(benchmark=spec, **inputs)
+
+
+def benchmark_spec(task: Task) -> BenchmarkSpec:
+    return spec_of(task.benchmark, task.kind)
 
 
 def _settings(config: InferConfig, decoding: DecodingSettings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -195,9 +220,10 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
 
         loaded = load_model(config.model, config.model_base, device=resolve_device(config.device), dtype=config.dtype,
                             image_tower=config.image_tower)
-    if config.task.kind == "videorefbench" and (loaded.model.get_roi_module() is None or loaded.image_processor is None):
+    spec = benchmark_spec(config.task)
+    if spec.needs_roi and (loaded.model.get_roi_module() is None or loaded.image_processor is None):
         raise UsageError(f"{config.model}: the model has no RoI module / image tower (mm_spi_model is false), "
-                         "so it cannot answer VideoRefBench", hint="use a stage-3 Artemis checkpoint")
+                         f"so it cannot answer {spec.title}", hint="use a stage-3 Artemis checkpoint")
     decoding = config.decoding.resolved(loaded.model.generation_config)
     settings, sources = _settings(config, decoding)
     manifest = _open_manifest(paths, config, settings, sources, [s.id for s in samples], shard)
@@ -219,8 +245,7 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
         run = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(loaded.model.device),
                "dtype": str(loaded.model.dtype).replace("torch.", ""), "batch_size": summary.batch_size}
         start = time.perf_counter()
-        runner.run(runnable, summary.batch_size, show_progress=config.show_progress,
-                   label=config.task.kind if config.task.kind != "qa" else f"qa {config.task.dataset}")
+        runner.run(runnable, summary.batch_size, show_progress=config.show_progress, label=spec.label)
         summary.seconds = time.perf_counter() - start
     run.update(batch_size=summary.batch_size, done=summary.done, failed=summary.failed, skipped=summary.skipped, seconds=round(summary.seconds, 3))
     manifest["runs"].append(run)

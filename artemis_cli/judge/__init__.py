@@ -1,8 +1,10 @@
-"""GPT-assisted evaluation (REFERENCE §7): prompts, strict reply parsing, cache, retrying client, runner."""
+"""GPT-assisted evaluation of video QA and the Video-ChatGPT dimensions: the task list, prompts, strict
+reply parsing, cache, retrying client, runner."""
 
 from artemis_cli.judge.output import SUMMARY_KEYS, JudgeSummary
-from artemis_cli.judge.prompts import DIMENSIONS, PLACEHOLDERS, TASKS, PromptTemplate, load_template
+from artemis_cli.judge.prompts import PromptTemplate
 from artemis_cli.judge.runner import JudgeOptions, judge, pin_warning
+from artemis_cli.judge.tasks import DIMENSIONS, JUDGE_TASKS, PLACEHOLDERS, TASKS, JudgeTask, load_template
 
-__all__ = ["DIMENSIONS", "PLACEHOLDERS", "SUMMARY_KEYS", "TASKS", "JudgeOptions", "JudgeSummary", "PromptTemplate",
-           "judge", "load_template", "pin_warning"]
+__all__ = ["DIMENSIONS", "JUDGE_TASKS", "PLACEHOLDERS", "SUMMARY_KEYS", "TASKS", "JudgeOptions", "JudgeSummary",
+           "JudgeTask", "PromptTemplate", "judge", "load_template", "pin_warning"]

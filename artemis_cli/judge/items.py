@@ -1,10 +1,12 @@
 """Prediction records -> judge items (id, placeholder fields, content hash).
 
-QA files (as written by the Video-QA inference scripts) have lines ``{"id", "question", "answer",
-"pred"}``; ids must be unique. Video-ChatGPT files have ``{"video_name" (or "id"), "Q", "A", "pred"}``
-and the consistency set ``{"video_name", "Q1", "Q2", "A", "pred1", "pred2"}``. As in the published
-scripts, a Video-ChatGPT item's id is ``<video_name>_<k>`` where k counts earlier records of the
-same video (0 for the first), since one video carries several questions.
+A task reads the prediction record of its `JudgeTask.prediction` schema, the one `artemis infer`
+writes: QA lines ``{"id", "question", "answer", "pred"}`` (ids must be unique), Video-ChatGPT lines
+``{"video_name", "Q", "A", "pred", "id"}`` and the consistency set ``{"video_name", "Q1", "Q2", "A",
+"pred1", "pred2", "id"}``. A placeholder's text may also come under its own name (``question`` for
+``Q``). An item's id is the line's `id` as `infer` wrote it; a Video-ChatGPT line without both a
+`video_name` and an `id` (the published scripts' files) is numbered ``<video_name>_<k>``, k counting
+earlier records of the same video (`data.benchmarks.numbered_id`), as the published scripts did.
 """
 
 from __future__ import annotations
@@ -12,43 +14,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from artemis_cli.data.benchmarks import PredictionSchema, numbered_id
+from artemis_cli.common.validation import validation_problems
 from artemis_cli.errors import InputError
+from artemis_cli.judge.tasks import JudgeTask, judge_task
 
 _TEXT = ConfigDict(extra="ignore", coerce_numbers_to_str=True, populate_by_name=True)
 
 
-class QARecord(BaseModel):
-    model_config = _TEXT
-    id: str
-    question: str
-    answer: str
-    pred: str
+def record_model(schema: PredictionSchema) -> type[BaseModel]:
+    """The pydantic model of one prediction line: each text role under its key (or its role name)."""
+    return _record_model(schema.name, tuple(schema.roles.items()))
 
 
-class _VideoRecord(BaseModel):
-    model_config = _TEXT
-    video_name: Optional[str] = None
-    id: Optional[str] = None
-
-
-class BenchmarkRecord(_VideoRecord):
-    question: str = Field(alias="Q")
-    answer: str = Field(alias="A")
-    pred: str
-
-
-class ConsistencyRecord(_VideoRecord):
-    question1: str = Field(alias="Q1")
-    question2: str = Field(alias="Q2")
-    answer: str = Field(alias="A")
-    pred1: str
-    pred2: str
+@lru_cache(maxsize=None)
+def _record_model(name: str, roles: tuple[tuple[str, str], ...]) -> type[BaseModel]:
+    fields: dict[str, Any] = {role: (str, Field(alias=key) if key != role else ...) for role, key in roles
+                              if role != "video"}
+    video = dict(roles).get("video")
+    if video is not None:
+        fields.update(video=(Optional[str], Field(None, alias=video)), id=(Optional[str], None))
+    else:
+        fields["id"] = (str, ...)
+    return create_model(f"{name.title()}Prediction", __config__=_TEXT, **fields)
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,7 @@ class JudgeItem:
 MAX_LISTED = 20
 
 
-def load_items(task: str, predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]]) -> list[JudgeItem]:
+def load_items(task: "str | JudgeTask", predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]]) -> list[JudgeItem]:
     """Read a predictions file (`.jsonl` or a `.json` list), or take records, and build the items.
 
     Every malformed record is reported at once (up to 20 listed) as an `InputError`.
@@ -77,62 +71,51 @@ def load_items(task: str, predictions: Union[str, os.PathLike, Iterable[dict[str
 
     if isinstance(predictions, (str, os.PathLike)):
         source = str(predictions)
-        numbered = load_records(predictions)
+        numbered_lines = load_records(predictions)
     else:
         source = "predictions"
-        numbered = list(enumerate(predictions))
-    model = {"qa": QARecord, "consistency": ConsistencyRecord}.get(task, BenchmarkRecord)
+        numbered_lines = list(enumerate(predictions))
+    spec = judge_task(task)
+    model = record_model(spec.prediction)
+    numbered = "video" in spec.prediction.roles
     items: list[JudgeItem] = []
     problems: list[str] = []
-    seen: Counter[str] = Counter()
+    seen: dict[str, int] = {}
     first_line: dict[str, int] = {}
-    for line, record in numbered:
+    for line, record in numbered_lines:
         if not isinstance(record, dict):
             problems.append(f"{source}:{line}: expected a JSON object, got {type(record).__name__}")
             continue
         try:
             parsed = model.model_validate(record)
         except ValidationError as exc:
-            for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"])
-                problems.append(f"{source}:{line}: {where}: {err['msg']}")
+            problems.extend(f"{source}:{line}: {problem}" for problem in validation_problems(exc))
             continue
-        fields = parsed.model_dump(include=set(_field_names(task)))
-        if task == "qa":
+        fields = parsed.model_dump(include=set(spec.placeholders))
+        if not numbered or (parsed.video is not None and parsed.id is not None):
             item_id = parsed.id
-            if item_id in first_line:
-                problems.append(f"{source}:{line}: duplicate id {item_id!r} (first at {first_line[item_id]})")
-                continue
-            first_line[item_id] = line
+        elif parsed.video is None and parsed.id is None:
+            problems.append(f"{source}:{line}: needs '{spec.prediction.roles['video']}' or 'id'")
+            continue
         else:
-            base = parsed.video_name if parsed.video_name is not None else parsed.id
-            if base is None:
-                problems.append(f"{source}:{line}: needs 'video_name' or 'id'")
-                continue
-            item_id = f"{base}_{seen[base]}"
-            seen[base] += 1
+            item_id = numbered_id(parsed.video if parsed.video is not None else parsed.id, seen)
+        if item_id in first_line:
+            problems.append(f"{source}:{line}: duplicate id {item_id!r} (first at {first_line[item_id]})")
+            continue
+        first_line[item_id] = line
         items.append(JudgeItem(id=item_id, fields=fields, line=line))
     if problems:
         listed = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise InputError(
-            f"{source}: {len(problems)} malformed prediction record(s) for task {task}\n{listed}{more}",
-            hint=_record_hint(task),
+            f"{source}: {len(problems)} malformed prediction record(s) for task {spec.name}\n{listed}{more}",
+            hint=_record_hint(spec),
         )
     if not items:
-        raise InputError(f"{source}: no prediction records", hint=_record_hint(task))
+        raise InputError(f"{source}: no prediction records", hint=_record_hint(spec))
     return items
 
 
-def _field_names(task: str) -> tuple[str, ...]:
-    from artemis_cli.judge.prompts import PLACEHOLDERS
-
-    return PLACEHOLDERS[task]
-
-
-def _record_hint(task: str) -> str:
-    if task == "qa":
-        return 'QA lines look like {"id": ..., "question": ..., "answer": ..., "pred": ...}'
-    if task == "consistency":
-        return 'consistency lines look like {"video_name": ..., "Q1": ..., "Q2": ..., "A": ..., "pred1": ..., "pred2": ...}'
-    return 'Video-ChatGPT lines look like {"video_name": ..., "Q": ..., "A": ..., "pred": ...}'
+def _record_hint(task: JudgeTask) -> str:
+    what = {"qa": "QA", "consistency": "consistency"}.get(task.prediction.name, "Video-ChatGPT")
+    return f"{what} lines look like {task.prediction.example()}"

@@ -18,6 +18,7 @@ from typing import Any
 from artemis_cli.errors import UsageError
 from artemis_cli.judge.client import Outcome
 from artemis_cli.judge.items import JudgeItem
+from artemis_cli.judge.tasks import judge_task
 
 JUDGMENTS = "judgments.jsonl"
 RUN_FILE = "run.json"
@@ -129,7 +130,7 @@ def failed_record(item: JudgeItem, outcome: Outcome) -> dict[str, Any]:
 
 
 def aggregate(summary: JudgeSummary, items: list[JudgeItem], records: dict[str, dict[str, Any]]) -> None:
-    """Fill counts, accuracy (qa: yes / (yes + no) over judged items) and mean score from the records."""
+    """Fill counts, mean score and, for a yes/no task (qa), accuracy = yes / (yes + no) over judged items."""
     judged = [records[item.id] for item in items if records.get(item.id, {}).get("status") == "judged"]
     failed = [records[item.id] for item in items if records.get(item.id, {}).get("status") == "failed"]
     summary.n_judged, summary.n_failed = len(judged), len(failed)
@@ -139,7 +140,7 @@ def aggregate(summary: JudgeSummary, items: list[JudgeItem], records: dict[str, 
     summary.served_models = sorted({r["served_model"] for r in judged if r.get("served_model")})
     scores = [r["verdict"]["score"] for r in judged]
     summary.mean_score = sum(scores) / len(scores) if scores else None
-    if summary.task == "qa":
+    if judge_task(summary.task).yes_no:
         summary.n_yes = sum(r["verdict"]["pred"] == "yes" for r in judged)
         summary.n_no = sum(r["verdict"]["pred"] == "no" for r in judged)
         answered = summary.n_yes + summary.n_no

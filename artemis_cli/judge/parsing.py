@@ -12,6 +12,8 @@ import math
 import re
 from typing import Any
 
+from artemis_cli.judge.tasks import judge_task
+
 SCORE_MIN, SCORE_MAX = 0, 5
 _FENCE = re.compile(r"^```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL)
 
@@ -20,8 +22,9 @@ class ReplyError(ValueError):
     """The judge's reply is not a valid verdict (the message says why)."""
 
 
-def parse_reply(text: str | None, task: str) -> dict[str, Any]:
-    """``{"pred": "yes"|"no", "score": number}`` for qa, ``{"score": number}`` for the dimensions.
+def parse_reply(text: str | None, task: Any) -> dict[str, Any]:
+    """The verdict of a reply under `task`'s reply schema (a task name or `JudgeTask`):
+    ``{"pred": "yes"|"no", "score": number}`` for a yes/no task (qa), else ``{"score": number}``.
 
     Scores are JSON numbers in 0-5; a float such as 4.8 is kept as it is. Extra keys are ignored.
     The published prompt asks for a *Python* dict (``{'pred': 'yes', 'score': 4}``); such a reply is
@@ -46,7 +49,7 @@ def parse_reply(text: str | None, task: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReplyError(f"expected a JSON object, got {type(data).__name__}")
     verdict: dict[str, Any] = {}
-    if task == "qa":
+    if judge_task(task).yes_no:
         pred = data.get("pred")
         if not isinstance(pred, str) or pred.strip().lower() not in ("yes", "no"):
             raise ReplyError(f"'pred' must be \"yes\" or \"no\", got {pred!r}")

@@ -1,4 +1,4 @@
-"""`judge`: GPT-assisted evaluation of video QA and the five Video-ChatGPT dimensions (REFERENCE §7).
+"""`judge`: GPT-assisted evaluation of video QA and the five Video-ChatGPT dimensions (`judge.tasks`).
 
 Items already in the output folder or in the cache cost nothing; the rest are judged by a bounded
 thread pool, one call (plus retries) per distinct item text. Every item ends "judged" or "failed";
@@ -16,21 +16,29 @@ import re
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Annotated, Any, Iterable, Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from artemis_cli.judge.cache import CachedVerdict, JudgeCache, default_cache_dir
 from artemis_cli.judge.client import Outcome, RetryPolicy, api_key_from_env, call_judge, make_client
 from artemis_cli.judge.items import JudgeItem, load_items
 from artemis_cli.judge.output import (JUDGMENTS, JudgeSummary, aggregate, check_run_file, default_output_dir,
                                       failed_record, judged_record, load_judged, predictions_hash, write_results)
-from artemis_cli.judge.prompts import PromptTemplate, load_template
+from artemis_cli.judge.prompts import PromptTemplate
+from artemis_cli.judge.tasks import JUDGE_TASKS, judge_task, load_template
 
-Task = Literal["qa", "correctness", "detail", "context", "temporal", "consistency"]
 _SNAPSHOT = re.compile(r"(-\d{4}(-\d{2}-\d{2})?|-\d{8}|@\d{8})$")
-_EST_COMPLETION_TOKENS = {"qa": 14}  # '{"pred": "yes", "score": 4}'; dimensions: '{"score": 4}'
+
+
+def _registered_task(value: str) -> str:
+    if value not in JUDGE_TASKS:
+        raise ValueError(f"{value!r}: expected one of {', '.join(JUDGE_TASKS)}")
+    return value
+
+
+Task = Annotated[str, AfterValidator(_registered_task)]
 
 
 class JudgeOptions(BaseModel):
@@ -213,7 +221,7 @@ def _dry_run(summary: JudgeSummary, items: list[JudgeItem], template: PromptTemp
     summary.n_cached = len(items) - len(to_call)
     summary.calls_needed = len(to_call)
     summary.est_prompt_tokens = sum(_estimate_tokens(template.render(i.fields)) for i in to_call.values())
-    summary.est_completion_tokens = len(to_call) * _EST_COMPLETION_TOKENS.get(options.task, 6)
+    summary.est_completion_tokens = len(to_call) * judge_task(options.task).completion_tokens
     return summary
 
 
