@@ -111,4 +111,4 @@ def test_unknown_tower_and_missing_path(tmp_path):
     assert result.exit_code == 2
     assert "error:" in result.output and "someone/other-tower" in result.output
     missing = runner.invoke(app, ["model", "inspect", str(tmp_path / "nope")])
-    assert missing.exit_code == 1 and "no such checkpoint folder" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output  # a missing input is bad usage

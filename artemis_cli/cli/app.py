@@ -10,10 +10,11 @@ from typing import Annotated, Optional
 import click
 import typer
 from typer.core import TyperGroup
+from typer._click.exceptions import NoArgsIsHelpError, UsageError as TyperUsageError
 from typer.exceptions import TyperException
 
 from artemis_cli import __version__
-from artemis_cli.errors import ArtemisError
+from artemis_cli.errors import ArtemisError, UsageError
 
 
 def report_error(exc: ArtemisError) -> None:
@@ -46,8 +47,15 @@ class ArtemisGroup(TyperGroup):
                 raise
             click.echo(f"\ninterrupted: {resume_line(ctx)}", err=True)
             raise typer.Exit(130) from None
+        except TyperUsageError as exc:
+            if isinstance(exc, NoArgsIsHelpError) or os.environ.get("ARTEMIS_DEBUG") == "1":
+                raise
+            # One `error:` line naming the option, like every other error (not Typer's boxed panel).
+            command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "artemis"
+            report_error(UsageError(" ".join(exc.format_message().split()), hint=f"see `{command} --help`"))
+            raise typer.Exit(2) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
-                typer.Abort, TyperException):  # usage errors, --help, exits: Typer's own handling
+                typer.Abort, TyperException):  # --help, exits: Typer's own handling
             raise
         except BrokenPipeError:  # `artemis ... | head`: the reader left; nothing to report
             with contextlib.suppress(OSError):
@@ -173,6 +181,9 @@ def _register() -> None:
     from artemis_cli.cli import ownvideo
 
     ownvideo.register(app, data.app)  # track, ask, chat; data build-referring
+    from artemis_cli.cli import serve
+
+    app.command("serve")(serve.serve_cmd)
 
 
 _register()

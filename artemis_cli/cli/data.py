@@ -43,7 +43,7 @@ def make_sample_cmd(
 
 @app.command("verify-layout")
 def verify_layout_cmd(
-    data_root: Annotated[Path, typer.Argument(metavar="DATA_ROOT", exists=True, file_okay=False, help="The DATA_ROOT folder (llava_image, valley, Artemis_data, ...).")],
+    data_root: Annotated[Path, typer.Argument(metavar="DATA_ROOT", exists=True, help="The DATA_ROOT folder (llava_image, valley, Artemis_data, ...).")],
     annotations: Annotated[Optional[Path], typer.Option("--annotations", exists=True, metavar="PATH", help="Folder (searched recursively) or file of annotation JSON to validate.")] = None,
     stage: Annotated[Literal["1", "2", "3", "all", "none"], typer.Option("--stage", help="Which stage's folders must be present (none: only the annotations and the files they name, e.g. a `data build-referring` dataset).")] = "all",
     check_features: Annotated[bool, typer.Option("--check-features", help="Load every feature file (safely) and check [356, C] float16 with one C.")] = False,

@@ -19,6 +19,8 @@ def _read_text(path: Path) -> str:
         raise InputError(f"{path}: file not found") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:  # a symlink loop, an I/O error
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

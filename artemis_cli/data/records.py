@@ -11,6 +11,7 @@ rather than the first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from artemis_cli.common.media import BBOX_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
 
 MAX_IMAGES = 16
+MAX_BOX_COORDINATE = 100_000
 MAX_VIDEOS = 1
 
 Number = Union[StrictInt, StrictFloat]
@@ -123,8 +125,25 @@ def box_problem(box: list, where: str) -> Optional[Problem]:
     if len(box) != 4:
         return where, f"a box is 4 numbers [x1, y1, x2, y2], got {len(box)}"
     x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        return where, f"box {list(box)} has a coordinate that is not a finite number"
+    if min(box) < 0:
+        return where, f"box {list(box)} has a negative coordinate (pixels start at 0)"
+    if max(box) > MAX_BOX_COORDINATE:
+        return where, f"box {list(box)} has a coordinate above {MAX_BOX_COORDINATE} pixels (no video frame is that large)"
     if not (x1 < x2 and y1 < y2):
         return where, f"box {list(box)} needs x1 < x2 and y1 < y2"
+    return None
+
+
+def box_frame_problem(box: list, where: str, width: int, height: int) -> Optional[Problem]:
+    """A box checked against its frame's real size (a little slack for trackers' rounding)."""
+    slack_x, slack_y = max(2.0, 0.01 * width), max(2.0, 0.01 * height)
+    x1, y1, x2, y2 = box
+    if x1 >= width or y1 >= height:
+        return where, f"box {list(box)} starts outside the {width}x{height} frame"
+    if x2 > width + slack_x or y2 > height + slack_y:
+        return where, f"box {list(box)} reaches outside the {width}x{height} frame"
     return None
 
 

@@ -161,7 +161,55 @@ def read_config_json(path: str | Path):
                          hint="Artemis checkpoints have model_type \"llava\" (a Llama config with mm_* fields)")
     for key in ("model_type", "transformers_version"):
         data.pop(key, None)
-    return ArtemisConfig(**data)
+    problems = config_problems(data)
+    if problems:
+        raise InputError(f"{file}: {len(problems)} problem(s)\n  " + "\n  ".join(problems),
+                         hint="fix config.json (it must describe the weights beside it)")
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        from artemis_cli.model.weights import check_adapter
+
+        check_adapter(path)
+    try:
+        return ArtemisConfig(**data)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {exc})") from None
+
+
+# Llama fields every checkpoint has, and the ranges a buildable model needs.
+_SIZE_FIELDS = {"hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_hidden_layers": 1 << 12,
+                "num_attention_heads": 1 << 14, "num_key_value_heads": 1 << 14, "vocab_size": 1 << 24,
+                "max_position_embeddings": 1 << 26, "mm_hidden_size": 1 << 20}
+
+
+def config_problems(data: dict[str, Any]) -> list[str]:
+    """``field: message`` for each field of a config.json that cannot describe a model: wrong types
+    (``"hidden_size": "64"``), impossible values (``num_hidden_layers: -2``), heads that do not
+    divide the hidden size. Every problem at once, before anything is built."""
+    import math
+
+    problems = []
+    for name, limit in _SIZE_FIELDS.items():
+        if name not in data or data[name] is None:
+            continue
+        value = data[name]
+        if type(value) is not int:
+            problems.append(f"{name}: expected a whole number, got {type(value).__name__} {value!r}")
+        elif not 1 <= value <= limit:
+            problems.append(f"{name}: {value} is out of range (1..{limit})")
+    for name in ("rms_norm_eps", "rope_theta", "initializer_range"):
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+        elif not math.isfinite(value) or value <= 0:
+            problems.append(f"{name}: expected a positive finite number, got {value!r}")
+    hidden, heads, kv = (data.get(k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads"))
+    if all(type(v) is int and v > 0 for v in (hidden, heads)) and hidden % heads:
+        problems.append(f"num_attention_heads: {heads} does not divide hidden_size {hidden}")
+    if all(type(v) is int and v > 0 for v in (heads, kv)) and heads % kv:
+        problems.append(f"num_key_value_heads: {kv} does not divide num_attention_heads {heads}")
+    return problems
 
 
 def tower_config(name_or_path: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -29,8 +30,13 @@ def weight_files(folder: Path) -> list[Path]:
         if (folder / index).is_file():
             try:
                 mapping = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise InputError(f"{folder / index}: not a valid shard index ({exc})") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{folder / index}: not a valid shard index ({type(exc).__name__}: {exc})") from None
+            if not isinstance(mapping, dict) or not all(isinstance(n, str) and isinstance(f, str) and f
+                                                        for n, f in mapping.items()):
+                raise InputError(f"{folder / index}: weight_map must be an object of tensor name -> shard file name")
+            if any(Path(name).name != name for name in mapping.values()):
+                raise InputError(f"{folder / index}: weight_map names a file outside the folder")
             files = sorted({folder / name for name in mapping.values()})
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
@@ -52,6 +58,10 @@ def load_bin(path: Path, device: str = "cpu") -> dict:
     except pickle.UnpicklingError as exc:
         raise InputError(f"{path}: refused to load (weights_only): {exc}",
                          hint="the file holds more than tensors; convert it to safetensors in a trusted environment") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable PyTorch weights file, truncated or corrupt "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                         hint="copy or write the file again") from None
     if not isinstance(state, Mapping):
         raise InputError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
     return dict(state)
@@ -63,8 +73,65 @@ def read_state_dict(files: Iterable[Path], device: str = "cpu") -> dict:
 
     state: dict = {}
     for path in files:
-        state.update(load_file(str(path), device=device) if path.suffix == ".safetensors" else load_bin(path, device))
+        if path.suffix == ".safetensors":
+            check_safetensors(path)
+            state.update(load_file(str(path), device=device))
+        else:
+            state.update(load_bin(path, device))
     return state
+
+
+def check_safetensors(path: Path) -> list[str]:
+    """The tensor names of a safetensors file, after checking its header and that the file holds every
+    tensor's bytes (a truncated or garbage file is an `InputError`, not a crash in the Rust reader)."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+            if length is None or length > size - 8 or length > 100_000_000:
+                raise ValueError("no valid header")
+            header = json.loads(handle.read(length))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not an object")
+        ends = []
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+            if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+                raise ValueError(f"entry {name!r} has no data_offsets")
+            ends.append(offsets[1])
+        if ends and 8 + length + max(ends) > size:
+            raise ValueError(f"truncated: {size} of {8 + length + max(ends)} bytes")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable safetensors file ({exc})", hint="copy or write the file again") from None
+    return [name for name in header if name != "__metadata__"]
+
+
+def check_adapter(folder: Path) -> None:
+    """A LoRA run's `adapter_config.json` must parse, and its adapter file must hold LoRA tensors
+    (merging an adapter without them would write the base model as "merged")."""
+    from artemis_cli.common.jsonio import load_json
+
+    config = load_json(folder / ADAPTER_CONFIG)
+    if not isinstance(config, dict):
+        raise InputError(f"{folder / ADAPTER_CONFIG}: expected a JSON object")
+    rank = config.get("r")
+    if rank is not None and (type(rank) is not int or rank < 1):
+        raise InputError(f"{folder / ADAPTER_CONFIG}: r: expected a positive whole number, got {rank!r}")
+    safe, legacy = folder / "adapter_model.safetensors", folder / "adapter_model.bin"
+    if safe.is_file():
+        names = check_safetensors(safe)
+    elif legacy.is_file():
+        names = list(load_bin(legacy))
+    else:
+        raise InputError(f"{folder}: LoRA run without adapter_model.safetensors (or adapter_model.bin)")
+    if not any("lora_" in name for name in names):
+        raise InputError(f"{safe if safe.is_file() else legacy}: holds no LoRA tensors (lora_A / lora_B)",
+                         hint="pass the stage-3 run folder (or a checkpoint-N) that `artemis train stage3` wrote")
 
 
 def read_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
@@ -75,13 +142,14 @@ def read_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for path in files:
         if path.suffix == ".safetensors":
+            check_safetensors(path)
             with safe_open(str(path), framework="pt") as handle:
                 for name in handle.keys():
                     shapes[name] = tuple(handle.get_slice(name).get_shape())
         else:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+            except (RuntimeError, EOFError, ValueError):  # legacy (non-zip) format cannot be memory-mapped
                 state = load_bin(path)
             shapes.update({name: tuple(t.shape) for name, t in state.items()})
     return shapes

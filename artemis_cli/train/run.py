@@ -21,13 +21,14 @@ from artemis_cli.errors import InputError, UsageError
 from artemis_cli.train.config import TrainConfig
 from artemis_cli.train.launch import (compute_dtype, deepspeed_config_path, is_main_process, launch_environment,
                                       resolve_device, world_size)
+from artemis_cli.train.checkpoints import (CHECKPOINT_PREFIX, COMPLETE_MARKER, checkpoints,  # noqa: F401
+                                           newest_complete, remove_checkpoint)
 from artemis_cli.train.records import BadRecord, bad_records_error, read_records
 from artemis_cli.train.trainer import SKIPPED_FILE
 
 CONFIG_FILE = "train_config.yaml"
 MANIFEST_FILE = "manifest.json"
 LOSS_PLOT = "loss.png"
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 @dataclass
@@ -52,29 +53,28 @@ class TrainResult:
         return data
 
 
-def checkpoints(folder: Path) -> list[Path]:
-    """``checkpoint-N`` folders, oldest first."""
-    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-
-
-def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Optional[Path]:
+def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool, stage: int = 3) -> Optional[Path]:
     """Check the run folder against --resume/--overwrite; return the checkpoint to resume from.
 
-    A checkpoint counts once its ``trainer_state.json`` is written (the Trainer writes it last);
-    newer, incomplete ones (a run killed while saving) are removed before resuming."""
+    `--resume` takes the newest complete, readable checkpoint (`train.checkpoints`); newer ones a
+    killed run left incomplete are named with the reason and removed. Either way the stray temp
+    files of an earlier, killed run in the folder and its checkpoints are removed."""
+    from artemis_cli.common.console import stderr
+
     if resume:
         if overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
-        complete = [p for p in checkpoints(out) if (p / "trainer_state.json").is_file()]
-        if not complete:
-            raise UsageError(f"{out}: no complete checkpoint-N folder to resume from",
+        complete, skipped = newest_complete(out, stage)
+        if complete is None:
+            why = "".join(f"\n  skipped {s}" for s in skipped)
+            raise UsageError(f"{out}: no complete checkpoint-N folder to resume from{why}",
                              hint="start the run without --resume (save_steps sets how often checkpoints are kept)")
         if is_main_process():
-            for stale in checkpoints(out):
-                if int(stale.name[len(CHECKPOINT_PREFIX):]) > int(complete[-1].name[len(CHECKPOINT_PREFIX):]):
-                    shutil.rmtree(stale)
-        return complete[-1]
+            for s in skipped:
+                stderr.print(f"--resume: skipping {s}; removed", soft_wrap=True)
+                remove_checkpoint(s.checkpoint)
+            _remove_stray_temps(out)
+        return complete
     if out.exists() and any(out.iterdir()) and is_main_process():
         if not overwrite:
             raise UsageError(f"{out} already exists and is not empty",
@@ -83,6 +83,16 @@ def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Optional[
             raise UsageError(f"{out} is not an artemis run folder (no {CONFIG_FILE}); refusing to delete it")
         shutil.rmtree(out)
     return None
+
+
+def _remove_stray_temps(out: Path) -> None:
+    from artemis_cli.common.temps import remove_stray_temps
+    from artemis_cli.train.outputs import STAGE_FILES
+
+    names = {CONFIG_FILE, MANIFEST_FILE, LOSS_PLOT, SKIPPED_FILE, COMPLETE_MARKER,
+             *(name for files in STAGE_FILES.values() for name in files)}
+    for folder in (out, *checkpoints(out)):
+        remove_stray_temps(folder, names)
 
 
 def training_arguments(config: TrainConfig, out: Path, device: str, deepspeed: Optional[Path]):
@@ -165,7 +175,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
         torch.backends.cudnn.benchmark = True  # the RoI convolutions have fixed shapes: autotune them once
     ds_path = deepspeed_config_path(config.train.deepspeed)
-    checkpoint = prepare_output_dir(out, resume=resume, overwrite=overwrite)
+    checkpoint = prepare_output_dir(out, resume=resume, overwrite=overwrite, stage=config.stage)
     with launch_environment(device, ds_path is not None) as env:
         try:
             return _run(config, out, device, ds_path, checkpoint, skip_bad, show_progress, config_source)
@@ -243,6 +253,8 @@ def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], c
                        status="running", **manifest)
 
     output = _train_compiled(trainer, checkpoint, config.train.compile_roi)
+    if main:
+        _remove_stray_temps(out)  # a rerun after a kill between writing and renaming a final file
     trainer.save_model(str(out))
     trainer.save_state()
     from artemis_cli.train.outputs import STAGE_FILES

@@ -97,6 +97,25 @@ class ArtemisTrainer(Trainer):
         save_stage_output(self.model, self.stage, output_dir, tokenizer=self.processing_class, state_dict=state_dict,
                           trainable=self.trainable)
 
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's checkpoint, then the completion marker, then our rotation (`train.checkpoints`):
+        the Trainer's own rotation sorts by mtime and counts half-deleted folders."""
+        from artemis_cli.train.checkpoints import CHECKPOINT_PREFIX, mark_complete, rotate
+
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = Path(self._get_output_dir(trial=trial))
+        folder = run_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        if self.args.world_size > 1:
+            self.accelerator.wait_for_everyone()  # every rank's optimizer shard is on disk
+        if self.args.should_save:
+            mark_complete(folder, self.state.global_step)
+            rotate(run_dir, limit, folder, self.stage)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         load_stage_state(model if model is not None else self.model, self.stage, Path(resume_from_checkpoint),
                          self.trainable)
