@@ -119,7 +119,10 @@ def test_load_roi_inputs_reads_frames_and_normalises(tmp_path):
     selection = sample_roi_frames(track, frames, key_frame_id=frames[0], key_frame_box=[32, 24, 160, 120])
     pixels, boxes = load_roi_inputs(tmp_path, selection, clip_image_processor())
     assert pixels.shape == (9, 3, 224, 224) and boxes.shape == (9, 4) and boxes.dtype == torch.float32
-    assert boxes[0].tolist() == pytest.approx([0.1, 0.1, 0.5, 0.5])
+    # integer pixel boxes are divided in fp16, as published: 32 / 320 = 0.1 rounds to 0.0999755859375
+    assert boxes[0].tolist() == [float(torch.tensor(0.1).half()), float(torch.tensor(0.1).half()), 0.5, 0.5]
+    _, exact = load_roi_inputs(tmp_path, selection, clip_image_processor(), exact_boxes=True)
+    assert exact[0].tolist() == pytest.approx([0.1, 0.1, 0.5, 0.5], abs=1e-8)
     _, corrected = load_roi_inputs(tmp_path, selection, clip_image_processor(), crop_correct=True)
     assert not torch.allclose(boxes, corrected)
     (tmp_path / frames[4]).unlink()

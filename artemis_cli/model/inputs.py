@@ -62,7 +62,7 @@ def load_video_feature(path: Path, width: Optional[int] = None) -> torch.Tensor:
 def referring_inputs(record: ReferringRecord, *, clip: Path, frame_dir: Path, tokenizer, image_processor,
                      rng: random.Random, train: bool = True, num_boxes: int = 4, num_tracked: int = 8,
                      frame_sampling: str = "average", crop_correct: bool = False, template: Optional[str] = None,
-                     feature_width: Optional[int] = None, ref: str = "") -> ModelInputs:
+                     feature_width: Optional[int] = None, ref: str = "", exact_boxes: bool = False) -> ModelInputs:
     """Build the inputs of one referring record.
 
     `train=True`: the stage-3 prompt (``<video>``, the record's question or a template, a tracking
@@ -70,7 +70,8 @@ def referring_inputs(record: ReferringRecord, *, clip: Path, frame_dir: Path, to
     jittered frame sampling; template ``vicuna_v1``. `train=False`: the published VideoRefBench prompt
     (fixed question unless the record has one), an open assistant turn, no labels, every n//8-th
     frame; template ``llava_v1``. `num_boxes` is the number of tracked RoI tokens the model keeps
-    (`MMSettings.tracked_roi_tokens`: 4 with k-means). Returns `ModelInputs` with `media` = [clip feature
+    (`MMSettings.tracked_roi_tokens`: 4 with k-means). `exact_boxes` divides the pixel boxes exactly
+    instead of with the published fp16 rounding (`sampling.normalise_boxes`). Returns `ModelInputs` with `media` = [clip feature
     [T, C]], `roi_frames` [1 + num_tracked, 3, S, S] and `roi_boxes` [1 + num_tracked, 4].
     """
     from artemis_cli.model.conversation import (chat_prompt, referring_question, tokenize_conversation,
@@ -93,7 +94,8 @@ def referring_inputs(record: ReferringRecord, *, clip: Path, frame_dir: Path, to
     if input_ids.count(BOX_TOKEN_INDEX) != 1 + num_boxes:
         raise InputError(f"{ref}: the prompt has {input_ids.count(BOX_TOKEN_INDEX)} <bbox> placeholder(s), "
                          f"expected {1 + num_boxes} (key frame + tracked)")
-    frames, boxes = load_roi_inputs(frame_dir, selection, image_processor, crop_correct=crop_correct)
+    frames, boxes = load_roi_inputs(frame_dir, selection, image_processor, crop_correct=crop_correct,
+                                    exact_boxes=exact_boxes)
     feature = load_video_feature(clip, feature_width)
     return ModelInputs(ref=ref, input_ids=input_ids, labels=labels, media=[feature], roi_frames=frames,
                   roi_boxes=boxes, roi_seed=roi_seed)

@@ -39,18 +39,15 @@ class LoadedModel:
 
 
 def resolve_dtype(dtype: Any, device: str, config: Any = None):
-    """``auto``: the checkpoint's fp16/bf16 on CUDA (fp16 if it says fp32), float32 on CPU."""
+    """``auto``: float16 on CUDA, as the published eval ran (the released stage-3 config says bfloat16,
+    inherited from stage 2, but its RoI module was trained and evaluated in fp16), float32 on CPU.
+    `config` is accepted for callers that pass it; ``auto`` no longer reads its dtype."""
     import torch
 
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        if not device.startswith("cuda"):
-            return torch.float32
-        from artemis_cli.model.config import stored_dtype
-
-        stored = (stored_dtype(config) if config is not None else None) or "float16"
-        return torch.bfloat16 if stored == "bfloat16" else torch.float16
+        return torch.float16 if device.startswith("cuda") else torch.float32
     if dtype not in _DTYPES:
         raise UsageError(f"--dtype {dtype}: expected auto, float32, float16 or bfloat16")
     return getattr(torch, _DTYPES[dtype])
@@ -103,11 +100,18 @@ def vision_config_for(source: str):
     return tower_config(source)
 
 
+def clip_image_processor_class():
+    """The CLIP image processor the published code used: the PIL one. On transformers 5 that is
+    `CLIPImageProcessorPil` (plain `CLIPImageProcessor` is the torchvision backend there, whose
+    pixels differ by 1-2/255 on most of a frame); on 4.x the plain `CLIPImageProcessor` is PIL's."""
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
 def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
     """Load the CLIP vision tower weights from `source` (folder or hub id) into the model; return its
-    image processor. The tower is frozen."""
-    from transformers import CLIPImageProcessor
-
+    image processor (the PIL one, `clip_image_processor_class`). The tower is frozen."""
     from artemis_cli.model.tower import load_clip_vision
 
     tower = model.get_image_tower()
@@ -120,7 +124,7 @@ def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
                          hint="pass image_tower= / --image-tower with a local copy of openai/clip-vit-large-patch14") from None
     tower.vision_tower = vision.to(device).requires_grad_(False).eval()
     if (Path(source) / "preprocessor_config.json").is_file():
-        return CLIPImageProcessor.from_pretrained(source)
+        return clip_image_processor_class().from_pretrained(source)
     from artemis_cli.model.tiny import clip_image_processor
 
     return clip_image_processor(vision.config.image_size)
@@ -310,7 +314,27 @@ def save_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = Fa
 
 
 def merge_lora(run_dir: str | os.PathLike, base: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
-               dtype: Any = "auto", overwrite: bool = False) -> Path:
-    """Merge a LoRA run (adapter + non_lora_trainables.bin) into `base` and save a merged checkpoint."""
-    loaded = load_model(run_dir, base, device=device, dtype=dtype, load_tower=False)
-    return save_model(loaded.model, loaded.tokenizer, out, overwrite=overwrite)
+               dtype: Any = "auto", overwrite: bool = False, image_tower: Optional[str] = None,
+               max_shard_size: str = "5GB", progress=None) -> Path:
+    """Merge a LoRA run (adapter + non_lora_trainables.bin) into `base` and save a merged checkpoint.
+
+    ``dtype="auto"`` keeps the checkpoint's dtype (its config's, e.g. bfloat16 for the released stage 3).
+    The merge runs shard by shard on CPU (`model.merge.merge_lora_sharded`: about one base shard in
+    memory, the result equal to peft's merge); adapters it cannot fold (trained biases, DoRA, rank
+    patterns) go through peft's `merge_and_unload` on `device` with the whole model in memory.
+    `image_tower` resolves the tower config (as `--image-tower` elsewhere) and is written as the merged
+    config's ``mm_image_tower``."""
+    from artemis_cli.model.merge import checkpoint_dtype, merge_lora_sharded
+
+    folder, base_folder = resolve_checkpoint(run_dir), resolve_checkpoint(base)
+    merged = merge_lora_sharded(folder, base_folder, Path(out), dtype=dtype, image_tower=image_tower,
+                                overwrite=overwrite, max_shard_size=max_shard_size, progress=progress)
+    if merged is not None:
+        return merged
+    if dtype == "auto":
+        from artemis_cli.model.config import read_config_json
+
+        dtype = checkpoint_dtype(read_config_json(folder), base_folder)
+    loaded = load_model(folder, base_folder, device=device, dtype=dtype, load_tower=False, image_tower=image_tower)
+    return save_model(loaded.model, loaded.tokenizer, out, overwrite=overwrite, max_shard_size=max_shard_size,
+                      image_tower=image_tower)

@@ -10,6 +10,10 @@ record's `key_frame_id`/`key_frame_box`, or a random tracked frame when those ar
 the released weights were trained, boxes are divided by the key frame's width/height although the
 CLIP processor resizes the shorter side to 224 and centre-crops, so on non-square frames the box
 is not where the target is in the crop. ``crop_correct=True`` maps boxes into the crop instead.
+*Quirk* (default): the published code divides ``torch.tensor(box)`` by an fp16 ``[w, h, w, h]``, so
+integer pixel boxes are divided in fp16 (the result rounded to fp16, up to 2.4e-4 off the exact
+quotient) and float boxes in fp32; ``exact=True`` divides exactly instead. Boxes keep their JSON number
+type through the frame sampler for this reason.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class RoiFrames:
     """The chosen frames (`frame_id` entries, key frame first) and their pixel boxes."""
 
     frame_ids: list[FrameId]
-    boxes: list[list[float]]
+    boxes: list[list[float]]  # as the record gives them: ints stay ints (the published division depends on it)
     tracked_indices: list[int]  # positions in `track_list` of the tracked frames, sorted
     key_index: Optional[int]  # position of the key frame in `track_list`, None when it came from the record
 
@@ -79,13 +83,13 @@ def sample_roi_frames(track_list: Sequence[Sequence[float]], frame_ids: Sequence
         key_pool = picked
     picked = sorted(picked)
     if key_frame_box and key_frame_id:  # truthiness as the reference (a frame id 0 counts as absent)
-        key_ids, key_boxes, key_index = [key_frame_id], [[float(v) for v in key_frame_box]], None
+        key_ids, key_boxes, key_index = [key_frame_id], [list(key_frame_box)], None
     else:
         key_index = rng.choice(key_pool)
-        key_ids, key_boxes = [frame_ids[key_index]], [[float(v) for v in track_list[key_index]]]
+        key_ids, key_boxes = [frame_ids[key_index]], [list(track_list[key_index])]
     return RoiFrames(
         frame_ids=key_ids + [frame_ids[i] for i in picked],
-        boxes=key_boxes + [[float(v) for v in track_list[i]] for i in picked],
+        boxes=key_boxes + [list(track_list[i]) for i in picked],
         tracked_indices=picked,
         key_index=key_index,
     )
@@ -99,15 +103,28 @@ def crop_geometry(width: int, height: int, image_size: int = 224) -> tuple[float
     return new_w / width, new_h / height, (new_w - image_size) // 2, (new_h - image_size) // 2
 
 
+def published_division(box: Box, w: int, h: int) -> list[float]:
+    """``torch.tensor(box) / torch.tensor([w, h, w, h], dtype=torch.half)`` as the published code computes
+    it: torch's type promotion makes that an fp16 division for an all-integer box (int64 / half -> half)
+    and an fp32 one when any coordinate is a float."""
+    import torch
+
+    quotient = torch.tensor(list(box)) / torch.tensor([w, h, w, h], dtype=torch.half)
+    return [float(v) for v in quotient.float().tolist()]
+
+
 def normalise_boxes(boxes: Sequence[Box], frame_sizes: Sequence[tuple[int, int]], *, crop_correct: bool = False,
-                    image_size: int = 224) -> list[list[float]]:
-    """Pixel boxes -> [0, 1] boxes. Default (*quirk*): every box divided by the key frame's (w, h), i.e.
-    ``frame_sizes[0]``. ``crop_correct``: each box mapped through its own frame's resize + centre crop
-    and clipped to the crop."""
+                    image_size: int = 224, exact: bool = False) -> list[list[float]]:
+    """Pixel boxes -> [0, 1] boxes. Default (*quirks*): every box divided by the key frame's (w, h), i.e.
+    ``frame_sizes[0]``, with the published rounding (`published_division`); ``exact=True`` divides in
+    float64. ``crop_correct``: each box mapped through its own frame's resize + centre crop and clipped
+    to the crop (exact arithmetic)."""
     if len(boxes) != len(frame_sizes):
         raise ValueError(f"{len(boxes)} boxes but {len(frame_sizes)} frame sizes")
     if not crop_correct:
         w, h = frame_sizes[0]
+        if not exact:
+            return [published_division(box, w, h) for box in boxes]
         return [[box[0] / w, box[1] / h, box[2] / w, box[3] / h] for box in boxes]
     out = []
     for box, (w, h) in zip(boxes, frame_sizes):
@@ -118,8 +135,11 @@ def normalise_boxes(boxes: Sequence[Box], frame_sizes: Sequence[tuple[int, int]]
     return out
 
 
-def load_roi_inputs(frame_dir: str | Path, selection: RoiFrames, image_processor, *, crop_correct: bool = False):
-    """Open the selected frames and build the model inputs: (pixels [F, 3, S, S], boxes [F, 4] float32)."""
+def load_roi_inputs(frame_dir: str | Path, selection: RoiFrames, image_processor, *, crop_correct: bool = False,
+                    exact_boxes: bool = False):
+    """Open the selected frames and build the model inputs: (pixels [F, 3, S, S], boxes [F, 4] float32).
+
+    `exact_boxes` turns off the published fp16 rounding of the box division (`normalise_boxes`)."""
     import torch
     from PIL import Image
 
@@ -133,6 +153,6 @@ def load_roi_inputs(frame_dir: str | Path, selection: RoiFrames, image_processor
             images.append(image.convert("RGB"))
     image_size = int(image_processor.crop_size["height"])
     boxes = normalise_boxes(selection.boxes, [image.size for image in images], crop_correct=crop_correct,
-                            image_size=image_size)
+                            image_size=image_size, exact=exact_boxes)
     pixels = image_processor(images, return_tensors="pt")["pixel_values"]  # [F, 3, S, S]
     return pixels, torch.tensor(boxes, dtype=torch.float32)

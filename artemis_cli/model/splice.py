@@ -45,8 +45,12 @@ def _sample_segments(ids: torch.Tensor, text_embeds: torch.Tensor, labels: torch
         raise InputError(f"sample {sample}: {num_media} <image>/<video> placeholder(s) but {len(media)} media input(s)")
     have_boxes = 0 if rois is None else rois.shape[0]
     if num_boxes != have_boxes:
+        # The published splice silently used the first RoI tokens here; a mismatch is an error instead.
         raise InputError(f"sample {sample}: {num_boxes} <bbox> placeholder(s) but {have_boxes} RoI token(s)",
-                         hint="k-means keeps 1 key-frame RoI + K tracked ones; the prompt needs that many <bbox>")
+                         hint=f"the prompt needs one <bbox> for the key frame plus one per tracked RoI kept: with "
+                              f"k-means off every tracked frame is kept, so pass --num-tracked {max(num_boxes - 1, 1)} "
+                              f"(train: data.num_tracked) or turn k-means on (config k_means: true, K = "
+                              f"{max(num_boxes - 1, 1)})")
     embeds, targets = [], []
     start, media_index, box_index = 0, 0, 0
     for position, kind in zip(special, kinds):

@@ -38,10 +38,10 @@ def tiny_clip_vision_config(width: int = TINY_CLIP_WIDTH, layers: int = TINY_CLI
 
 
 def clip_image_processor(image_size: int = 224):
-    """The CLIP ViT-L/14 preprocessing (resize shorter side 224, centre crop, CLIP mean/std)."""
-    from transformers import CLIPImageProcessor
+    """The CLIP ViT-L/14 preprocessing (resize shorter side 224, bicubic, centre crop, CLIP mean/std), PIL backend."""
+    from artemis_cli.model.loading import clip_image_processor_class
 
-    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+    return clip_image_processor_class()(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                               do_resize=True, do_center_crop=True, do_normalize=True, do_rescale=True,
                               image_mean=[0.48145466, 0.4578275, 0.40821073],
                               image_std=[0.26862954, 0.26130258, 0.27577711])
