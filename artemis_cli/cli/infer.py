@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from artemis_cli.cli.options import Device, Dtype, JsonFlag, NumShards, Overwrite, ShardIndex
+from artemis_cli.cli.options import Device, Dtype, JsonFlag, NumShards, Overwrite, Quantize, ShardIndex
 from artemis_cli.data.benchmarks import BENCHMARKS, names
 
 app = typer.Typer(help="Run the model on a benchmark (batched, resumable, sharded) and merge shard outputs.",
@@ -67,6 +67,7 @@ RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("shard_index", ShardIndex, None),
     ("device", Device, "auto"),
     ("dtype", Dtype, "auto"),
+    ("quantize", Quantize, "none"),
     ("overwrite", Overwrite, False),
     ("allow_failures", Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when samples failed "
                                                                              "(they are still listed).")], False),

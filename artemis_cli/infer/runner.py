@@ -98,6 +98,7 @@ class InferConfig(BaseModel):
     shard_index: Optional[int] = Field(None, ge=0)
     device: DeviceName = "auto"
     dtype: str = "auto"
+    quantize: Quantize = "none"
     overwrite: bool = False
     show_progress: bool = True
 
@@ -157,6 +158,8 @@ def _settings(config: InferConfig, decoding: DecodingSettings) -> tuple[dict[str
     task = config.task.model_dump()
     settings = {"task": {k: v for k, v in task.items() if not isinstance(v, Path)}, "decoding": decoding.record(),
                 "template": config.template, "num_tracked": config.num_tracked, "crop_correct": config.crop_correct}
+    if config.quantize != "none":  # quantised answers differ: a resume must not mix them (absent = none)
+        settings["quantize"] = config.quantize
     sources = {k: str(v.resolve()) for k, v in task.items() if isinstance(v, Path)}
     sources.update(model=config.model, model_base=config.model_base, image_tower=config.image_tower)
     return settings, sources
@@ -219,7 +222,7 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
         from artemis_cli.model.loading import load_model
 
         loaded = load_model(config.model, config.model_base, device=resolve_device(config.device), dtype=config.dtype,
-                            image_tower=config.image_tower)
+                            image_tower=config.image_tower, quantize=config.quantize)
     spec = benchmark_spec(config.task)
     if spec.needs_roi and (loaded.model.get_roi_module() is None or loaded.image_processor is None):
         raise UsageError(f"{config.model}: the model has no RoI module / image tower (mm_spi_model is false), "

@@ -36,6 +36,7 @@ class LoadedModel:
     kind: Kind
     source: Path
     base: Optional[Path] = None
+    quantize: str = "none"  # how the LLM's linear layers were quantised (model/quantize.py)
 
 
 def resolve_dtype(dtype: Any, device: str, config: Any = None):
@@ -174,7 +175,7 @@ def _fill(model, state: Mapping, source: str, allow_missing: Sequence[str]) -> N
 
 def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = None, *, device: str = "auto",
                dtype: Any = "auto", image_tower: Optional[str] = None, config_overrides: Optional[dict] = None,
-               allow_missing: Sequence[str] = (), load_tower: bool = True) -> LoadedModel:
+               allow_missing: Sequence[str] = (), load_tower: bool = True, quantize: str = "none") -> LoadedModel:
     """Load an Artemis checkpoint for inference (or as a training start point).
 
     - merged: `path` holds config.json, weights (safetensors preferred) and the tokenizer;
@@ -184,6 +185,8 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     `image_tower` overrides the config's ``mm_image_tower``; `config_overrides` sets config fields
     first (e.g. ``{"mm_spi_model": True}``) and `allow_missing` lists name prefixes that may be
     absent (initialised as the reference does), e.g. ``("model.spi_model.",)`` for a fresh RoI module.
+    `quantize` (none, int8, int4, nf4) quantises the LLM's linear layers after loading (`model.quantize`);
+    a mode the device cannot run is refused before any weights are read.
     """
     from accelerate import init_empty_weights
     from transformers import AutoTokenizer, GenerationConfig
@@ -201,7 +204,10 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device, config)
+    from artemis_cli.model.quantize import check_quantize, int4_dtype, quantize_llm
+
+    check_quantize(quantize, device)
+    dtype = resolve_dtype(int4_dtype(dtype) if quantize == "int4" else dtype, device, config)
     mm = MMSettings.of(config)
     tower_source = resolve_tower(mm.mm_image_tower, folder, image_tower) if mm.mm_image_tower else None
     with init_empty_weights(include_buffers=False):
@@ -235,6 +241,7 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
 
     tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_folder(folder, base)))
     _add_legacy_tokens(model, tokenizer, mm)
+    quantize_llm(model, quantize)  # after any embedding resize; the tower is not attached yet, nor touched
     image_processor = None
     if tower_source and load_tower:
         image_processor = attach_tower(model, tower_source, device=device, dtype=dtype)
@@ -242,7 +249,7 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
         model.generation_config = GenerationConfig.from_pretrained(str(folder))
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, image_processor=image_processor, kind=kind,
-                       source=folder, base=base)
+                       source=folder, base=base, quantize=quantize)
 
 
 def _tokenizer_folder(folder: Path, base: Optional[Path]) -> Path:

@@ -1,0 +1,166 @@
+"""`serve`: check the settings, bind, load the model, run the app on uvicorn, stop gracefully.
+
+Order matters for safety and for clear errors: a non-loopback host without an API key is refused
+before anything binds or loads; the port is bound before the (slow) model load, so a port in use
+fails at once; uvicorn then serves on that socket. SIGTERM (and Ctrl-C) stop taking connections,
+finish the requests in flight, drain the batch queue, and return; Ctrl-C then surfaces as
+`KeyboardInterrupt` (exit 130), SIGTERM as a normal stop (exit 0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from artemis_cli.common.devices import DeviceName
+from artemis_cli.errors import UsageError
+from artemis_cli.model.quantize import Quantize
+
+API_KEY_ENV = "ARTEMIS_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` and 127.0.0.0/8, ::1; any other name or address (0.0.0.0 too) is reachable from outside."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ServeConfig(BaseModel):
+    """Settings of `serve` (the flags of `artemis serve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    model_base: Optional[str] = None
+    image_tower: Optional[str] = None
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8000, ge=0, le=65535)  # 0: a free port (printed)
+    max_batch: int = Field(16, ge=1, le=256)
+    batch_wait_ms: float = Field(20, ge=0, le=10_000)
+    api_key: Optional[SecretStr] = None  # None: $ARTEMIS_API_KEY
+    allow_paths: list[Path] = Field(default_factory=list)
+    max_request_mb: float = Field(64, gt=0)
+    max_new_tokens: int = Field(1024, ge=1)
+    quantize: Quantize = "none"
+    tracker: str = "csrt"
+    stride: int = Field(1, ge=1)
+    cache_dir: Optional[Path] = None
+    device: DeviceName = "auto"
+    dtype: str = "auto"
+
+    def resolved_key(self, env: Optional[dict] = None) -> Optional[str]:
+        """The key from `api_key`, else `$ARTEMIS_API_KEY`; a non-loopback host without one is refused."""
+        env = os.environ if env is None else env
+        key = self.api_key.get_secret_value() if self.api_key is not None else env.get(API_KEY_ENV) or None
+        if key is not None and len(key) < 8:
+            raise UsageError("--api-key: use at least 8 characters")
+        if key is None and not is_loopback(self.host):
+            raise UsageError(f"--host {self.host} is reachable from other machines: it needs an API key",
+                             hint=f"set {API_KEY_ENV}=KEY (or pass --api-key KEY), or serve on 127.0.0.1")
+        return key
+
+
+@dataclass
+class ServeSummary:
+    """How the server stopped, and what it answered."""
+
+    url: str
+    stopped_by: Optional[str] = None  # "SIGTERM", "SIGINT" or None
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one); in use / not bindable is a `UsageError`."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"--host {host} --port {port}: cannot listen there ({exc.strerror})",
+                         hint="pick another --port (0 = any free one)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def serve(config: ServeConfig, *, referrer=None, on_ready: Optional[Callable[[str], None]] = None) -> ServeSummary:
+    """Serve `config.model` (or the given `referrer`) until SIGTERM / Ctrl-C; returns how it stopped.
+
+    Ctrl-C raises `KeyboardInterrupt` after the graceful stop. `on_ready(url)` is called once the model
+    is loaded and the server is about to take requests (default: print ``serving URL`` on stderr)."""
+    key = config.resolved_key()
+    sock = bind(config.host, config.port)
+    try:
+        port = sock.getsockname()[1]
+        shown_host = f"[{config.host}]" if ":" in config.host else config.host
+        url = f"http://{shown_host}:{port}/v1"
+        if referrer is None:
+            from artemis_cli.ownvideo.referrer import Referrer
+
+            _say(f"loading {config.model} ...")
+            referrer = Referrer(config.model, config.model_base, image_tower=config.image_tower, device=config.device,
+                                dtype=config.dtype, tracker=config.tracker, stride=config.stride,
+                                cache_dir=config.cache_dir, quantize=config.quantize)
+        return _run(config, referrer, key, sock, url, on_ready or (lambda u: _say(f"serving {u} (model "
+                                                                                   f"{referrer.model_name!r})")))
+    finally:
+        sock.close()
+
+
+def _run(config: ServeConfig, referrer, key: Optional[str], sock: socket.socket, url: str, on_ready) -> ServeSummary:
+    import uvicorn
+
+    from artemis_cli.serve.app import AppSettings, build_app
+
+    cache = Path(getattr(referrer, "cache_dir", None) or config.cache_dir or Path.cwd() / ".artemis-serve")
+    settings = AppSettings(api_key=key, allow_paths=[p.expanduser().resolve() for p in config.allow_paths],
+                           upload_dir=cache / "uploads", max_request_bytes=int(config.max_request_mb * 1_000_000),
+                           max_new_tokens=config.max_new_tokens, max_batch=config.max_batch,
+                           batch_wait_s=config.batch_wait_ms / 1000)
+    app = build_app(referrer, settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                           timeout_keep_alive=30, server_header=False))
+    summary = ServeSummary(url=url)
+    caught: list[int] = []
+    # uvicorn handles SIGINT/SIGTERM while it runs (stop accepting, finish in-flight requests), then
+    # restores these handlers and re-raises the signal: they only note which one it was.
+    previous = {sig: signal.signal(sig, lambda number, frame: caught.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    start = time.perf_counter()
+    try:
+        on_ready(url)
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary.seconds = time.perf_counter() - start
+    summary.stats = app.state.queue.stats.to_json()
+    if caught:
+        summary.stopped_by = signal.Signals(caught[-1]).name
+    if summary.stopped_by == "SIGINT":
+        raise KeyboardInterrupt
+    return summary
