@@ -11,10 +11,11 @@ from artemis_cli.cli.options import Device, JsonFlag
 
 
 def demo_cmd(
-    out: Annotated[Optional[Path], typer.Option("--out", file_okay=False, help="Folder for the demo's data, models, "
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", file_okay=False, metavar="DIR", help="Folder for the demo's data, models, "
                                                 "predictions and report.md (kept). Default: a temporary folder, "
                                                 "removed at the end unless --keep. Rerunning into the same folder "
                                                 "reuses the steps that finished.")] = None,
+    out_alias: Annotated[Optional[Path], typer.Option("--out", file_okay=False, hidden=True, help="Old spelling of --output.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary folder (and its report.md).")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step, even those an earlier run into --out finished.")] = False,
     judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", help="OpenAI-compatible server for the "
@@ -27,7 +28,9 @@ def demo_cmd(
 ) -> None:
     """Run the pipeline end to end on the sample data with tiny random models: make-sample, verify-layout,
     features extract (videos and frame folders), train stage1-3, merge-lora, infer videorefbench/qa/vcgbench,
-    score, and judge (with OPENAI_API_KEY or --judge-base-url). Writes report.md; exit 1 if a step fails."""
+    score, and judge (with OPENAI_API_KEY or --judge-base-url). Writes report.md; exit 1 if a step fails.
+
+    Example: artemis demo --output demo-run"""
     from pydantic import ValidationError
 
     from artemis_cli.cli.train import stdout_to_stderr
@@ -37,6 +40,11 @@ def demo_cmd(
     from artemis_cli.demo.report import print_summary
     from artemis_cli.errors import ConfigError
 
+    from artemis_cli.errors import UsageError
+
+    if out is not None and out_alias is not None and out != out_alias:
+        raise UsageError("--output and --out (its old spelling) name different folders")
+    out = out or out_alias
     try:
         options = DemoOptions(out=out, keep=keep, fresh=fresh, judge_base_url=judge_base_url, judge_model=judge_model,
                               max_new_tokens=max_new_tokens, device=device, show_progress=not json_out)

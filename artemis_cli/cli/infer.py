@@ -21,7 +21,7 @@ Output = Annotated[Path, typer.Option("--output", "-o", dir_okay=False,
                                       help="Prediction file (.jsonl). Beside it: <name>.errors.jsonl (failed samples) "
                                            "and <name>.manifest.json (settings, seed, input ids). Shard K of N writes "
                                            "<name>.shard-K-of-N.jsonl.")]
-Features = Annotated[Path, typer.Option("--features", file_okay=False,
+Features = Annotated[Path, typer.Option("--features", exists=True, file_okay=False,
                                         help="Folder of per-video clip features (<video_name>.pkl; .npy/.safetensors also read).")]
 
 
@@ -103,6 +103,7 @@ def _run(task: dict, output: Path, run: dict, **prompt) -> None:
     options = dict(run)
     json_out, allow_failures = options.pop("json_out"), options.pop("allow_failures")
     decoding = {key: options.pop(key) for key in ("sample", "temperature", "top_k", "top_p", "max_new_tokens", "seed")}
+    _check_paths(task, output, options)
     try:
         config = InferConfig(task=task, output=output, decoding=decoding, show_progress=not json_out, **options,
                              **prompt)
@@ -115,12 +116,23 @@ def _run(task: dict, output: Path, run: dict, **prompt) -> None:
     raise typer.Exit(0 if summary.ok or allow_failures else 1)
 
 
+def _check_paths(task: dict, output: Path, options: dict) -> None:
+    """Before the model loads: --output must be writable and must not be (or overwrite) an input."""
+    from artemis_cli.common.paths import check_output
+
+    inputs = {f"--{key.replace('_', '-')}": value for key, value in task.items() if isinstance(value, Path)}
+    for key in ("model", "model_base", "image_tower"):
+        if options.get(key) and Path(options[key]).exists():
+            inputs[f"--{key.replace('_', '-')}"] = Path(options[key])
+    check_output(output, kind="file", option="--output", inputs=inputs)
+
+
 @app.command("videorefbench")
 @run_options
 def videorefbench_cmd(
-    annotations: Annotated[Path, typer.Option("--annotations", dir_okay=False,
+    annotations: Annotated[Path, typer.Option("--annotations", exists=True, dir_okay=False,
                                               help="VideoRefBench records (videorefbench_json/hc_stvg_val.json).")],
-    data_root: Annotated[Path, typer.Option("--data-root", file_okay=False,
+    data_root: Annotated[Path, typer.Option("--data-root", exists=True, file_okay=False,
                                             help="DATA_ROOT (or its Artemis_data folder): clip_path and frame_path "
                                                  "are relative to Artemis_data.")],
     output: Output,
@@ -141,9 +153,9 @@ def videorefbench_cmd(
 @run_options
 def qa_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help=_choices("qa"))],
-    questions: Annotated[Path, typer.Option("--questions", dir_okay=False, help="Question file: a list of "
+    questions: Annotated[Path, typer.Option("--questions", exists=True, dir_okay=False, help="Question file: a list of "
                                                                                 "{video_name, question, question_id}.")],
-    answers: Annotated[Path, typer.Option("--answers", dir_okay=False, help="Answer file: a list of {answer, ...} "
+    answers: Annotated[Path, typer.Option("--answers", exists=True, dir_okay=False, help="Answer file: a list of {answer, ...} "
                                                                             "aligned with the questions by position.")],
     features: Features,
     output: Output,
@@ -157,22 +169,31 @@ def qa_cmd(
 @app.command("vcgbench")
 @run_options
 def vcgbench_cmd(
-    question_set: Annotated[str, typer.Option("--set", help=_choices("vcgbench"))],
-    annotations: Annotated[Path, typer.Option("--annotations", dir_okay=False, help="The set's QA file: "
+    annotations: Annotated[Path, typer.Option("--annotations", exists=True, dir_okay=False, help="The set's QA file: "
                                               "{video_name, Q, A} (consistency: {video_name, Q1, Q2, A}).")],
     features: Features,
     output: Output,
+    question_set: Annotated[Optional[str], typer.Option("--subset", help=_choices("vcgbench"))] = None,
+    legacy_set: Annotated[Optional[str], typer.Option("--set", hidden=True, help="Old spelling of --subset.")] = None,
     run: dict = None,
 ) -> None:
     """The Video-ChatGPT benchmark. Output lines: video_name, Q, A, pred, id (consistency: Q1, Q2, A,
     pred1, pred2), ready for `artemis judge gpt`."""
-    _run({"kind": "vcgbench", "set": question_set, "annotations": annotations, "features": features}, output, run)
+    from artemis_cli.errors import UsageError
+
+    if question_set is None and legacy_set is None:
+        raise UsageError("Missing option '--subset'", hint="see `artemis infer vcgbench --help`")
+    if question_set is not None and legacy_set is not None and question_set != legacy_set:
+        raise UsageError("--subset and --set (its old spelling) disagree")
+    _run({"kind": "vcgbench", "set": question_set or legacy_set, "annotations": annotations, "features": features},
+         output, run)
 
 
 @app.command("merge")
 def merge_cmd(
-    output: Annotated[Path, typer.Argument(dir_okay=False, help="Merged prediction file to write.")],
-    shards: Annotated[list[Path], typer.Argument(help="Shard outputs of one run (their manifests beside them).")],
+    output: Annotated[Path, typer.Argument(metavar="OUT", dir_okay=False, help="Merged prediction file to write.")],
+    shards: Annotated[list[Path], typer.Argument(metavar="SHARD...", exists=True, dir_okay=False,
+                                                 help="Shard outputs of one run (their manifests beside them).")],
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Write the merge even when input ids or "
                                                 "shards are missing (still listed; exit 0).")] = False,
     json_out: JsonFlag = False,
@@ -180,8 +201,16 @@ def merge_cmd(
     """Merge shard outputs in input order, checking that every input id appears exactly once.
     Exit 1 on missing (unless --allow-missing), duplicate or unknown ids or a missing shard."""
     from artemis_cli.cli.infer_report import print_merge_report
+    from artemis_cli.common.paths import check_output
     from artemis_cli.infer import merge_predictions
+    from artemis_cli.infer.shards import output_paths
 
+    inputs = {}
+    for shard in shards:
+        inputs[f"SHARD {shard}"] = shard
+        inputs[f"the manifest of {shard}"] = output_paths(shard).manifest
+    check_output(output, kind="file", option="OUT", inputs=inputs)
+    check_output(output_paths(output).manifest, kind="file", option="OUT's manifest", inputs=inputs)
     report = merge_predictions(output, shards, allow_missing=allow_missing)
     print_merge_report(report, json_out)
     raise typer.Exit(0 if report.ok or (report.wrote and allow_missing) else 1)

@@ -207,7 +207,7 @@ REAL_COMMANDS: dict[str, list[str]] = {
                             "-o preds/videorefbench.jsonl"],
     "infer-qa": [f"artemis infer qa --dataset msvd --questions {_MSVD}/test_q.json --answers {_MSVD}/test_a.json "
                  f"--features {_MSVD}/clip_feature --model {_MERGED} -o preds/msvd_qa.jsonl"],
-    "infer-vcgbench": [f"artemis infer vcgbench --set {qset} --annotations {_VCG}/{qset}_qa.json "
+    "infer-vcgbench": [f"artemis infer vcgbench --subset {qset} --annotations {_VCG}/{qset}_qa.json "
                        f"--features {_VCG}/clip_feature --model {_MERGED} -o preds/vcgbench_{qset}.jsonl"
                        for qset in VCG_SETS],
     "score": ["artemis score preds/videorefbench.jsonl"],
