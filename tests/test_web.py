@@ -141,10 +141,11 @@ def test_handlers_show_errors_and_keep_the_session(tmp_path, video):
     session, editor, slider, error, *_ = handlers.load_video(str(path), session)
     assert error == "" and editor["image"].shape == (360, 640, 3)  # 160x90 enlarged 4x for drawing
     assert slider["maximum"] == 11 and slider["interactive"] is True
-    assert session.video.parent == session.folder and session.video.read_bytes() == path.read_bytes()
+    assert session.video.parent.parent == session.folder and session.video.name == "clip.mp4"
+    assert session.video.read_bytes() == path.read_bytes()
 
-    session, editor, error = handlers.show_frame(5, session)
-    assert session.frame == 5 and error == ""
+    session, editor, used, error = handlers.show_frame(5, session)
+    assert session.frame == 5 and error == "" and used.startswith("frame 5 of 11 (160x90)")
     np.testing.assert_array_equal(editor["image"][::4, ::4], read_frames(path, [5])[5])
 
     outputs = handlers.ask(session, {"boxes": []}, "", "csrt", Decoding())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-ASSETS_VERSION = 1
+ASSETS_VERSION = 2
 MARKER = "web-demo.json"
 TRACKING_VIDEO = ("walker_and_leaver_320x180.mp4", 48, 320, 180)  # name, frames, width, height
 SHARPEN = 4.0  # random weights at init scale answer every prompt alike; x4 makes the answer follow the input
@@ -56,7 +56,7 @@ def save_demo_model(folder: Path) -> Path:
 
     clip = save_tiny_clip(folder / "clip", seed=0)
     tokenizer_dir = save_tiny_tokenizer(folder / "tokenizer")
-    model, tokenizer, _ = build_tiny_artemis(tokenizer_dir, clip, seed=0)
+    model, tokenizer, _ = build_tiny_artemis(tokenizer_dir, clip, seed=0, roi_num_fuse=1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.dim() > 1 and name.startswith(SHARPENED):

@@ -63,6 +63,10 @@ def used_text(frame: int, box: Sequence[float], info: VideoInfo, tracker: str, f
     return text
 
 
+def frame_text(frame: int, info: VideoInfo) -> str:
+    return f"frame {frame} of {info.num_frames - 1} ({info.width}x{info.height}): drag a box around the target, then Ask"
+
+
 def chat_messages(history: Sequence[tuple[str, str]]) -> list[dict]:
     messages = []
     for question, answer in history:
@@ -107,28 +111,29 @@ class PageHandlers:
         session.set_video(path, info)
         self.log(f"web: video {path.name}: {info.num_frames} frames, {info.width}x{info.height}")
         slider = gr.update(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1, interactive=info.num_frames > 1)
-        return (session, {"image": editor_image(frame, session.scale), "boxes": []}, slider, "", "", "", [], [])
+        return (session, {"image": editor_image(frame, session.scale), "boxes": []}, slider, "", frame_text(0, info),
+                "", [], [])
 
     def show_frame(self, frame: Any, session: Optional[WebSession]):
         """The slider moved: show that frame (without a box) in the editor.
 
-        Returns (session, box editor, error)."""
+        Returns (session, box editor, target-used, error)."""
         session = self._session(session)
         if session.video is None or session.info is None:
-            return session, gr.skip(), ""
+            return session, gr.skip(), gr.skip(), ""
         try:
             index = int(round(float(frame)))
         except (TypeError, ValueError):
-            return session, gr.skip(), error_text(UsageError(f"frame {frame!r} is not a number"))
+            return session, gr.skip(), gr.skip(), error_text(UsageError(f"frame {frame!r} is not a number"))
         index = min(max(index, 0), session.info.num_frames - 1)
         if index == session.frame:
-            return session, gr.skip(), ""
+            return session, gr.skip(), gr.skip(), ""
         try:
             image = read_frames(session.video, [index])[index]
         except ArtemisError as exc:
-            return session, gr.skip(), error_text(exc)
+            return session, gr.skip(), gr.skip(), error_text(exc)
         session.frame = index
-        return session, {"image": editor_image(image, session.scale), "boxes": []}, ""
+        return session, {"image": editor_image(image, session.scale), "boxes": []}, frame_text(index, session.info), ""
 
     # -- asking ---------------------------------------------------------------------------------------
     def ask(self, session: Optional[WebSession], editor: Optional[dict], question: str, tracker: str,
@@ -147,8 +152,8 @@ class PageHandlers:
             box = editor_box(editor, session.info, session.scale)
             index = session.frame  # the frame the editor shows, so the one the box was drawn on
             key = (str(session.video), index, box, tracker)
-            question = (question or "").strip()
-            if not question:
+            question = question or ""
+            if not question.strip():
                 if session.history and key == session.target_key:
                     raise UsageError("the question is empty: type a follow-up question, or press New target")
                 question = self.default_question
@@ -204,7 +209,8 @@ class PageHandlers:
                 editor = {"image": editor_image(frame, session.scale), "boxes": []}
             except ArtemisError:
                 editor = gr.skip()
-        return (session, editor, "", [], [], "", "", self.default_question)
+        used = frame_text(session.frame, session.info) if session.info is not None else ""
+        return (session, editor, "", [], [], used, "", self.default_question)
 
 
 CSS = """
@@ -257,7 +263,7 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
         video_input.change(handlers.load_video, [video_input, session],
                            [session, box_editor, frame_slider, error, target_used, answer, chat, track_preview],
                            concurrency_limit=concurrency)
-        frame_slider.change(handlers.show_frame, [frame_slider, session], [session, box_editor, error],
+        frame_slider.change(handlers.show_frame, [frame_slider, session], [session, box_editor, target_used, error],
                             trigger_mode="always_last", concurrency_limit=concurrency)
 
         def ask_event(session, editor, question, tracker, mode, temperature, seed, max_new_tokens,

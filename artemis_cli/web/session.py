@@ -32,10 +32,11 @@ class WebSession:
         self.prepared, self.target_key, self.history = None, None, []
 
     def set_video(self, upload: Path, info: VideoInfo) -> None:
-        """Keep the upload under the session folder (a hard link when possible, else a copy)."""
+        """Keep the upload under the session folder (a hard link when possible, else a copy), under its own
+        name: the own-video library names (and seeds) a video by its file name, as `artemis ask` would."""
         self.drop_video()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        local = self.folder / f"video-{next(_counter)}{upload.suffix.lower()}"
+        local = self.folder / f"upload-{next(_counter)}" / upload.name
+        local.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(upload, local)
         except OSError:
@@ -46,7 +47,7 @@ class WebSession:
 
     def drop_video(self) -> None:
         if self.video is not None:
-            self.video.unlink(missing_ok=True)
+            shutil.rmtree(self.video.parent, ignore_errors=True)
         self.video, self.name, self.info, self.frame = None, "", None, 0
         self.reset_target()
 
