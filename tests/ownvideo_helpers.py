@@ -39,3 +39,28 @@ def video_file(folder: Path, *, seed: int = 0, n_frames: int = 20, width: int = 
 
 def box_arg(box) -> str:
     return ",".join(f"{v:g}" for v in box)
+
+
+def save_tiny_sam2(folder: Path, size: int = 128) -> Path:
+    """A random-init SAM 2 video model shrunk for CPU tests (128 px input, a 5-block Hiera) and its
+    processor, saved to `folder` (never downloaded). The memory/prompt widths stay at 256: SAM 2 splits
+    its object pointers into 64-wide memory tokens and hard-codes that width."""
+    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoVideoProcessor
+
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=16, image_size=[size, size],
+                    blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                    num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
+                    global_attention_blocks=[3], window_positional_embedding_background_size=[2, 2])
+    vision = dict(backbone_config=backbone, backbone_channel_list=[128, 64, 32, 16],
+                  backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2])
+    config = Sam2VideoConfig(vision_config=vision, prompt_encoder_config=dict(image_size=size, patch_size=16),
+                             mask_decoder_config=dict(mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+                             image_size=size, memory_attention_num_layers=1,
+                             memory_attention_feed_forward_hidden_size=64,
+                             memory_attention_rope_feat_sizes=[size // 16, size // 16], memory_fuser_intermediate_dim=64)
+    torch.manual_seed(0)
+    Sam2VideoModel(config).save_pretrained(folder)
+    resize = {"height": size, "width": size}
+    Sam2VideoProcessor(image_processor=Sam2ImageProcessor(size=resize), video_processor=Sam2VideoVideoProcessor(size=resize),
+                       target_size=size).save_pretrained(folder)
+    return folder

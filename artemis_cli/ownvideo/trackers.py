@@ -148,6 +148,7 @@ def track_sam2(frames: Sequence[np.ndarray], key: int, box: Box, model, processo
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     out: list[Optional[Box]] = [None] * len(frames)
+    out[key] = clip_box(box, width, height)
     done = [0]
     for reverse in (False, True):
         session = processor.init_video_session(video=list(frames), inference_device=device, dtype=dtype)
@@ -158,7 +159,8 @@ def track_sam2(frames: Sequence[np.ndarray], key: int, box: Box, model, processo
                 masks = processor.post_process_masks([output.pred_masks], original_sizes=[[height, width]],
                                                      binarize=True)[0]  # [objects, 1, H, W]
                 found = mask_box(masks[0].reshape(height, width).cpu().numpy())
-                out[output.frame_idx] = clip_box(found, width, height) if found is not None else None
+                if output.frame_idx != key:  # the key frame keeps the user's box, as with CSRT / KCF
+                    out[output.frame_idx] = clip_box(found, width, height) if found is not None else None
                 done[0] += 1
                 if progress is not None:
                     progress(min(1.0, done[0] / (len(frames) + 1)))

@@ -1,0 +1,136 @@
+"""Trackers on generated videos with known boxes (scale change, partial occlusion, an object that
+leaves the frame), SAM 2 plumbing on a shrunken random model, frame reading with a stride, previews."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from artemis_cli.data.synthetic_tracking import box_iou, make_tracking_video
+from artemis_cli.ownvideo.trackers import clip_box, mask_box, track_boxes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: SAM 2's small convolutions ran 10x slower with two on the shared box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def video():
+    return make_tracking_video(seed=0, n_frames=40, width=320, height=180)
+
+
+def scores(video, name: str, key: int, tracker: str):
+    truth = video.objects[name].boxes
+    boxes = track_boxes(list(video.frames), key, truth[key], tracker=tracker)
+    visible = [i for i, box in enumerate(truth) if box is not None]
+    gone = [i for i, box in enumerate(truth) if box is None]
+    ious = [box_iou(boxes[i], truth[i]) if boxes[i] is not None else 0.0 for i in visible]
+    return boxes, float(np.mean(ious)), [i for i in gone if boxes[i] is not None]
+
+
+def test_generated_video_has_what_the_accuracy_check_needs(video):
+    walker, leaver = video.objects["walker"].boxes, video.objects["leaver"].boxes
+    assert all(box is not None for box in walker)
+    assert (walker[-1][2] - walker[-1][0]) > 1.4 * (walker[0][2] - walker[0][0])  # scale change
+    x1, y1, x2, y2 = video.occluder
+    assert any(box[0] < x1 < box[2] for box in walker) and any(box[0] < x2 < box[2] for box in walker)  # occluded
+    gone = [i for i, box in enumerate(leaver) if box is None]
+    assert gone and gone == list(range(gone[0], len(leaver)))  # leaves and stays out
+    assert make_tracking_video(seed=0, n_frames=40, width=320, height=180).frames.tobytes() == video.frames.tobytes()
+
+
+@pytest.mark.slow
+def test_csrt_follows_scale_change_and_occlusion_and_marks_the_object_gone(video):
+    boxes, iou, wrongly_kept = scores(video, "walker", 20, "csrt")  # forward and backward from the middle
+    assert iou >= 0.8, iou
+    assert boxes[20] == [round(v, 2) for v in video.objects["walker"].boxes[20]]
+    boxes, iou, wrongly_kept = scores(video, "leaver", 0, "csrt")
+    assert iou >= 0.8, iou
+    assert wrongly_kept == []  # every frame where it is gone is []
+    assert boxes[-1] is None
+
+
+def test_kcf_tracks_the_easy_target(video):
+    boxes, iou, _ = scores(video, "leaver", 0, "kcf")
+    assert iou >= 0.6 and len(boxes) == 40
+
+
+def test_box_checks():
+    assert clip_box([-5, 10, 45, 50], 100, 100) == [0.0, 10.0, 45.0, 50.0]  # 90% inside: clipped
+    assert clip_box([-30, 10, 20, 50], 100, 100) is None  # 40% inside: lost
+    assert clip_box([10, 10, 11, 50], 100, 100) is None  # collapsed
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[4:9, 10:16] = True
+    assert mask_box(mask) == [10.0, 4.0, 16.0, 9.0] and mask_box(np.zeros((4, 4), bool)) is None
+
+
+@pytest.mark.slow
+def test_sam2_propagates_a_box_prompt_with_a_shrunken_random_model(tmp_path):
+    import torch
+
+    from artemis_cli.ownvideo.trackers import load_sam2
+    from ownvideo_helpers import save_tiny_sam2
+
+    folder = save_tiny_sam2(tmp_path / "sam2")
+    model, processor = load_sam2(str(folder), "cpu", torch.float32)
+    small = make_tracking_video(seed=1, n_frames=5, width=96, height=64)
+    key_box = small.objects["walker"].boxes[2]
+    seen = []
+    boxes = track_boxes(list(small.frames), 2, key_box, tracker="sam2", sam2=(model, processor),
+                        progress=seen.append)
+    assert len(boxes) == 5 and boxes[2] == [round(v, 2) for v in key_box]
+    for box in boxes:  # random weights: any mask, but each box is a valid box inside the frame, or lost
+        assert box is None or (0 <= box[0] < box[2] <= 96 and 0 <= box[1] < box[3] <= 64)
+    assert seen and seen == sorted(seen) and seen[-1] <= 1.0
+    with pytest.raises(Exception, match="cannot load a SAM 2"):
+        load_sam2(str(tmp_path), "cpu", torch.float32)
+
+
+def test_read_frames_with_a_stride_keeps_the_key_frame(tmp_path):
+    from artemis_cli.data.synthetic_tracking import save_video
+    from artemis_cli.ownvideo.video import read_frames
+
+    small = make_tracking_video(seed=2, n_frames=11, width=64, height=48)
+    for path in (save_video(small, tmp_path / "v.mp4"), save_video(small, tmp_path / "frames")):
+        decoded = read_frames(path, stride=4, key_frame=5)
+        assert decoded.indices == [0, 4, 5, 8] and decoded.num_frames == 11 and decoded.frame_size == (64, 48)
+        assert decoded.frames[2].shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif", ".png"])
+def test_previews(tmp_path, suffix):
+    from PIL import Image
+
+    from artemis_cli.ownvideo.preview import render_preview
+    from artemis_cli.ownvideo.record import build_record, write_frames
+
+    small = make_tracking_video(seed=3, n_frames=6, width=96, height=64)
+    boxes = small.objects["walker"].boxes[:5] + [None]
+    write_frames(tmp_path / "frames", list(small.frames), list(range(6)), 6)
+    record = build_record(video_name="v", frame_path="frames", clip_path="v.pkl", indices=range(6), boxes=boxes,
+                          num_frames=6, key_frame=1, key_box=boxes[1])
+    out = render_preview(tmp_path / f"preview{suffix}", tmp_path / "frames", record, list(range(6)), 1)
+    if suffix == ".mp4":
+        import av
+
+        with av.open(str(out)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(frames) == 6
+        x1, y1, x2, _ = (int(round(v)) for v in boxes[1])
+        edge = np.abs(frames[1][y1, x1:x2].astype(int) - small.frames[1][y1, x1:x2].astype(int)).mean()
+        inside = np.abs(frames[1][y1 + 6, x1 + 4:x2 - 4].astype(int) - small.frames[1][y1 + 6, x1 + 4:x2 - 4]).mean()
+        assert edge > 40 > inside  # the key box's top edge is drawn, its inside left alone
+    else:
+        with Image.open(out) as image:
+            assert image.format == suffix[1:].upper()
+            if suffix == ".gif":
+                assert image.n_frames == 6
+            else:
+                assert image.size[0] == 4 * 240  # 5 tracked frames: a 4-column sheet
