@@ -179,3 +179,63 @@ def test_doctor_reports_the_web_extra(monkeypatch):
     check = check_web()
     assert check.status == "warn" and "gradio-image-annotation not installed" in check.detail
     assert check.fix == "pip install 'artemis[web]'"
+
+
+@pytest.mark.slow
+def test_handlers_answer_as_the_referrer_with_the_advanced_settings(tmp_path, tiny_artemis):
+    """The Advanced panel's tracker and sampling settings reach `Referrer.prepare/ask`; progress is reported."""
+    import torch
+
+    from artemis_cli.model.generation import DecodingSettings
+    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target
+    from artemis_cli.web.page import Decoding, PageHandlers
+    from artemis_cli.web.session import SessionFolders
+    from ownvideo_helpers import sharpened
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _, loaded = sharpened(tiny_artemis, tmp_path / "sharp")
+        referrers = {name: Referrer(loaded=loaded, tracker=name, cache_dir=tmp_path / "cache") for name in ("csrt", "kcf")}
+        folders = SessionFolders(tmp_path)
+        handlers = PageHandlers(referrers.__getitem__, folders, default_question=DEFAULT_QUESTION, log=lambda line: None)
+        from artemis_cli.data.synthetic_tracking import make_tracking_video, save_video
+
+        clip = make_tracking_video(seed=2, n_frames=12, width=320, height=180)
+        path = save_video(clip, tmp_path / "walk.mp4")
+        session, *_ = handlers.load_video(str(path), None)
+        session, *_ = handlers.show_frame(2, session)
+        box = [round(v) for v in clip.objects["walker"].boxes[2]]
+        scale = session.scale
+        editor = {"boxes": [{"xmin": box[0] * scale, "ymin": box[1] * scale, "xmax": box[2] * scale, "ymax": box[3] * scale}]}
+        stages = []
+        decoding = Decoding(mode="sample", temperature=0.9, seed=7, max_new_tokens=6)
+        session, answer, chat, preview, used, error, question = handlers.ask(
+            session, editor, "", "kcf", decoding, progress=lambda stage, fraction: stages.append(stage))
+        assert error == "" and question == "" and used.startswith(f"frame 2, box [{', '.join(map(str, box))}]")
+        assert {"decode", "track", "features", "answering"} <= set(stages)
+        expected = referrers["kcf"].ask(referrers["kcf"].prepare(Target(path, tuple(map(float, box)), 2)), DEFAULT_QUESTION,
+                                        decoding=DecodingSettings(sample=True, temperature=0.9, seed=7, max_new_tokens=6))
+        assert answer == expected.answer and chat[-1] == {"role": "assistant", "content": expected.answer}
+        assert len(preview) == len(set(expected.frames_used)) and preview[0][1] == "frame 2 (key)"
+        assert session.target_key[3] == "kcf"
+        # an empty follow-up is refused on the page, a typed one continues the conversation
+        outputs = handlers.ask(session, editor, "  ", "kcf", decoding)
+        assert "the question is empty" in outputs[5] and len(session.history) == 1
+        session, answer, chat, *_ = handlers.ask(session, editor, "And then?", "kcf", decoding)
+        assert [m["content"] for m in chat[::2]] == [DEFAULT_QUESTION, "And then?"]
+        # a follow-up must not carry a <bbox>: the library's message reaches the page
+        outputs = handlers.ask(session, editor, "Is the <bbox> red?", "kcf", decoding)
+        assert "must not contain <bbox>" in outputs[5] and len(session.history) == 2
+        # another box is another target (a new conversation); a library error names the upload, not the
+        # server's copy of it
+        session.video.unlink()
+        moved = {"boxes": [{"xmin": 10 * scale, "ymin": 10 * scale, "xmax": 60 * scale, "ymax": 60 * scale}]}
+        outputs = handlers.ask(session, moved, "", "csrt", Decoding(max_new_tokens=6))
+        assert outputs[5].startswith("**error:** walk.mp4: no such video file") and str(tmp_path) not in outputs[5]
+        assert session.history == []
+        session, *cleared = handlers.new_target(session)
+        assert session.history == [] and cleared[2] == [] and cleared[6] == DEFAULT_QUESTION
+        folders.close()
+    finally:
+        torch.set_num_threads(threads)

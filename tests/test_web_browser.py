@@ -252,10 +252,15 @@ def test_text_file_shows_the_error_and_the_page_still_answers(page, server, demo
     assert answer_text(page) == expected.answer
 
 
-def test_ctrl_c_stops_the_server_and_removes_its_temp_files(page, server):
-    page.close()  # end the browser session first
-    assert list((server.root / "tmp").glob("artemis-web-*")), "the server keeps its uploads under TMPDIR"
+def test_closing_the_tab_removes_its_files_and_ctrl_c_the_rest(page, server):
+    roots = list((server.root / "tmp").glob("artemis-web-*"))
+    assert len(roots) == 1 and list(roots[0].glob("session-*/upload-*/walker.mp4")), "uploads live in the session"
+    page.close()  # gradio's unload event: the session's folder goes at once
+    deadline = time.monotonic() + 60
+    while list(roots[0].glob("session-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not list(roots[0].glob("session-*"))
     server.process.send_signal(signal.SIGINT)
     assert server.process.wait(60) == 130
     assert "interrupted:" in server.log_text()
-    assert not list((server.root / "tmp").glob("artemis-web-*"))  # sessions, uploads and gradio's cache
+    assert not list((server.root / "tmp").glob("artemis-web-*"))  # gradio's upload cache with it

@@ -44,11 +44,14 @@ class Decoding:
                                 seed=int(self.seed), max_new_tokens=int(self.max_new_tokens))
 
 
-def error_text(exc: BaseException) -> str:
-    """What the page shows for a failure: the error line and its hint, never a traceback."""
+def error_text(exc: BaseException, session: Optional[WebSession] = None) -> str:
+    """What the page shows for a failure: the error line and its hint, never a traceback, and never the
+    server's own paths (the session's copy of the upload is named by the upload's file name)."""
     if isinstance(exc, ArtemisError):
-        text = f"**error:** {exc.message}"
-        return text + (f"  \n**hint:** {exc.hint}" if exc.hint else "")
+        text = f"**error:** {exc.message}" + (f"  \n**hint:** {exc.hint}" if exc.hint else "")
+        if session is not None and session.video is not None:
+            text = text.replace(str(session.video), session.name)
+        return text
     # a bug: the traceback goes to the server's log, the page gets one line
     traceback.print_exception(exc, file=sys.stderr)
     return f"**error:** internal error ({type(exc).__name__}: {str(exc)[:300]}); the server log has the details"
@@ -87,15 +90,21 @@ class PageHandlers:
         self.default_question = default_question
         self.log = log
 
-    def _session(self, session: Optional[WebSession]) -> WebSession:
-        return session if isinstance(session, WebSession) else self.folders.new()
+    def _session(self, session: Optional[WebSession], request: Optional[gr.Request]) -> WebSession:
+        if isinstance(session, WebSession):
+            return session
+        return self.folders.new(getattr(request, "session_hash", None))
+
+    def end(self, request: gr.Request = None) -> None:
+        """The tab closed (gradio's unload event): remove the session's folder now, not when its state expires."""
+        self.folders.end(getattr(request, "session_hash", None))
 
     # -- video and frame ------------------------------------------------------------------------------
-    def load_video(self, upload: Optional[str], session: Optional[WebSession]):
+    def load_video(self, upload: Optional[str], session: Optional[WebSession], request: gr.Request = None):
         """A video was uploaded (or an example picked, or the file cleared): show frame 0, size the slider.
 
         Returns (session, box editor, slider, target-used, error, answer, chat, track preview)."""
-        session = self._session(session)
+        session = self._session(session, request)
         cleared = (None, gr.update(maximum=1, value=0, interactive=False), "", "", [], [])
         if not upload:
             session.drop_video()
@@ -114,11 +123,11 @@ class PageHandlers:
         return (session, {"image": editor_image(frame, session.scale), "boxes": []}, slider, "", frame_text(0, info),
                 "", [], [])
 
-    def show_frame(self, frame: Any, session: Optional[WebSession]):
+    def show_frame(self, frame: Any, session: Optional[WebSession], request: gr.Request = None):
         """The slider moved: show that frame (without a box) in the editor.
 
         Returns (session, box editor, target-used, error)."""
-        session = self._session(session)
+        session = self._session(session, request)
         if session.video is None or session.info is None:
             return session, gr.skip(), gr.skip(), ""
         try:
@@ -137,12 +146,12 @@ class PageHandlers:
 
     # -- asking ---------------------------------------------------------------------------------------
     def ask(self, session: Optional[WebSession], editor: Optional[dict], question: str, tracker: str,
-            decoding: Decoding, progress: Optional[Callable[[str, float], None]] = None):
+            decoding: Decoding, progress: Optional[Callable[[str, float], None]] = None, request: gr.Request = None):
         """Ask about the box drawn on the frame shown (the box editor's, which the slider picked); a new box,
         frame, video or tracker starts a new conversation.
 
         Returns (session, answer, chat, track preview, target-used, error, question box)."""
-        session = self._session(session)
+        session = self._session(session, request)
         keep = (gr.skip(), gr.skip(), gr.skip(), gr.skip())
         try:
             if session.video is None or session.info is None:
@@ -171,7 +180,7 @@ class PageHandlers:
             answer = referrer.ask(session.prepared, question, history=list(session.history),
                                   decoding=decoding.settings())
         except Exception as exc:  # ArtemisError: the user's to fix; anything else is logged as a bug
-            return (session, *keep, error_text(exc), gr.skip())
+            return (session, *keep, error_text(exc, session), gr.skip())
         session.history.append((question, answer.answer))
         self.log(f"web: answered turn {len(session.history)} in {sum(answer.timings.values()):.2f} s "
                  f"({answer.completion_tokens} tokens)")
@@ -196,11 +205,11 @@ class PageHandlers:
             items.append((draw_box(editor_image(images[index], scale), [v * scale for v in box]), caption))
         return items
 
-    def new_target(self, session: Optional[WebSession]):
+    def new_target(self, session: Optional[WebSession], request: gr.Request = None):
         """Clear the conversation and the box; keep the video and the frame.
 
         Returns (session, box editor, answer, chat, track preview, target-used, error, question)."""
-        session = self._session(session)
+        session = self._session(session, request)
         session.reset_target()
         editor: Any = gr.skip()
         if session.video is not None:
@@ -267,12 +276,12 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
                             trigger_mode="always_last", concurrency_limit=concurrency)
 
         def ask_event(session, editor, question, tracker, mode, temperature, seed, max_new_tokens,
-                      progress=gr.Progress()):
+                      request: gr.Request, progress=gr.Progress()):
             def report(stage: str, fraction: float) -> None:
                 progress(min(max(float(fraction), 0.0), 1.0), desc=stage)
 
             decoding = Decoding(mode, temperature, 0 if seed is None else seed, max_new_tokens)
-            return handlers.ask(session, editor, question, tracker, decoding, progress=report)
+            return handlers.ask(session, editor, question, tracker, decoding, progress=report, request=request)
 
         ask_inputs = [session, box_editor, question, tracker_choice, mode, temperature, seed, new_tokens]
         ask_outputs = [session, answer, chat, track_preview, target_used, error, question]
@@ -280,4 +289,5 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
         question.submit(ask_event, ask_inputs, ask_outputs, concurrency_limit=concurrency, concurrency_id="model")
         new_target.click(handlers.new_target, [session],
                          [session, box_editor, answer, chat, track_preview, target_used, error, question])
+        page.unload(handlers.end)
     return page

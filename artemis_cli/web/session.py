@@ -61,8 +61,21 @@ class SessionFolders:
     def __init__(self, parent: Optional[Path] = None):
         self.root = Path(tempfile.mkdtemp(prefix="artemis-web-", dir=parent))
 
-    def new(self) -> WebSession:
-        return WebSession(Path(tempfile.mkdtemp(prefix="session-", dir=self.root)))
+    def new(self, key: Optional[str] = None) -> WebSession:
+        """A session's state and folder; `key` is gradio's session hash (so `end` can find the folder)."""
+        if not key:
+            return WebSession(Path(tempfile.mkdtemp(prefix="session-", dir=self.root)))
+        folder = self._folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        return WebSession(folder)
+
+    def end(self, key: Optional[str]) -> None:
+        """The browser tab of session `key` closed: its folder (upload, frames) goes now."""
+        if key:
+            shutil.rmtree(self._folder(key), ignore_errors=True)
+
+    def _folder(self, key: str) -> Path:
+        return self.root / ("session-" + "".join(c for c in key if c.isalnum())[:64])
 
     def live(self) -> list[Path]:
         return sorted(p for p in self.root.glob("session-*") if p.is_dir())
