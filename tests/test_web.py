@@ -239,3 +239,72 @@ def test_handlers_answer_as_the_referrer_with_the_advanced_settings(tmp_path, ti
         folders.close()
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_served_page_enforces_login_and_upload_limit(tmp_path, tiny_artemis_dir, monkeypatch):
+    """`serve_web` itself (no browser): a login is required, an upload over --max-upload-mb is refused,
+    and the temp root is gone after the server stops."""
+    import socket
+    import threading
+
+    import httpx
+
+    from artemis_cli.web import serve_web
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = WebOptions(model=str(tiny_artemis_dir), port=port, auth="ann:secret-pw", max_upload_mb=0.01,
+                         concurrency=2, device="cpu", cache_dir=tmp_path / "cache")
+    ready, stop, failure = threading.Event(), threading.Event(), []
+
+    def run():
+        try:
+            serve_web(options, ready=lambda url: ready.set(), stop=stop)
+        except BaseException as exc:  # reported by the assertion below
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(120) and not failure, failure
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/config").status_code == 401
+            assert client.post("/login", data={"username": "ann", "password": "wrong"}).status_code >= 400
+            assert client.post("/login", data={"username": "ann", "password": "secret-pw"}).status_code == 200
+            assert client.get("/config").status_code == 200  # the login cookie
+            small = client.post("/gradio_api/upload", files={"files": ("a.mp4", b"x" * 5_000)})
+            assert small.status_code == 200
+            big = client.post("/gradio_api/upload", files={"files": ("b.mp4", b"x" * 20_000)})
+            assert big.status_code == 413
+        roots = list(tmp_path.glob("artemis-web-*"))
+        assert len(roots) == 1
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive() and not list(tmp_path.glob("artemis-web-*"))
+
+
+def test_page_has_the_stable_ids_and_asks_on_the_concurrency_workers(tmp_path):
+    from artemis_cli.web.page import PageHandlers, build_page
+    from artemis_cli.web.session import SessionFolders
+
+    folders = SessionFolders(tmp_path)
+    handlers = PageHandlers(_NoModel(), folders, default_question="What is the <bbox> doing?")
+    page = build_page(handlers, model_name="m", tracker="kcf", concurrency=3)
+    ids = {block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
+    assert {"video-input", "frame-slider", "box-editor", "question", "ask", "answer", "track-preview", "chat",
+            "new-target", "error", "target-used", "tracker"} <= ids
+    tracker = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "tracker")
+    assert tracker.value == "kcf"
+    model_events = [fn for fn in page.fns.values() if fn.concurrency_id == "model"]
+    assert len(model_events) == 2 and {fn.concurrency_limit for fn in model_events} == {3}  # Ask and Enter
+    assert any(fn.name == "end" for fn in page.fns.values())  # the unload cleanup is wired
+    folders.close()
