@@ -230,6 +230,10 @@ def test_text_file_shows_the_error_and_the_page_still_answers(page, server, demo
     from artemis_cli.model.generation import DecodingSettings
     from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
 
+    # the examples are the demo's videos: picking one loads it like an upload
+    page.locator("#video-input button[aria-label='Clear']").click()
+    page.get_by_text("walker_and_leaver_320x180.mp4").click()
+    wait_text(page, "#target-used", "^frame 0 of 47 \\(320x180\\)")
     notes = tmp_path / "notes.txt"
     notes.write_text("this is not a video\n")
     upload(page, notes)

@@ -26,6 +26,8 @@ def web_cmd(
                                                 "$ARTEMIS_WEB_AUTH); required off loopback.", show_default=False)] = None,
     tracker: Annotated[str, typer.Option("--tracker", help="Default tracker: csrt, kcf or sam2 (the page's "
                                          "Advanced panel can switch).")] = "csrt",
+    tracker_model: Annotated[Optional[str], typer.Option("--tracker-model", help="SAM 2 checkpoint folder or hub "
+                                                         "id, for the sam2 tracker.")] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest video upload, in MB.")] = 500,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Requests the model works on at "
                                              "once; the rest wait in the queue.")] = 1,
@@ -44,6 +46,6 @@ def web_cmd(
 
     options = load_config(WebOptions, base=dict(
         model=model, model_base=model_base, image_tower=image_tower, demo=demo, host=host, port=port, auth=auth,
-        tracker=tracker, max_upload_mb=max_upload_mb, concurrency=concurrency, max_new_tokens=max_new_tokens,
-        cache_dir=cache_dir, device=device, dtype=dtype))
+        tracker=tracker, tracker_model=tracker_model, max_upload_mb=max_upload_mb, concurrency=concurrency,
+        max_new_tokens=max_new_tokens, cache_dir=cache_dir, device=device, dtype=dtype))
     serve_web(options)

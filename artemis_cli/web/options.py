@@ -65,6 +65,7 @@ class WebOptions(BaseModel):
     port: int = Field(7860, ge=1, le=65535)
     auth: Optional[str] = Field(None, repr=False)  # USER:PASS; None: $ARTEMIS_WEB_AUTH
     tracker: TrackerName = "csrt"
+    tracker_model: Optional[str] = None  # SAM 2 checkpoint folder or hub id (the sam2 tracker only)
     device: DeviceName = "auto"
     dtype: str = "auto"
     max_upload_mb: float = Field(500, gt=0)

@@ -27,6 +27,7 @@ class Backend:
     model_name: str
     image_tower: Optional[str] = None
     device: str = "auto"
+    tracker_model: Optional[str] = None
     stride: int = 1
     cache_dir: Optional[Path] = None
     _referrers: dict = field(default_factory=dict)
@@ -37,8 +38,10 @@ class Backend:
 
         with self._lock:
             if tracker not in self._referrers:
+                tracker_model = self.tracker_model if tracker == "sam2" else None
                 self._referrers[tracker] = Referrer(image_tower=self.image_tower, device=self.device, tracker=tracker,
-                                                    stride=self.stride, cache_dir=self.cache_dir, loaded=self.loaded)
+                                                    tracker_model=tracker_model, stride=self.stride,
+                                                    cache_dir=self.cache_dir, loaded=self.loaded)
             return self._referrers[tracker]
 
 
@@ -58,7 +61,10 @@ def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) ->
     cache = Path(options.cache_dir) / "ownvideo" if options.cache_dir is not None else None
     progress(f"web: loading {model} ...")
     loaded = load_model(model, model_base, device=options.device, dtype=options.dtype, image_tower=image_tower)
-    return Backend(loaded, str(name), image_tower=image_tower, device=options.device, cache_dir=cache), examples
+    backend = Backend(loaded, str(name), image_tower=image_tower, device=options.device,
+                      tracker_model=options.tracker_model, cache_dir=cache)
+    backend.referrer(options.tracker)  # the default tracker's errors (a SAM 2 model that is missing) show now
+    return backend, examples
 
 
 def launch_settings(options: WebOptions) -> dict:
