@@ -218,6 +218,9 @@ def test_handlers_answer_as_the_referrer_with_the_advanced_settings(tmp_path, ti
                                         decoding=DecodingSettings(sample=True, temperature=0.9, seed=7, max_new_tokens=6))
         assert answer == expected.answer and chat[-1] == {"role": "assistant", "content": expected.answer}
         assert len(preview) == len(set(expected.frames_used)) and preview[0][1] == "frame 2 (key)"
+        assert preview[0][0].shape == (360, 640, 3)  # the 320x180 frame enlarged 2x, as in the editor
+        outline = preview[0][0][box[1] * 2, box[0] * 2 + 10]  # on the key box's top edge: the red outline
+        assert outline[0] > 200 and outline[1] < 90
         assert session.target_key[3] == "kcf"
         # an empty follow-up is refused on the page, a typed one continues the conversation
         outputs = handlers.ask(session, editor, "  ", "kcf", decoding)

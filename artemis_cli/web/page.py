@@ -25,7 +25,6 @@ from artemis_cli.web.options import TRACKERS
 from artemis_cli.web.session import SessionFolders, WebSession, end_session
 
 SESSION_TTL_S = 6 * 3600  # an idle session's state (and temp folder) is dropped after this
-NO_CHANGE = object()
 
 
 @dataclass
@@ -152,7 +151,6 @@ class PageHandlers:
 
         Returns (session, answer, chat, track preview, target-used, error, question box)."""
         session = self._session(session, request)
-        keep = (gr.skip(), gr.skip(), gr.skip(), gr.skip())
         try:
             if session.video is None or session.info is None:
                 raise UsageError("no video: upload a video (or pick an example) first")
@@ -180,7 +178,9 @@ class PageHandlers:
             answer = referrer.ask(session.prepared, question, history=list(session.history),
                                   decoding=decoding.settings())
         except Exception as exc:  # ArtemisError: the user's to fix; anything else is logged as a bug
-            return (session, *keep, error_text(exc, session), gr.skip())
+            # answer and preview stay; the chat shows the conversation that is still going (none for a new target)
+            return (session, gr.skip(), chat_messages(session.history), gr.skip(), gr.skip(), error_text(exc, session),
+                    gr.skip())
         session.history.append((question, answer.answer))
         self.log(f"web: answered turn {len(session.history)} in {sum(answer.timings.values()):.2f} s "
                  f"({answer.completion_tokens} tokens)")
@@ -189,12 +189,27 @@ class PageHandlers:
         return (session, answer.answer, chat_messages(session.history), preview, used, "", "")
 
     def track_preview(self, session: WebSession, frames_used: Sequence[int]) -> list:
-        """The frames the model saw, each with its tracked box, as (image, caption) gallery items."""
-        track = session.prepared.track_json()
+        """The frames the model saw, each with its tracked box, as (image, caption) gallery items.
+
+        The frames come from the track cache the Referrer wrote (JPEGs of the tracked frames), so a long
+        video is not decoded again; a missing file falls back to decoding."""
+        import numpy as np
+        from PIL import Image
+
+        prepared = session.prepared
+        track = prepared.track_json()
         boxes = dict(zip(track["frames"], track["boxes"]))
         indices = list(dict.fromkeys(int(i) for i in frames_used)) or list(track["frames"])[:9]
+        names = dict(zip(prepared.frame_indices, prepared.record["frame_id"]))
+        folder = Path(prepared.root) / prepared.record["frame_path"]
+        images = {}
+        for index in indices:
+            path = folder / names.get(index, "")
+            if index in names and path.is_file():
+                with Image.open(path) as picture:
+                    images[index] = np.asarray(picture.convert("RGB"))
         try:
-            images = read_frames(session.video, indices)
+            images.update(read_frames(session.video, [i for i in indices if i not in images]))
         except ArtemisError:
             return []
         items = []
