@@ -67,6 +67,13 @@ def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) ->
     return backend, examples
 
 
+def _import_page() -> None:
+    try:
+        import artemis_cli.web.page  # noqa: F401  (gradio, gradio_image_annotation)
+    except Exception:  # imported again (and reported) where the page is built
+        pass
+
+
 def launch_settings(options: WebOptions) -> dict:
     """Keyword arguments of `Blocks.launch` that carry the serving rules (host, login, upload limit)."""
     credentials = options.credentials()
@@ -81,8 +88,14 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
     gradio's cache) lives under one folder that is removed when it returns."""
     from artemis_cli.web.session import SessionFolders
 
+    began = time.perf_counter()
     settings = launch_settings(options)  # refuse a bad --host/--auth before loading anything
+    # gradio takes seconds to import: do it while the model loads
+    importer = threading.Thread(target=_import_page, name="import-gradio", daemon=True)
+    importer.start()
     backend, examples = load_backend(options)
+    importer.join()
+    loaded_at = time.perf_counter()
     folders = SessionFolders()
     previous_temp = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folders.root / "gradio")  # uploads and generated images
@@ -105,7 +118,8 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
         url = f"http://{options.host}:{options.port}/"
         login = f" (login required: user {settings['auth'][0]})" if settings["auth"] else ""
         _log(f"web: serving {backend.model_name} on {url}{login}; upload limit {options.max_upload_mb:g} MB, "
-             f"{options.concurrency} worker(s); Ctrl-C stops")
+             f"{options.concurrency} worker(s); ready in {time.perf_counter() - began:.1f} s (model "
+             f"{loaded_at - began:.1f} s, page {time.perf_counter() - loaded_at:.1f} s); Ctrl-C stops")
         if ready is not None:
             ready(url)
         while stop is None or not stop.is_set():
