@@ -22,17 +22,24 @@ def check_preview_path(path: Optional[Path]) -> None:
         raise UsageError(f"--preview {path}: expected a .mp4, .gif or .png file")
 
 
-def _draw(image, box: Optional[Sequence[float]], label: str, key: bool):
-    from PIL import ImageDraw
+def _draw(image, box: Optional[Sequence[float]], label: str, key: bool, scale: float = 1.0):
+    """Draw `box` (pixels of the original frame, times `scale`) and a label on `image` (RGB)."""
+    from PIL import ImageDraw, ImageFont
 
     draw = ImageDraw.Draw(image)
-    width = max(2, image.size[0] // 200)
+    width = max(2, round(image.size[0] / 160))
     if box:
-        draw.rectangle([float(v) for v in box], outline=KEY_COLOUR if key else TRACK_COLOUR, width=width)
+        draw.rectangle([float(v) * scale for v in box], outline=KEY_COLOUR if key else TRACK_COLOUR, width=width)
     else:
         label += " lost"
-    draw.rectangle([0, 0, 8 + 7 * len(label), 14], fill=(0, 0, 0))
-    draw.text((4, 2), label, fill=LOST_COLOUR if not box else (255, 255, 255))
+    size = max(10, image.size[0] // 24)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((4, 2), label, font=font)
+    draw.rectangle([0, 0, right + 4, bottom + 2], fill=(0, 0, 0))
+    draw.text((4, 2), label, fill=LOST_COLOUR if not box else (255, 255, 255), font=font)
     return image
 
 
@@ -57,9 +64,10 @@ def render_preview(path: Path, frames_dir: Path, record: dict, frame_numbers: Se
         thumbs = []
         for name, box, number in chosen:
             with Image.open(frames_dir / name) as image:
-                image = _draw(image.convert("RGB"), box, f"#{number}", number == key_frame)
                 scale = SHEET_WIDTH / image.size[0]
-                thumbs.append(image.resize((SHEET_WIDTH, max(1, round(image.size[1] * scale)))))
+                thumb = image.convert("RGB").resize((SHEET_WIDTH, max(1, round(image.size[1] * scale))))
+                thumbs.append(_draw(thumb, box, f"#{number}" + (" key" if number == key_frame else ""),
+                                    number == key_frame, scale))
         columns = min(4, len(thumbs))
         rows = -(-len(thumbs) // columns)
         cell_h = max(t.size[1] for t in thumbs)
