@@ -45,7 +45,7 @@ class ArtemisGroup(TyperGroup):
         except KeyboardInterrupt:
             if os.environ.get("ARTEMIS_DEBUG") == "1":
                 raise
-            click.echo(f"\ninterrupted: {resume_line(ctx)}", err=True)
+            click.echo(f"\ninterrupted: {resume_line(ctx, arguments)}", err=True)
             raise typer.Exit(130) from None
         except TyperUsageError as exc:
             if isinstance(exc, NoArgsIsHelpError) or os.environ.get("ARTEMIS_DEBUG") == "1":
@@ -99,11 +99,11 @@ def _tidy_help() -> None:
 _tidy_help()
 
 
-def _invoked_path(ctx: click.Context) -> list[str]:
+def _invoked_path(ctx: click.Context, arguments: list[str]) -> list[str]:
     """The subcommand names on the command line, e.g. ['train', 'stage3']."""
     names, command = [], ctx.command
-    args = [a for a in [*getattr(ctx, "_protected_args", []), *ctx.args] if not a.startswith("-")]
-    while isinstance(command, click.Group) and args:
+    args = [a for a in arguments if not a.startswith("-")]
+    while hasattr(command, "get_command") and args:  # Typer's own (vendored) click groups
         sub = command.get_command(ctx, args[0])
         if sub is None:
             break
@@ -112,9 +112,9 @@ def _invoked_path(ctx: click.Context) -> list[str]:
     return names
 
 
-def resume_line(ctx: click.Context) -> str:
+def resume_line(ctx: click.Context, arguments: list[str]) -> str:
     """What to do after Ctrl-C: every long command resumes when rerun the same way."""
-    names = _invoked_path(ctx)
+    names = _invoked_path(ctx, arguments)
     if names[:1] == ["train"]:
         return ("finished checkpoints are kept; rerun the same command with --resume to continue "
                 "from the newest complete checkpoint")

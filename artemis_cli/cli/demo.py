@@ -17,7 +17,7 @@ def demo_cmd(
                                                 "reuses the steps that finished.")] = None,
     out_alias: Annotated[Optional[Path], typer.Option("--out", file_okay=False, hidden=True, help="Old spelling of --output.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary folder (and its report.md).")] = False,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step, even those an earlier run into --out finished.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every step, even those an earlier run into --output finished.")] = False,
     judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", help="OpenAI-compatible server for the "
                                                           "judge step (without it the step needs OPENAI_API_KEY, "
                                                           "else it is skipped).")] = None,

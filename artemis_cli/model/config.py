@@ -1,7 +1,7 @@
 """The Artemis model config: a Llama config with `model_type "llava"` and the published `mm_*` fields.
 
 Published checkpoints store the multimodal settings as loose attributes of a `LlamaConfig`
-(REFERENCE §4). `ArtemisConfig` keeps that file format; `MMSettings` reads those attributes with
+(the published checkpoints' config.json). `ArtemisConfig` keeps that file format; `MMSettings` reads those attributes with
 the defaults the reference code falls back to when one is missing, so a config written by the
 reference, by an older LLaVA, or by us all resolve the same way. (This module imports transformers:
 import it inside functions from CLI code.)
@@ -171,8 +171,9 @@ def read_config_json(path: str | Path):
         check_adapter(path)
     try:
         return ArtemisConfig(**data)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - transformers' own field validation raises its own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {first[:300]})") from None
 
 
 # Llama fields every checkpoint has, and the ranges a buildable model needs.
@@ -189,10 +190,10 @@ def config_problems(data: dict[str, Any]) -> list[str]:
 
     problems = []
     for name, limit in _SIZE_FIELDS.items():
-        if name not in data or data[name] is None:
+        if name not in data:
             continue
         value = data[name]
-        if type(value) is not int:
+        if type(value) is not int:  # also JSON null: transformers would fail on it later
             problems.append(f"{name}: expected a whole number, got {type(value).__name__} {value!r}")
         elif not 1 <= value <= limit:
             problems.append(f"{name}: {value} is out of range (1..{limit})")
