@@ -59,7 +59,8 @@ def error_text(exc: BaseException, session: Optional[WebSession] = None) -> str:
 def used_text(frame: int, box: Sequence[float], info: VideoInfo, tracker: str, frames_used: Sequence[int] = ()) -> str:
     """The line that says which frame and box went to the model (video pixels)."""
     numbers = ", ".join(f"{v:g}" for v in box)
-    text = f"frame {frame}, box [{numbers}] in video pixels ({info.width}x{info.height}, {info.num_frames} frames), tracker {tracker}"
+    text = (f"frame {frame}, box [{numbers}] in video pixels ({info.width}x{info.height}, {info.num_frames} frames), "
+            f"tracker {tracker}")
     if frames_used:
         text += f"; frames used: {', '.join(str(i) for i in frames_used)}"
     return text
