@@ -311,3 +311,11 @@ def test_page_has_the_stable_ids_and_asks_on_the_concurrency_workers(tmp_path):
     assert len(model_events) == 2 and {fn.concurrency_limit for fn in model_events} == {3}  # Ask and Enter
     assert any(fn.name == "end" for fn in page.fns.values())  # the unload cleanup is wired
     folders.close()
+
+
+@pytest.mark.slow
+def test_sam2_without_its_model_is_refused_at_start_up(tiny_artemis_dir, tmp_path):
+    result = runner.invoke(app, ["web", "--model", str(tiny_artemis_dir), "--tracker", "sam2", "--device", "cpu",
+                                 "--cache-dir", str(tmp_path), "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert "error: --tracker sam2 needs --tracker-model" in result.output and "Traceback" not in result.output

@@ -247,7 +247,8 @@ CSS = """
 def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, examples: Sequence[Path] = (),
                max_new_tokens: int = 256, concurrency: int = 1) -> gr.Blocks:
     """Lay the page out and wire `handlers`; the `Blocks` is returned unlaunched."""
-    with gr.Blocks(title="Artemis: ask about a target in a video", delete_cache=(1800, 3600)) as page:
+    with gr.Blocks(title="Artemis: ask about a target in a video", delete_cache=(1800, 3600),
+                   analytics_enabled=False) as page:  # nothing leaves the machine
         session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=end_session)
         gr.Markdown(f"## Artemis: ask about a target in a video\nModel: `{model_name}`. Upload a video (or pick an "
                     "example), choose a frame, drag a box around the target, ask.")
