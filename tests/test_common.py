@@ -115,3 +115,79 @@ def test_config_reports_every_problem_at_once(tmp_path):
     broken.write_text("a: [1, 2\n")
     with pytest.raises(UsageError, match=r"broken.yaml:\d+:\d+: invalid YAML"):
         load_config(_Run, broken)
+
+
+# ---- one mechanism each: sharding, run-folder settings, dtypes, validation messages, media --------------
+def test_sharding_covers_each_item_once_in_contiguous_chunks():
+    from artemis_cli.common.sharding import Shard, resolve_shard
+
+    sources = [f"v{i:02d}" for i in range(11)]
+    shards = [Shard(3, k).slice(sources) for k in range(3)]
+    names = [name for shard in shards for name in shard]
+    assert names == sources  # contiguous: shard k holds the k-th chunk, in order
+    assert [len(s) for s in shards] == [4, 4, 3]
+    assert resolve_shard(None, None, {"RANK": "2", "WORLD_SIZE": "4"}) == Shard(4, 2)
+    assert resolve_shard(None, None, {}) == Shard(1, 0)
+    assert resolve_shard(2, 1, {"RANK": "3", "WORLD_SIZE": "4"}) == Shard(2, 1)  # flags win
+    with pytest.raises(UsageError, match="index must be in 0..1"):
+        resolve_shard(2, 2, {})
+    with pytest.raises(UsageError, match="are not integers"):
+        resolve_shard(env={"WORLD_SIZE": "two"})
+    assert Shard(8, 3).file_name("manifest", ".json") == "manifest.shard-3-of-8.json"
+    assert Shard(8, 3).legacy_file_name("manifest", ".json") == "manifest.shard-003-of-008.json"
+    assert Shard().file_name("manifest", ".json") == "manifest.json"
+
+
+def test_settings_check_names_every_difference():
+    from artemis_cli.common.manifest import changed_settings, refuse_other_settings
+
+    assert changed_settings({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 0}) == ["b", "c"]
+    refuse_other_settings("out", {"a": 1}, {"a": 1})  # same settings: no error
+    with pytest.raises(UsageError, match=r"out: was written with other settings \(b, input ids\)") as info:
+        refuse_other_settings("out", {"b": 1}, {"b": 2}, also=["input ids"], hint="h")
+    assert info.value.hint == "h"
+
+
+def test_one_dtype_resolver():
+    import torch
+
+    from artemis_cli.common.dtypes import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda", 1)) == torch.float16
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16 and resolve_dtype(torch.float16, "cpu") == torch.float16
+    with pytest.raises(UsageError, match="--dtype int8: expected auto"):
+        resolve_dtype("int8", "cpu")
+
+
+def test_validation_problems_are_location_message_lines():
+    from pydantic import Field, ValidationError
+
+    from artemis_cli.common.validation import validation_problems
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        lr: float = Field(gt=0)
+
+    class Outer(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        train: list[Inner]
+        name: str
+
+    with pytest.raises(ValidationError) as info:
+        Outer.model_validate({"train": [{"lr": -1, "epoch": 2}]})
+    problems = validation_problems(info.value)
+    assert "train.0.lr: Input should be greater than 0" in problems
+    assert "train.0.epoch: unknown key (typo?)" in problems and "name: Field required" in problems
+    assert "train[0].lr: Input should be greater than 0" in validation_problems(info.value, brackets=True)
+    assert "name: missing required field" in validation_problems(info.value, missing="missing required field")
+
+
+def test_one_list_of_media_tokens_and_feature_suffixes():
+    from artemis_cli.common import media
+    from artemis_cli.data import feature_files, records
+    from artemis_cli.model import conversation
+
+    assert media.MEDIA_TOKEN.findall("<video> a <image> b <bbox>") == ["<video>", "<image>"]
+    assert records.IMAGE_TOKEN is media.IMAGE_TOKEN and conversation.VIDEO_TOKEN is media.VIDEO_TOKEN
+    assert feature_files.FEATURE_SUFFIXES is media.FEATURE_SUFFIXES

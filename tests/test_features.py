@@ -1,4 +1,4 @@
-"""Units of `artemis_cli.features`: frame sampling, nearest indices, decoding, listing, sharding, inspect."""
+"""Units of `artemis_cli.features`: frame sampling, nearest indices, decoding, listing, inspect."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from artemis_cli.data.feature_files import save_feature
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.features.decoding import (DecodeError, VideoSource, decode_video, list_sources, natural_key,
                                            read_frame_folder)
-from artemis_cli.features.extract import resolve_shard, select_shard
 from artemis_cli.features.inspect import inspect_features
 from artemis_cli.features.recipe import VideoPooler, nearest_source_indices, resize_nearest_numpy, sample_frame_indices
 
@@ -166,19 +165,6 @@ def test_list_sources(tmp_path):
         list_sources(tmp_path)
     with pytest.raises(InputError, match="not found"):
         list_sources(tmp_path / "missing")
-
-
-def test_sharding_covers_each_video_once():
-    sources = [VideoSource(f"v{i:02d}", None) for i in range(11)]
-    shards = [select_shard(sources, k, 3) for k in range(3)]
-    names = [s.name for shard in shards for s in shard]
-    assert sorted(names) == [s.name for s in sources] and len(names) == 11
-    assert [len(s) for s in shards] == [4, 4, 3]
-    assert resolve_shard(None, None, {"RANK": "2", "WORLD_SIZE": "4"}) == (2, 4)
-    assert resolve_shard(None, None, {}) == (0, 1)
-    assert resolve_shard(2, 1, {"RANK": "3", "WORLD_SIZE": "4"}) == (1, 2)  # flags win
-    with pytest.raises(UsageError, match="index must be in 0..1"):
-        resolve_shard(2, 2, {})
 
 
 def test_inspect_reports_valid_and_broken(tmp_path):

@@ -154,7 +154,7 @@ def test_shards_and_list_cover_every_video_once(tiny_clip_dir, tmp_path, monkeyp
         written.append(summary.written)
     assert written == [3, 2]
     assert sorted(p.stem for p in out.glob("*.pkl")) == [f"clip_{i:02d}" for i in range(5)]
-    assert (out / "manifest.shard-000-of-002.json").exists() and (out / "failures.shard-001-of-002.jsonl").exists()
+    assert (out / "manifest.shard-0-of-2.json").exists() and (out / "failures.shard-1-of-2.jsonl").exists()
 
     listed = tmp_path / "list.txt"
     listed.write_text("clip_03.mp4\n# comment\nclip_01\n")
@@ -221,3 +221,25 @@ def test_cuda_half_precision_matches_cpu(sample, tiny_clip_dir, tmp_path, dtype)
         a = load_feature(path).astype(np.float64).ravel()
         b = load_feature(tmp_path / "gpu" / path.name).astype(np.float64).ravel()
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= (0.9999 if dtype == "float16" else 0.999)
+
+
+def test_a_rerun_with_another_recipe_is_refused_under_either_manifest_name(tiny_clip_dir, tmp_path):
+    """The settings check reads this shard's earlier manifest, also under the zero-padded name that
+    versions before the one sharding rule wrote (manifest.shard-000-of-002.json)."""
+    from artemis_cli.errors import UsageError
+
+    write_videos(tmp_path / "videos", 2, frames=6)
+    out = tmp_path / "out"
+    first = extract_features(config(tmp_path / "videos", out, tiny_clip_dir, num_frames=4, num_shards=2, shard_index=0),
+                             show_progress=False)
+    assert first.written == 1 and (out / "manifest.shard-0-of-2.json").is_file()
+    (out / "manifest.shard-0-of-2.json").rename(out / "manifest.shard-000-of-002.json")
+    with pytest.raises(UsageError, match=r"other settings \(recipe\)"):
+        extract_features(config(tmp_path / "videos", out, tiny_clip_dir, num_frames=5, num_shards=2, shard_index=0),
+                         show_progress=False)
+    again = extract_features(config(tmp_path / "videos", out, tiny_clip_dir, num_frames=4, num_shards=2, shard_index=0),
+                             show_progress=False)
+    assert (again.written, again.skipped) == (0, 1)  # same recipe: the finished video is kept
+    redo = extract_features(config(tmp_path / "videos", out, tiny_clip_dir, num_frames=5, num_shards=2, shard_index=0,
+                                   overwrite=True), show_progress=False)
+    assert redo.written == 1

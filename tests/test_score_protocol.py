@@ -143,7 +143,7 @@ def test_report_json_has_exactly_the_documented_keys():
 
 
 def test_paper_style():
-    from artemis_cli.metrics.report import paper_style
+    from artemis_cli.cli.score_report import paper_style
 
     assert paper_style(0.1553) == "15.5" and paper_style(0.532) == "53.2" and paper_style(None) == "-"
 

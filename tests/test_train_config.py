@@ -122,3 +122,19 @@ def test_train_help_lists_the_stages():
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
     assert all(f"stage{n}" in result.output for n in (1, 2, 3))
+
+
+def test_stage_specs_hold_the_recipes_and_drive_the_stage_code():
+    from artemis_cli.train.config import STAGE_DEFAULTS, STAGES
+    from artemis_cli.train.outputs import OUTPUT_FILES, STAGE_FILES
+
+    assert sorted(STAGES) == [1, 2, 3] and all(STAGES[s].defaults is STAGE_DEFAULTS[s] for s in STAGES)
+    assert [STAGES[s].records for s in (1, 2, 3)] == ["conversation", "conversation", "referring"]
+    assert [STAGES[s].trains for s in (1, 2, 3)] == ["projector", "llm", "lora"]
+    assert all(STAGE_FILES[s] == OUTPUT_FILES[STAGES[s].output] for s in STAGES)
+    assert STAGE_FILES[1][0] == "mm_projector.bin" and "non_lora_trainables.bin" in STAGE_FILES[3]
+    config = load_train_config(3, CONFIGS / "stage3.yaml", check_paths=False)
+    assert config.spec is STAGES[3] and config.lora is not None
+    assert config.video_folders() == [config.data.root / "Artemis_data"]
+    stage1 = load_train_config(1, CONFIGS / "stage1.yaml", check_paths=False)
+    assert stage1.image_folders() == [stage1.data.root / "llava_image", stage1.data.root]

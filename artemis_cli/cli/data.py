@@ -54,7 +54,7 @@ def verify_layout_cmd(
 
     Example: artemis data verify-layout /data/DATA_ROOT --annotations /data/annotations --check-features"""
     from artemis_cli.data.verify import verify_layout
-    from artemis_cli.data.verify_report import print_report
+    from artemis_cli.cli.data_report import print_report
     from artemis_cli.errors import UsageError
 
     if stage not in STAGES:

@@ -37,7 +37,7 @@ def demo_cmd(
     from artemis_cli.common.config import format_validation_error
     from artemis_cli.common.console import print_json, stderr, stdout
     from artemis_cli.demo import DemoOptions, run_demo
-    from artemis_cli.demo.report import print_summary
+    from artemis_cli.cli.demo_report import print_summary
     from artemis_cli.errors import ConfigError
 
     from artemis_cli.errors import UsageError

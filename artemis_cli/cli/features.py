@@ -39,7 +39,7 @@ def extract_cmd(
     from artemis_cli.common.config import load_config
     from artemis_cli.common.paths import check_output
     from artemis_cli.features.extract import ExtractConfig, extract_features
-    from artemis_cli.features.report import print_extract_summary
+    from artemis_cli.cli.features_report import print_extract_summary
 
     check_output(output, kind="dir", option="OUTPUT", inputs={"INPUT": input, "--list": list_file})
     config = load_config(ExtractConfig, base=dict(
@@ -66,7 +66,7 @@ def inspect_cmd(
 
     Example: artemis features inspect /data/eval/MSVD_Zero_Shot_QA/clip_feature"""
     from artemis_cli.features.inspect import inspect_features
-    from artemis_cli.features.report import print_inspect_table
+    from artemis_cli.cli.features_report import print_inspect_table
 
     infos = inspect_features(files, num_frames=num_frames)
     if json_out:

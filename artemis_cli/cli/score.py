@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from artemis_cli.cli.options import JsonFlag, Seed, SkipBad
+from artemis_cli.data.benchmarks import PREDICTIONS
 
 ALL_METRICS = "bleu,meteor,rouge,cider,spice"
+CAPTION = PREDICTIONS["caption"]  # the VideoRefBench prediction line `infer` writes
 
 
 def score_cmd(
@@ -20,9 +22,9 @@ def score_cmd(
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated subset of bleu,meteor,rouge,cider,spice.")] = ALL_METRICS,
     no_length_filter: Annotated[bool, typer.Option("--no-length-filter", help="Keep every prediction (the paper drops those of <= 5 or >= 300 characters).")] = False,
     keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Score every record (the paper keeps the last record per id).")] = False,
-    ref_field: Annotated[str, typer.Option("--ref-field", help="Field holding the reference caption (or a list of them).")] = "groundtruth",
-    pred_field: Annotated[str, typer.Option("--pred-field", help="Field holding the predicted caption.")] = "pred",
-    id_field: Annotated[str, typer.Option("--id-field", help="Field holding the record id.")] = "video_name",
+    ref_field: Annotated[str, typer.Option("--ref-field", help="Field holding the reference caption (or a list of them).")] = CAPTION.roles["reference"],
+    pred_field: Annotated[str, typer.Option("--pred-field", help="Field holding the predicted caption.")] = CAPTION.roles["pred"],
+    id_field: Annotated[str, typer.Option("--id-field", help="Field holding the record id.")] = CAPTION.roles["video"],
     bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, metavar="N", help="Add 95% bootstrap confidence intervals from N resamples.")] = 0,
     seed: Seed = 0,
     skip_bad: SkipBad = False,
@@ -41,7 +43,7 @@ def score_cmd(
     from artemis_cli.common.config import format_validation_error
     from artemis_cli.common.console import make_progress, print_json, stderr, stdout
     from artemis_cli.errors import ConfigError
-    from artemis_cli.metrics.report import print_report
+    from artemis_cli.cli.score_report import print_report
     from artemis_cli.metrics.score import ScoreOptions, score_file
 
     try:

@@ -13,6 +13,7 @@ from typing import Any, Iterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from artemis_cli.common.validation import validation_problems
 from artemis_cli.errors import ConfigError, UsageError
 
 M = TypeVar("M", bound=BaseModel)
@@ -55,16 +56,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        location = ".".join(str(p) for p in err["loc"]) or "(root)"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (typo?)"
-        elif err["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
-        lines.append(f"{location}: {message}")
-    return lines
+    """``location: message`` lines (`common.validation.validation_problems`), for a `ConfigError`."""
+    return validation_problems(exc)
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""Run manifests: what produced an output folder (versions, git SHA, seed, parameters)."""
+"""Run manifests and the resumable run folder: what produced an output (versions, git SHA, seed,
+parameters), and the one check that a rerun into it uses the settings of the earlier run.
+
+`features extract`, `infer`, `judge` and the demo all resume into their earlier output; each keeps
+the settings that decide its results in a manifest (or state file) and compares them with
+`changed_settings` / `refuse_other_settings` before adding to it."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 TRACKED_PACKAGES = (
     "artemis", "torch", "torchvision", "transformers", "peft", "accelerate", "deepspeed",
@@ -56,3 +61,21 @@ def write_manifest(path: str | os.PathLike, command: str, seed: int | None = Non
     manifest = build_manifest(command, seed=seed, **fields)
     atomic_write_json(path, manifest)
     return manifest
+
+
+def changed_settings(earlier: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The settings (keys) whose values differ between the earlier run and this one, sorted."""
+    return sorted(key for key in set(earlier) | set(current) if earlier.get(key) != current.get(key))
+
+
+def refuse_other_settings(target: Any, earlier: Mapping[str, Any], current: Mapping[str, Any], *,
+                          also: Iterable[str] = (), hint: str = "pass --overwrite to start again, or choose "
+                                                                 "another output") -> None:
+    """Raise a `UsageError` when `target` was written with other settings than this run's (`also`:
+    further differences the caller found, such as "input ids"), so a rerun never mixes two runs' results."""
+    from artemis_cli.errors import UsageError
+
+    changed = changed_settings(earlier, current) + list(also)
+    if changed:
+        raise UsageError(f"{target}: was written with other settings ({', '.join(changed)}): a different "
+                         f"{' and '.join(changed)} than this run; refusing to mix them", hint=hint)

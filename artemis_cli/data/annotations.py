@@ -1,4 +1,11 @@
-"""Annotation files: recognise each file's record kind, validate every record, check its references."""
+"""Annotation files: recognise each file's record format, validate every record, resolve and check the
+files it references.
+
+`ReferenceResolver` is the one place that says where a record's files are (the folders of
+`data.layout.reference_folders`) and which of them must exist: the images and video feature of a
+stage 1-2 conversation; the clip feature, the frame folder and the frames a referring sample reads
+(every tracked frame and the key frame) of a stage 3 / VideoRefBench record. `data verify-layout`
+(`AnnotationChecker`) and `train` (`train.records.read_records`) both check records through it."""
 
 from __future__ import annotations
 
@@ -6,60 +13,92 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from artemis_cli.common.validation import error_location, error_message
 from artemis_cli.data import records as R
-from artemis_cli.data.layout import ARTEMIS_DATA, IMAGE_FOLDERS, VIDEO_FEATURE_FOLDERS, ListingCache
+from artemis_cli.data.layout import ListingCache, reference_folders
+from artemis_cli.data.records import RECORD_FORMATS, RecordFormat, recognise_format
 from artemis_cli.data.report import Report
 from artemis_cli.errors import InputError
 
 ANNOTATION_SUFFIXES = (".json",)
 
 
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    model: type[BaseModel]
-    rules: Optional[Callable[[Any], list[R.Problem]]] = None
+class ReferenceResolver:
+    """Finds the files a record references under the given folders (one directory listing per folder).
 
+    Every method returns the resolved paths and the problems as ``(field, message)`` pairs; with
+    ``check_files=False`` nothing is looked up and the first folder is assumed. `root` is only for
+    messages: folders under it are shown as ``DATA_ROOT/<folder>``."""
 
-KINDS = {
-    "conversation": Kind("conversation", R.ConversationRecord, R.conversation_rules),
-    "referring": Kind("referring", R.ReferringRecord, R.referring_rules),
-    "qa_questions": Kind("qa_questions", R.QAQuestion),
-    "qa_answers": Kind("qa_answers", R.QAAnswer),
-    "vcg": Kind("vcg", R.VCGRecord),
-    "vcg_consistency": Kind("vcg_consistency", R.VCGConsistencyRecord),
-}
+    def __init__(self, image_folders: Sequence[Path], video_folders: Sequence[Path], *, check_files: bool = True,
+                 root: Optional[Path] = None, listings: Optional[ListingCache] = None):
+        self.image_folders = [str(p) for p in image_folders]
+        self.video_folders = [str(p) for p in video_folders]
+        self.check_files = check_files
+        self.root = str(root) if root is not None else None
+        self.listings = listings or ListingCache()
 
+    def _shown(self, folders: list[str]) -> str:
+        def one(folder: str) -> str:
+            if self.root is not None:
+                relative = os.path.relpath(folder, self.root)
+                if not relative.startswith(".."):
+                    return "DATA_ROOT" if relative == "." else f"DATA_ROOT/{relative}"
+            return folder
 
-def recognise_kind(record: Any) -> Optional[str]:
-    """The record kind one record looks like, judged from its keys (None: no known kind)."""
-    if not isinstance(record, dict):
+        return " or ".join(one(folder) for folder in folders)
+
+    def find(self, relative: str, folders: list[str], *, folder: bool = False) -> Optional[Path]:
+        for base in folders:
+            candidate = os.path.join(base, relative)
+            if not self.check_files or (self.listings.is_dir(candidate) if folder else self.listings.is_file(candidate)):
+                return Path(candidate)
         return None
-    keys = record.keys()
-    if "conversations" in keys:
-        return "conversation"
-    if "track_list" in keys or "clip_path" in keys:
-        return "referring"
-    if "question_id" in keys and "question" in keys:
-        return "qa_questions"
-    if "Q1" in keys or "Q2" in keys:
-        return "vcg_consistency"
-    if "Q" in keys:
-        return "vcg"
-    if "answer" in keys:
-        return "qa_answers"
-    return None
 
+    def conversation(self, record: R.ConversationRecord) -> tuple[list[Path], Optional[Path], list[R.Problem]]:
+        """(image files, video feature file, problems) of a stage 1-2 record."""
+        problems: list[R.Problem] = []
+        images = []
+        for n, image in enumerate(record.images):
+            found = self.find(image, self.image_folders)
+            if found is None:
+                field_name = "image" if isinstance(record.image, str) else f"image[{n}]"
+                problems.append((field_name, f"{image!r} not found in {self._shown(self.image_folders)}"))
+            else:
+                images.append(found)
+        video = None
+        if record.video is not None and record.video_clip:
+            video = self.find(record.video_clip, self.video_folders)
+            if video is None:
+                problems.append(("video_clip", f"{record.video_clip!r} not found in {self._shown(self.video_folders)}"))
+        return images, video, problems
 
-def _loc(parts: tuple) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(record)"
+    def referring(self, record: R.ReferringRecord) -> tuple[Optional[Path], Optional[Path], list[R.Problem]]:
+        """(clip feature file, frame folder, problems) of a referring record; the frames checked are
+        those a sample reads: every tracked frame (a non-empty `track_list` entry) and the key frame."""
+        problems: list[R.Problem] = []
+        clip = self.find(record.clip_path, self.video_folders)
+        if clip is None:
+            problems.append(("clip_path", f"{record.clip_path!r} not found in {self._shown(self.video_folders)}"))
+        frame_dir = self.find(record.frame_path, self.video_folders, folder=True)
+        if frame_dir is None:
+            problems.append(("frame_path", f"frame folder {record.frame_path!r} not found in "
+                                           f"{self._shown(self.video_folders)}"))
+            return clip, None, problems
+        if self.check_files:
+            present = self.listings.files_in(str(frame_dir)) or frozenset()
+            tracked = [str(name) for name, box in zip(record.frame_id, record.track_list) if box]
+            missing = list(dict.fromkeys(name for name in tracked if name not in present))
+            if missing:
+                shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                problems.append(("frame_id", f"{len(missing)} tracked frame(s) not in {record.frame_path!r}: {shown}"))
+            if record.key_frame_box and record.key_frame_id not in (None, "") and str(record.key_frame_id) not in present:
+                problems.append(("key_frame_id", f"key frame {record.key_frame_id!r} not in {record.frame_path!r}"))
+        return clip, frame_dir, problems
 
 
 @dataclass
@@ -73,13 +112,20 @@ class AnnotationFile:
 class AnnotationChecker:
     """Validates annotation files against the models and, with a DATA_ROOT, their file references."""
 
-    def __init__(self, report: Report, data_root: Optional[Path], on_record: Optional[Callable[[int], None]] = None):
+    def __init__(self, report: Report, data_root: Optional[Path], on_record: Optional[Callable[[int], None]] = None,
+                 stage: Optional[int] = None):
         self.report = report
         self.data_root = data_root
         self.listings = ListingCache()
+        self.resolvers = {}
+        if data_root is not None:
+            for kind, kind_stage in (("conversation", stage if stage in (1, 2) else None), ("referring", 3)):
+                images, videos = reference_folders(data_root, kind_stage)
+                self.resolvers[kind] = ReferenceResolver(images, videos, root=data_root, listings=self.listings)
         self.on_record = on_record
         self.feature_refs: set[str] = set()
         self.kind_counts: Counter[str] = Counter()
+        self._frame_sizes: dict[str, tuple[int, int] | tuple[()]] = {}
 
     def check_file(self, path: Path) -> AnnotationFile:
         info = AnnotationFile(path)
@@ -99,7 +145,7 @@ class AnnotationChecker:
             return info
         # Judge by the most common kind among the first records, so one broken first record
         # is reported as a broken record rather than making the whole file unrecognisable.
-        votes = Counter(k for k in map(recognise_kind, data[:25]) if k is not None)
+        votes = Counter(k for k in map(recognise_format, data[:25]) if k is not None)
         kind = votes.most_common(1)[0][0] if votes else None
         if kind is None:
             keys = sorted(data[0].keys()) if isinstance(data[0], dict) else type(data[0]).__name__
@@ -110,15 +156,14 @@ class AnnotationChecker:
         info.kind = kind
         info.n_records = len(data)
         self.kind_counts[kind] += len(data)
-        spec = KINDS[kind]
-        check_refs = getattr(self, f"_refs_{kind}", None) if self.data_root is not None else None
+        spec = RECORD_FORMATS[kind]
         for index, raw in enumerate(data):
-            self._check_record(path, index, raw, spec, check_refs)
+            self._check_record(path, index, raw, spec)
             if self.on_record is not None:
                 self.on_record(1)
         return info
 
-    def _check_record(self, path: Path, index: int, raw: Any, spec: Kind, check_refs) -> None:
+    def _check_record(self, path: Path, index: int, raw: Any, spec: RecordFormat) -> None:
         where = str(path)
         if not isinstance(raw, dict):
             self.report.error("record", where, index, None, f"expected an object, got {type(raw).__name__}")
@@ -127,62 +172,27 @@ class AnnotationChecker:
             record = spec.model.model_validate(raw)
         except ValidationError as exc:
             for err in exc.errors():
-                message = "missing required field" if err["type"] == "missing" else err["msg"]
-                self.report.error("record", where, index, _loc(err["loc"]), f"{message} ({spec.name} record)")
+                message = error_message(err, missing="missing required field")
+                self.report.error("record", where, index, error_location(err["loc"], brackets=True, root="(record)"),
+                                  f"{message} ({spec.name} record)")
             return
         if spec.rules is not None:
             for field_name, message in spec.rules(record):
                 self.report.error("record", where, index, field_name, message)
-        if check_refs is not None:
-            check_refs(where, index, record)
-
-    # ---- file references (only with a DATA_ROOT) -------------------------------------------------
-
-    def _find(self, relative: str, folders: tuple[str, ...]) -> Optional[str]:
-        for folder in folders:
-            candidate = os.path.join(self.data_root, folder, relative)
-            if self.listings.is_file(candidate):
-                return candidate
-        return None
-
-    def _refs_conversation(self, where: str, index: int, record: R.ConversationRecord) -> None:
-        for n, image in enumerate(record.images):
-            if self._find(image, IMAGE_FOLDERS) is None:
-                field_name = "image" if isinstance(record.image, str) else f"image[{n}]"
-                self.report.error("missing_file", where, index, field_name,
-                                  f"{image!r} not found in DATA_ROOT/{' or DATA_ROOT/'.join(IMAGE_FOLDERS)}")
-        if len(record.images) > R.MAX_IMAGES:
-            self.report.warning("record", where, index, "image",
-                                f"{len(record.images)} images; only {R.MAX_IMAGES} are used per record")
-        if record.video_clip:
-            found = self._find(record.video_clip, VIDEO_FEATURE_FOLDERS)
-            if found is None:
-                self.report.error("missing_file", where, index, "video_clip",
-                                  f"{record.video_clip!r} not found in DATA_ROOT/{' or DATA_ROOT/'.join(VIDEO_FEATURE_FOLDERS)}")
-            else:
-                self.feature_refs.add(found)
-
-    def _refs_referring(self, where: str, index: int, record: R.ReferringRecord) -> None:
-        base = os.path.join(self.data_root, ARTEMIS_DATA)
-        clip = os.path.join(base, record.clip_path)
-        if self.listings.is_file(clip):
-            self.feature_refs.add(clip)
-        else:
-            self.report.error("missing_file", where, index, "clip_path",
-                              f"{record.clip_path!r} not found in DATA_ROOT/{ARTEMIS_DATA}")
-        frames = self.listings.files_in(os.path.join(base, record.frame_path))
-        if frames is None:
-            self.report.error("missing_file", where, index, "frame_path",
-                              f"frame folder {record.frame_path!r} not found in DATA_ROOT/{ARTEMIS_DATA}")
+        resolver = self.resolvers.get(spec.name)
+        if resolver is None:
             return
-        missing = [str(name) for name in record.frame_id if str(name) not in frames]
-        if missing:
-            shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            self.report.error("missing_file", where, index, "frame_id",
-                              f"{len(missing)} frame(s) not in {record.frame_path!r}: {shown}")
-        if record.key_frame_id not in (None, "") and str(record.key_frame_id) not in frames:
-            self.report.error("missing_file", where, index, "key_frame_id",
-                              f"key frame {record.key_frame_id!r} not in {record.frame_path!r}")
+        if spec.name == "conversation":
+            _, video, problems = resolver.conversation(record)
+            if len(record.images) > R.MAX_IMAGES:
+                self.report.warning("record", where, index, "image",
+                                    f"{len(record.images)} images; only {R.MAX_IMAGES} are used per record")
+        else:
+            video, _, problems = resolver.referring(record)
+        if video is not None:
+            self.feature_refs.add(str(video))
+        for field_name, message in problems:
+            self.report.error("missing_file", where, index, field_name, message)
 
 
 def find_annotation_files(folder: Path, report: Report) -> list[Path]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from artemis_cli.common.media import FEATURE_SUFFIXES
 from artemis_cli.errors import InputError
 
-FEATURE_SUFFIXES = (".pkl", ".pickle", ".npy", ".safetensors")
 SAFETENSORS_KEY = "features"
 
 # (module, name) pairs numpy's own ndarray/dtype pickling refers to, across numpy 1.x and 2.x.

@@ -1,4 +1,5 @@
-"""The DATA_ROOT layout (REFERENCE §1): which folder each stage needs, and a check of it."""
+"""The DATA_ROOT layout of the published data: which folder each stage needs, where records' files
+resolve (`reference_folders`), and a check of it."""
 
 from __future__ import annotations
 
@@ -41,9 +42,21 @@ SOURCES: tuple[Source, ...] = (
            not_redistributed="the official MGIT / VideoCube site (http://videocube.aitestunion.com/)"),
 )
 
-# Where stage 1-2 conversation records resolve their media paths.
-IMAGE_FOLDERS = ("llava_image", "llava_image_tune")
-VIDEO_FEATURE_FOLDERS = ("valley", "videochatgpt_tune")
+# Where stage 1-2 conversation records resolve their media paths (per stage; DATA_ROOT itself after them).
+IMAGE_FOLDERS = {1: "llava_image", 2: "llava_image_tune"}
+VIDEO_FEATURE_FOLDERS = {1: "valley", 2: "videochatgpt_tune"}
+
+
+def reference_folders(root: Path, stage: Optional[int]) -> tuple[list[Path], list[Path]]:
+    """(image folders, video folders) where the records of `stage` resolve their file paths, in search
+    order: stage 1-2 media under that stage's folders, then DATA_ROOT itself; stage 3 / VideoRefBench
+    clips and frames under DATA_ROOT/Artemis_data. `stage` None: every stage 1-2 folder (a file's stage
+    is not known)."""
+    if stage == 3:
+        return [], [root / ARTEMIS_DATA]
+    stages = (stage,) if stage in (1, 2) else (1, 2)
+    return ([root / IMAGE_FOLDERS[s] for s in stages] + [root],
+            [root / VIDEO_FEATURE_FOLDERS[s] for s in stages] + [root])
 
 
 def sources_for(stage: str) -> list[Source]:

@@ -32,7 +32,8 @@ def verify_layout(data_root: Path, annotations: Optional[Path] = None, stage: st
         with _progress(show_progress) as progress:
             task = progress.add_task("annotations", total=None) if progress else None
             advance = (lambda n: progress.advance(task, n)) if progress else None
-            checker = AnnotationChecker(report, data_root if root_ok else None, on_record=advance)
+            checker = AnnotationChecker(report, data_root if root_ok else None, on_record=advance,
+                                        stage=int(stage) if stage in ("1", "2", "3") else None)
             infos = [checker.check_file(path) for path in files]
         check_qa_pairs(infos, report)
         report.counts["records"] = sum(checker.kind_counts.values())

@@ -1,4 +1,5 @@
-"""The demo's summary: a rich table on the terminal and ``report.md`` in the demo folder."""
+"""The demo's ``report.md``: every step with its status and time, scores, judge results, loss plots,
+the environment and the commands that repeat each step."""
 
 from __future__ import annotations
 
@@ -6,50 +7,26 @@ import datetime as _dt
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from artemis_cli.demo.results import DemoResult, StepRecord
 from artemis_cli.demo.workspace import REAL_COMMANDS, DemoOptions, Workspace, demo_commands
 
-if TYPE_CHECKING:
-    from artemis_cli.demo.runner import DemoResult, StepRecord
-
-STATUS_STYLE = {"ok": "green", "reused": "cyan", "skipped": "yellow", "failed": "red", "not run": "dim"}
 METRIC_HEADERS = {"Bleu_1": "B@1", "Bleu_2": "B@2", "Bleu_3": "B@3", "Bleu_4": "B@4", "METEOR": "METEOR",
                   "ROUGE_L": "ROUGE_L", "CIDEr": "CIDEr", "SPICE": "SPICE"}
 
 
-def _time(record: "StepRecord") -> str:
+def step_time(record: StepRecord) -> str:
     if record.status in ("skipped", "not run"):
         return "-"
     return f"{record.seconds:.1f} s" + (" (earlier run)" if record.status == "reused" else "")
-
-
-def print_summary(result: "DemoResult", console) -> None:
-    """The summary table (step, status, time, output) and where the report is."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=f"artemis demo: {result.seconds:.0f} s", title_justify="left")
-    for column, justify in (("#", "right"), ("step", "left"), ("status", "left"), ("time", "right"),
-                            ("output", "left"), ("why", "left")):
-        table.add_column(column, justify=justify, overflow="fold")
-    for number, record in enumerate(result.steps, start=1):
-        why = {"skipped": record.detail, "failed": record.error}.get(record.status) or ""
-        table.add_row(str(number), record.title, f"[{STATUS_STYLE[record.status]}]{record.status}[/]", _time(record),
-                      escape(record.output or "-"), escape(why))
-    console.print(table)
-    if result.removed:
-        console.print(f"removed the temporary folder {result.out} (pass --keep, or --out DIR, to keep the "
-                      "outputs and report.md)", soft_wrap=True)
-    else:
-        console.print(f"report: {result.out / 'report.md'}", soft_wrap=True)
 
 
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{value * 100:.1f}"
 
 
-def _score_section(record: "StepRecord | None") -> list[str]:
+def _score_section(record: StepRecord | None) -> list[str]:
     score = record.data.get("score") if record is not None else None
     if not score:
         return ["Not computed (the score step did not finish)."]
@@ -62,7 +39,7 @@ def _score_section(record: "StepRecord | None") -> list[str]:
     return lines
 
 
-def _judge_section(record: "StepRecord | None") -> list[str]:
+def _judge_section(record: StepRecord | None) -> list[str]:
     if record is None:
         return ["Not part of this run."]
     if record.status == "skipped":
@@ -80,7 +57,7 @@ def _judge_section(record: "StepRecord | None") -> list[str]:
     return lines
 
 
-def _loss_section(result: "DemoResult", root: Path) -> list[str]:
+def _loss_section(result: DemoResult, root: Path) -> list[str]:
     lines = []
     for record in result.steps:
         if not record.key.startswith("train-") or record.status not in ("ok", "reused"):
@@ -95,7 +72,7 @@ def _loss_section(result: "DemoResult", root: Path) -> list[str]:
     return lines or ["No training stage finished."]
 
 
-def _doctor_section(record: "StepRecord | None") -> list[str]:
+def _doctor_section(record: StepRecord | None) -> list[str]:
     checks = record.data.get("checks") if record is not None else None
     if not checks:
         return ["Not run."]
@@ -106,7 +83,7 @@ def _doctor_section(record: "StepRecord | None") -> list[str]:
     return lines
 
 
-def _commands_section(ws: Workspace, options: DemoOptions, result: "DemoResult") -> list[str]:
+def _commands_section(ws: Workspace, options: DemoOptions, result: DemoResult) -> list[str]:
     mine = demo_commands(ws, options)
     lines = []
     for number, record in enumerate(result.steps, start=1):
@@ -116,7 +93,7 @@ def _commands_section(ws: Workspace, options: DemoOptions, result: "DemoResult")
     return lines
 
 
-def write_report(ws: Workspace, options: DemoOptions, result: "DemoResult") -> Path:
+def write_report(ws: Workspace, options: DemoOptions, result: DemoResult) -> Path:
     """Write ``report.md``: steps, scores, judge results, loss plots, environment, commands."""
     from artemis_cli import __version__
     from artemis_cli.common.atomic import atomic_write_text
@@ -139,7 +116,7 @@ def write_report(ws: Workspace, options: DemoOptions, result: "DemoResult") -> P
     ]
     for number, record in enumerate(result.steps, start=1):
         detail = (record.error if record.status == "failed" else record.detail) or ""
-        lines.append(f"| {number} | {record.title} | {record.status} | {_time(record)} | "
+        lines.append(f"| {number} | {record.title} | {record.status} | {step_time(record)} | "
                      f"{'`' + record.output + '`' if record.output else '-'} | {detail.replace('|', '/')} |")
     lines += ["", "## Scores", "", *_score_section(by_key.get("score")), "",
               "## GPT judge", "", *_judge_section(by_key.get("judge")), "",

@@ -15,67 +15,17 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
+from artemis_cli.common.manifest import changed_settings
+from artemis_cli.demo.results import DemoResult, StepRecord
 from artemis_cli.demo.steps import STEPS, DemoContext, Step
 from artemis_cli.demo.workspace import DemoOptions, Workspace
 from artemis_cli.errors import ArtemisError, UsageError
 
 STATE_VERSION = 1
-
-
-@dataclass
-class StepRecord:
-    """How one step went: status ok | reused | skipped | failed | not run."""
-
-    key: str
-    title: str
-    status: str = "not run"
-    seconds: float = 0.0
-    output: Optional[str] = None
-    detail: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-    error: Optional[str] = None
-    hint: Optional[str] = None
-
-
-@dataclass
-class DemoResult:
-    out: Path
-    steps: list[StepRecord]
-    seconds: float
-    temporary: bool
-    removed: bool = False
-    resumed: bool = False
-
-    @property
-    def failed(self) -> Optional[StepRecord]:
-        return next((s for s in self.steps if s.status == "failed"), None)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed is None
-
-    def error(self) -> ArtemisError:
-        """The error naming the failed step (raise it after showing the summary)."""
-        step = self.failed
-        assert step is not None
-        hint = step.hint or f"ARTEMIS_DEBUG=1 artemis demo --out {self.out} shows the traceback"
-        return ArtemisError(f"demo step '{step.title}' failed: {step.error}",
-                            hint=f"{hint}; rerunning `artemis demo --out {self.out}` resumes at this step")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "out": str(self.out), "seconds": round(self.seconds, 2), "removed": self.removed,
-                "resumed": self.resumed, "report": None if self.removed else str(self.out / "report.md"),
-                "steps": [{k: v for k, v in asdict(s).items() if k != "data"} for s in self.steps],
-                "scores": _step_data(self.steps, "score").get("score"),
-                "judge": _step_data(self.steps, "judge").get("judge")}
-
-
-def _step_data(steps: list[StepRecord], key: str) -> dict[str, Any]:
-    return next((s.data for s in steps if s.key == key and s.status in ("ok", "reused")), {})
 
 
 def prepare_folder(options: DemoOptions) -> tuple[Workspace, bool]:
@@ -101,11 +51,13 @@ def load_earlier(ws: Workspace, options: DemoOptions) -> dict[str, dict]:
         state = json.loads(ws.state.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("settings") != options.fingerprint():
+    changed = changed_settings(state.get("settings") or {}, options.fingerprint()) if isinstance(state, dict) else []
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or changed:
         if options.show_progress:
             from artemis_cli.common.console import stderr
 
-            stderr.print(f"{ws.root} holds a demo made with other settings (or another artemis): redoing every step")
+            what = f" ({', '.join(changed)})" if changed else ""
+            stderr.print(f"{ws.root} holds a demo made with other settings{what} (or another artemis): redoing every step")
         return {}
     return {key: entry for key, entry in state.get("steps", {}).items() if isinstance(entry, dict)}
 

@@ -265,6 +265,40 @@ def judge_step(ctx: DemoContext) -> StepOutput:
                       {"judge": results})
 
 
+def own_video_step(ctx: DemoContext) -> StepOutput:
+    """`artemis track` + `artemis ask` (twice: the second question reuses the cached track and features)
+    on a generated video, with the merged tiny model."""
+    import time
+
+    from artemis_cli.common.atomic import atomic_write_json
+    from artemis_cli.data.synthetic_tracking import make_tracking_video, save_video
+    from artemis_cli.demo.workspace import OWN_VIDEO, OWN_VIDEO_TARGET
+    from artemis_cli.model.generation import DecodingSettings
+    from artemis_cli.ownvideo.referrer import Referrer, Target
+    from artemis_cli.ownvideo.track import TrackConfig, track_video
+
+    folder = ctx.ws.own_video
+    shutil.rmtree(folder, ignore_errors=True)
+    video = make_tracking_video(**OWN_VIDEO)
+    path = save_video(video, folder / "clip.mp4")
+    name, frame = OWN_VIDEO_TARGET
+    box = tuple(video.objects[name].boxes[frame])
+    summary = track_video(TrackConfig(video=path, box=box, frame=frame, output=folder / "track.json",
+                                      clip_model=str(ctx.ws.tiny_clip), preview=folder / "track.png",
+                                      cache_dir=folder / "cache", device=ctx.options.device, overwrite=True))
+    referrer = Referrer(loaded=ctx.merged_model(), cache_dir=folder / "cache")
+    decoding = DecodingSettings(max_new_tokens=ctx.options.max_new_tokens)
+    answers = []
+    for question in ("What is the <bbox> doing in this video?", "How does the <bbox> move?"):
+        start = time.perf_counter()
+        answer = referrer.ask(referrer.prepare(Target(path, box, frame)), question, decoding=decoding)
+        answers.append({**answer.to_json(), "seconds": round(time.perf_counter() - start, 3)})
+    atomic_write_json(folder / "answers.json", answers)
+    track = summary.track
+    return StepOutput(summary.output, f"tracked {track['tracked']}/{len(track['frames'])} frames; second question "
+                                      f"{answers[1]['seconds']:.2f} s", {"own_video": answers})
+
+
 STEPS: tuple[Step, ...] = (
     Step("doctor", "doctor", doctor_step),
     Step("make-sample", "data make-sample", make_sample_step),
@@ -279,5 +313,6 @@ STEPS: tuple[Step, ...] = (
     *(Step(f"infer-{command}", f"infer {command}", _infer_step(command), own_progress=True)
       for command in demo_commands_run()),
     Step("score", "score", score_step),
+    Step("own-video", "track + ask (own video)", own_video_step),
     Step("judge", "judge gpt", judge_step, own_progress=True, skip_reason=judge_skip_reason),
 )

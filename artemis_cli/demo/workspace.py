@@ -130,6 +130,24 @@ class Workspace:
     def judge_cache(self) -> Path:
         return self.root / "judge" / "cache"
 
+    @property
+    def own_video(self) -> Path:
+        """`track` + `ask` on a generated video: the video, track.json + frames, preview, answers, cache."""
+        return self.root / "own_video"
+
+
+# The own-video step's generated video (`synthetic_tracking`) and the target it asks about.
+OWN_VIDEO = {"seed": 0, "n_frames": 24, "width": 320, "height": 180}
+OWN_VIDEO_TARGET = ("walker", 0)  # object, key frame
+
+
+def own_video_box() -> str:
+    """The demo target's box on its key frame, as ``--box`` takes it."""
+    from artemis_cli.data.synthetic_tracking import make_tracking_video
+
+    name, frame = OWN_VIDEO_TARGET
+    return ",".join(f"{v:g}" for v in make_tracking_video(**OWN_VIDEO).objects[name].boxes[frame])
+
 
 def _q(path: Path | str) -> str:
     return shlex.quote(str(path))
@@ -175,6 +193,11 @@ def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
                                 for spec in demo_benchmarks(command)] for command in demo_commands_run()},
         "score": [f"artemis score {_q(ws.predictions('videorefbench'))} --no-length-filter "
                   f"--per-sample {_q(ws.scores.with_suffix('.per_sample.jsonl'))}"],
+        "own-video": [f"artemis track {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
+                      f"-o {_q(ws.own_video / 'track.json')} --clip-model {_q(ws.tiny_clip)} --preview "
+                      f"{_q(ws.own_video / 'track.png')} --cache-dir {_q(ws.own_video / 'cache')} --overwrite{device}",
+                      f"artemis ask {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
+                      f"{model} --cache-dir {_q(ws.own_video / 'cache')}{tokens}{device}"],
         "judge": [f"artemis judge gpt {_q(ws.predictions(name))} --task {task} --model {_q(options.judge_model)}{judge_url} "
                   f"--output {_q(ws.judge_output(task))} --cache {_q(ws.judge_cache)} --overwrite"
                   for task, name in JUDGE_TASKS.items()],
@@ -211,6 +234,10 @@ REAL_COMMANDS: dict[str, list[str]] = {
                        f"--features {_VCG}/clip_feature --model {_MERGED} -o preds/vcgbench_{qset}.jsonl"
                        for qset in VCG_SETS],
     "score": ["artemis score preds/videorefbench.jsonl"],
+    "own-video": ["artemis track my_video.mp4 --box 120,80,360,400 --frame 30 -o my_track/track.json "
+                  "--preview my_track/track.png",
+                  f"artemis ask my_video.mp4 --box 120,80,360,400 --frame 30 'What is the <bbox> doing in this video?' "
+                  f"--model {_MERGED}"],
     "judge": [f"artemis judge gpt preds/{name}.jsonl --task {task} --model gpt-3.5-turbo-0125"
               for task, name in JUDGE_TASKS.items()],
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,9 +9,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from artemis_cli.common.devices import DeviceName
 from artemis_cli.common.atomic import atomic_write_text
-from artemis_cli.errors import InputError, UsageError
+from artemis_cli.common.devices import DeviceName
+from artemis_cli.common.dtypes import resolve_dtype
+from artemis_cli.common.sharding import Shard, resolve_shard
+from artemis_cli.errors import InputError
 from artemis_cli.features.decoding import VideoSource, list_sources
 
 FORMATS = ("pkl", "npy", "safetensors")
@@ -71,21 +72,6 @@ class ExtractSummary:
                 "frames_per_s": self.frames / self.seconds if self.seconds else None}
 
 
-def resolve_shard(num_shards: int | None, shard_index: int | None, env: dict[str, str] | None = None) -> tuple[int, int]:
-    """(index, count): the flags when given, else torchrun's RANK / WORLD_SIZE, else (0, 1)."""
-    env = os.environ if env is None else env
-    count = num_shards if num_shards is not None else int(env.get("WORLD_SIZE", "1"))
-    index = shard_index if shard_index is not None else int(env.get("RANK", "0"))
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(f"shard {index} of {count}: the index must be in 0..{count - 1}")
-    return index, count
-
-
-def select_shard(sources: list[VideoSource], index: int, count: int) -> list[VideoSource]:
-    """Every `count`-th video of the sorted list, starting at `index`: each video in one shard."""
-    return sources[index::count]
-
-
 def resolve_device(device: str, env: dict[str, str] | None = None):
     """The `torch.device` to extract on (see `artemis_cli.common.devices.resolve_device`)."""
     import torch
@@ -107,14 +93,6 @@ def default_workers(device) -> int:
     return min(12, max(1, cpus - 1)) if device.type == "cuda" else cpus // 4
 
 
-def resolve_dtype(dtype: str, device) -> "Any":
-    import torch
-
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
-
-
 def _read_list(path: Path, sources: list[VideoSource]) -> list[VideoSource]:
     by_name = {}
     for source in sources:
@@ -132,8 +110,23 @@ def _read_list(path: Path, sources: list[VideoSource]) -> list[VideoSource]:
     return sorted(chosen.values(), key=lambda s: s.name)
 
 
-def _shard_file(stem: str, suffix: str, index: int, count: int) -> str:
-    return f"{stem}{suffix}" if count == 1 else f"{stem}.shard-{index:03d}-of-{count:03d}{suffix}"
+def _check_earlier_run(config: ExtractConfig, shard: Shard, run_info: dict[str, Any]) -> None:
+    """Refuse to add to features an earlier run of this shard made with another model or recipe (its
+    manifest under today's name or the zero-padded one earlier versions wrote), unless `overwrite`."""
+    from artemis_cli.common.jsonio import load_json
+    from artemis_cli.common.manifest import refuse_other_settings
+
+    if config.overwrite:
+        return
+    for name in dict.fromkeys((shard.file_name("manifest", ".json"), shard.legacy_file_name("manifest", ".json"))):
+        path = config.output / name
+        if path.is_file():
+            earlier = load_json(path)
+            if isinstance(earlier, dict) and "recipe" in earlier:
+                refuse_other_settings(config.output, {k: earlier.get(k) for k in ("model", "recipe")},
+                                      {k: run_info[k] for k in ("model", "recipe")},
+                                      hint="pass --overwrite to redo every video, or choose another OUTPUT")
+            return
 
 
 def _write_failures(path: Path, failures: list[dict]) -> None:
@@ -165,8 +158,9 @@ def extract_features(config: ExtractConfig, show_progress: bool = True) -> Extra
                          hint="pass --frames for a folder of frame folders" if not config.frames else None)
     if config.output.exists() and not config.output.is_dir():
         raise InputError(f"{config.output}: OUTPUT exists and is not a folder")
-    index, count = resolve_shard(config.num_shards, config.shard_index)
-    shard = select_shard(sources, index, count)
+    shard_of = resolve_shard(config.num_shards, config.shard_index)
+    index, count = shard_of.index, shard_of.count
+    shard = shard_of.slice(sources)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     if device.type == "cuda":
@@ -177,8 +171,8 @@ def extract_features(config: ExtractConfig, show_progress: bool = True) -> Extra
     backend = load_backend(config.backend, config.model, device, dtype, config.resize)
     shape = (config.num_frames + backend.patches, backend.width)
     config.output.mkdir(parents=True, exist_ok=True)
-    failures_path = config.output / _shard_file("failures", ".jsonl", index, count)
-    manifest_path = config.output / _shard_file("manifest", ".json", index, count)
+    failures_path = config.output / shard_of.file_name("failures", ".jsonl")
+    manifest_path = config.output / shard_of.file_name("manifest", ".json")
     # Temp files a killed run left for this shard's outputs (never another shard's).
     remove_stray_temps(config.output, {f"{s.name}.{config.format}" for s in shard} | {failures_path.name,
                                                                                        manifest_path.name})
@@ -188,6 +182,7 @@ def extract_features(config: ExtractConfig, show_progress: bool = True) -> Extra
     run_info = dict(model=backend.describe(), recipe=recipe, input=str(config.input), frames=config.frames,
                     shard={"index": index, "count": count}, device=str(device), dtype=str(dtype).replace("torch.", ""),
                     batch_size=batch_size, workers=workers, config=config.model_dump(mode="json"))
+    _check_earlier_run(config, shard_of, run_info)
     write_manifest(manifest_path, "artemis features extract", status="running", **run_info)
 
     failures: list[dict] = []

@@ -1,4 +1,4 @@
-"""The published CLIP video-feature recipe (REFERENCE §3) as small functions.
+"""The published CLIP video-feature recipe (100 frames, CLIP ViT-L/14 layer -2, CLS dropped) as small functions.
 
 Per video: sample up to 100 frames (rounded segment midpoints), squash each frame to 224 x 224 by
 nearest-neighbour (*quirk*), normalise with CLIP's mean/std, run the vision tower, take layer -2

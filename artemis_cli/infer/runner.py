@@ -139,12 +139,12 @@ class InferSummary:
 
 def load_samples(task: Task) -> list[BenchmarkSample]:
     """All input samples of a task, in input order (ids unique), read by its benchmark's spec."""
-    inputs = {name: value for name, value in task if isinstance(value, Path)}
+    spec = benchmark_spec(task)
+    inputs = {name: getattr(task, name) for name in spec.inputs}
     if "data_root" in inputs and not task.data_root.is_dir():
         raise InputError(f"{task.data_root}: data root is not a folder")
     if "features" in inputs and not task.features.is_dir():
         raise InputError(f"{task.features}: features folder not found")
-    spec = benchmark_spec(task)
     return spec.read(benchmark=spec, **inputs)
 
 
@@ -165,27 +165,20 @@ def _settings(config: InferConfig, decoding: DecodingSettings) -> tuple[dict[str
     return settings, sources
 
 
-def _differences(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-
-
 def _open_manifest(paths: OutputPaths, config: InferConfig, settings: dict, sources: dict, input_ids: list[str],
                    shard: Shard) -> dict:
     """The manifest to resume under (checked against this run), or a new one; written before any output."""
     from artemis_cli.common.atomic import atomic_write_json
-    from artemis_cli.common.manifest import build_manifest
+    from artemis_cli.common.manifest import build_manifest, refuse_other_settings
 
     if paths.manifest.is_file():
         manifest = read_manifest(paths.manifest)
-        differing = _differences(manifest["settings"], settings) + _differences(manifest.get("sources", {}), sources)
-        if manifest["input_ids"] != input_ids:
-            differing.append("input ids")
-        if manifest.get("shard") != {"count": shard.count, "index": shard.index}:
-            differing.append("shard")
-        if differing:
-            raise UsageError(f"{paths.output}: was written with other settings ({', '.join(differing)}); "
-                             "refusing to mix them in one file",
-                             hint="pass --overwrite to start again, or choose another --output")
+        also = ["input ids"] if manifest["input_ids"] != input_ids else []
+        if manifest.get("shard") != shard.to_json():
+            also.append("shard")
+        refuse_other_settings(paths.output, {**manifest["settings"], **manifest.get("sources", {})},
+                              {**settings, **sources}, also=also,
+                              hint="pass --overwrite to start again, or choose another --output")
     elif paths.output.is_file() and paths.output.stat().st_size > 0:
         raise UsageError(f"{paths.output} exists without its manifest ({paths.manifest.name}): cannot tell how it "
                          "was made", hint="pass --overwrite to replace it, or choose another --output")

@@ -1,6 +1,6 @@
-"""Shards and their merge: which slice a process runs, where it writes, and a checked `merge`.
+"""Shard outputs of `infer` and their merge: where a shard writes, and a checked `merge`.
 
-A shard is a contiguous slice of the input (as the published `--num_chunks/--chunk_idx`). Every
+A shard is a contiguous slice of the input (`common.sharding`, the rule `features extract` uses too). Every
 output has a manifest beside it that records the run settings and the full ordered list of input
 ids, so `merge_predictions` can check that every input id appears exactly once across the shards
 and write the merge in input order without re-reading the annotations.
@@ -9,41 +9,17 @@ and write the merge in input order without re-reading the annotations.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from artemis_cli.common.jsonl_writer import read_complete_lines
+from artemis_cli.common.sharding import Shard, resolve_shard  # noqa: F401  (infer.runner reads both here)
 from artemis_cli.errors import InputError, UsageError
 
 MAX_LISTED = 20
-
-
-@dataclass(frozen=True)
-class Shard:
-    count: int = 1
-    index: int = 0
-
-    def slice(self, items: Sequence[Any]) -> list[Any]:
-        size = math.ceil(len(items) / self.count) if items else 0
-        return list(items[self.index * size:(self.index + 1) * size])
-
-
-def resolve_shard(num_shards: Optional[int] = None, shard_index: Optional[int] = None,
-                  env: Optional[dict] = None) -> Shard:
-    """Explicit values, else torchrun's WORLD_SIZE / RANK, else a single shard."""
-    env = os.environ if env is None else env
-    try:
-        count = num_shards if num_shards is not None else int(env.get("WORLD_SIZE", 1))
-        index = shard_index if shard_index is not None else int(env.get("RANK", 0))
-    except ValueError:
-        raise UsageError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} / RANK={env.get('RANK')!r} are not integers") from None
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(f"shard index {index} is outside 0..{count - 1} (--num-shards {count})")
-    return Shard(count, index)
 
 
 @dataclass(frozen=True)
@@ -58,7 +34,7 @@ def output_paths(output: str | os.PathLike, shard: Shard = Shard()) -> OutputPat
     output = Path(output)
     stem = output.stem if output.suffix in (".jsonl", ".json") else output.name
     if shard.count > 1:
-        stem = f"{stem}.shard-{shard.index}-of-{shard.count}"
+        stem = shard.file_name(stem)
         output = output.with_name(stem + (output.suffix or ".jsonl"))
     return OutputPaths(output, output.with_name(f"{stem}.errors.jsonl"), output.with_name(f"{stem}.manifest.json"))
 

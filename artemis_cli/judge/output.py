@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from artemis_cli.errors import UsageError
 from artemis_cli.judge.client import Outcome
 from artemis_cli.judge.items import JudgeItem
 from artemis_cli.judge.tasks import judge_task
@@ -84,6 +83,7 @@ def check_run_file(out: Path, identity: dict[str, str], overwrite: bool) -> None
     """Refuse to resume into `out` when its lines were judged with other settings (unless `overwrite`)."""
     from artemis_cli.common.atomic import atomic_write_json
     from artemis_cli.common.jsonio import load_json
+    from artemis_cli.common.manifest import refuse_other_settings
 
     run_file = out / RUN_FILE
     if overwrite:
@@ -91,12 +91,8 @@ def check_run_file(out: Path, identity: dict[str, str], overwrite: bool) -> None
             (out / name).unlink(missing_ok=True)
     elif run_file.exists() or (out / JUDGMENTS).exists():
         previous = load_json(run_file) if run_file.exists() else {}
-        changed = [key for key, value in identity.items() if previous.get(key) != value]
-        if changed:
-            raise UsageError(
-                f"{out} holds judgments made with a different {', '.join(changed)}",
-                hint="pass --overwrite to start over (cached verdicts are reused) or choose another --output",
-            )
+        refuse_other_settings(out, previous, identity, hint="pass --overwrite to start over (cached verdicts are "
+                                                            "reused) or choose another --output")
     atomic_write_json(run_file, identity)
 
 

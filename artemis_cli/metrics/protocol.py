@@ -1,4 +1,4 @@
-"""The VideoRefBench scoring protocol (REFERENCE §7): validate prediction records, key them by id,
+"""The published VideoRefBench scoring protocol: validate prediction records, key them by id,
 drop too short/long predictions, and put the pairs in the order the published scorer used.
 
 *Quirks* reproduced by default: a later record with the same id replaces an earlier one (keeping
@@ -13,7 +13,10 @@ from typing import Annotated, Any, Iterable, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
 
+from artemis_cli.data.benchmarks import PREDICTIONS
 from artemis_cli.errors import InputError
+
+CAPTION = PREDICTIONS["caption"]  # the VideoRefBench prediction line `infer` writes
 
 MIN_PRED_CHARS = 6  # the published script kept 5 < len(pred) < 300
 MAX_PRED_CHARS = 299
@@ -66,8 +69,9 @@ def _problem(location: str, exc: ValidationError, aliases: dict[str, str]) -> st
     return f"{location}: " + "; ".join(dict.fromkeys(parts))
 
 
-def prepare_pairs(records: Iterable[tuple[str, Any]], *, id_field: str = "video_name",
-                  ref_field: str = "groundtruth", pred_field: str = "pred", keep_duplicates: bool = False,
+def prepare_pairs(records: Iterable[tuple[str, Any]], *, id_field: str = CAPTION.roles["video"],
+                  ref_field: str = CAPTION.roles["reference"], pred_field: str = CAPTION.roles["pred"],
+                  keep_duplicates: bool = False,
                   length_filter: bool = True, skip_bad: bool = False) -> PreparedPairs:
     """Validate ``(location, record)`` pairs and apply the protocol; returns the pairs in scoring order.
 

@@ -6,6 +6,7 @@ or `.json` prediction file first. Values are pycocoevalcap's own (0-1 scale).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from typing import Any, Callable, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from artemis_cli.common.atomic import atomic_open
 from artemis_cli.errors import InputError
 from artemis_cli.metrics import coco
-from artemis_cli.metrics.protocol import MAX_PRED_CHARS, MIN_PRED_CHARS, Pair, prepare_pairs
+from artemis_cli.metrics.protocol import CAPTION, MAX_PRED_CHARS, MIN_PRED_CHARS, Pair, prepare_pairs
 
 MetricGroup = Literal["bleu", "meteor", "rouge", "cider", "spice"]
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
@@ -34,9 +36,9 @@ class ScoreOptions(BaseModel):
     metrics: list[MetricGroup] = Field(default_factory=lambda: list(METRIC_GROUPS), min_length=1)
     length_filter: bool = True  # drop predictions of <= 5 or >= 300 characters (the paper's protocol)
     keep_duplicates: bool = False  # score every record, instead of the last one per id
-    id_field: str = Field("video_name", min_length=1)
-    ref_field: str = Field("groundtruth", min_length=1)
-    pred_field: str = Field("pred", min_length=1)
+    id_field: str = Field(CAPTION.roles["video"], min_length=1)
+    ref_field: str = Field(CAPTION.roles["reference"], min_length=1)
+    pred_field: str = Field(CAPTION.roles["pred"], min_length=1)
     bootstrap: int = Field(0, ge=0)  # resamples for 95% confidence intervals; 0: none
     seed: int = 0
     skip_bad: bool = False
@@ -210,7 +212,6 @@ def score_file(path: str | os.PathLike, options: Optional[ScoreOptions] = None, 
     """Read a `.jsonl` / `.json` prediction file, `score` it, and write `per_sample_path` (JSON Lines)
     atomically when given. Malformed JSON lines count as bad records under ``options.skip_bad``."""
     from artemis_cli.common.jsonio import load_records
-    from artemis_cli.metrics.report import write_per_sample
 
     options = options or ScoreOptions()
     path = Path(path)
@@ -232,3 +233,10 @@ def _is_json_list(path: Path) -> bool:
         return False
     with open(path, "rb") as handle:
         return handle.read(4096).decode("utf-8-sig", "replace").lstrip().startswith("[")
+
+
+def write_per_sample(report: ScoreReport, path: str | os.PathLike) -> None:
+    """One JSON line per scored record, in scoring order: its id, location, captions and values."""
+    with atomic_open(path, "w") as handle:
+        for row in report.per_sample:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")

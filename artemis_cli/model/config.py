@@ -171,9 +171,8 @@ def read_config_json(path: str | Path):
         check_adapter(path)
     try:
         return ArtemisConfig(**data)
-    except Exception as exc:  # noqa: BLE001 - transformers' own field validation raises its own types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {first[:300]})") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {exc})") from None
 
 
 # Llama fields every checkpoint has, and the ranges a buildable model needs.
@@ -190,10 +189,10 @@ def config_problems(data: dict[str, Any]) -> list[str]:
 
     problems = []
     for name, limit in _SIZE_FIELDS.items():
-        if name not in data:
+        if name not in data or data[name] is None:
             continue
         value = data[name]
-        if type(value) is not int:  # also JSON null: transformers would fail on it later
+        if type(value) is not int:
             problems.append(f"{name}: expected a whole number, got {type(value).__name__} {value!r}")
         elif not 1 <= value <= limit:
             problems.append(f"{name}: {value} is out of range (1..{limit})")

@@ -1,4 +1,4 @@
-"""Conversation templates, the referring prompts, and the prompt tokeniser (REFERENCE §5).
+"""Conversation templates, the published referring prompts, and the prompt tokeniser.
 
 `tokenize_prompt` reproduces the published `tokenizer_image_token`: the prompt is split on
 ``<image>`` and each piece on ``<bbox>``, every piece is tokenised on its own (so each starts with a
@@ -14,12 +14,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from artemis_cli.common.media import BBOX_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
 from artemis_cli.errors import InputError
 from artemis_cli.model.config import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
-IMAGE_TOKEN = "<image>"
-VIDEO_TOKEN = "<video>"
-BBOX_TOKEN = "<bbox>"
 MAX_IMAGE_TOKENS = 16
 
 IN_THE_VIDEO_QUESTIONS = (
@@ -212,7 +210,7 @@ def chat_prompt(question: str, template: str = "llava_v1") -> str:
 
 def referring_question(num_boxes: int = 4, *, question: Optional[str] = None, train: bool = False,
                        rng: Optional[random.Random] = None) -> str:
-    """The stage-3 human turn with ``1 + num_boxes`` ``<bbox>`` (REFERENCE §4).
+    """The stage-3 human turn with ``1 + num_boxes`` ``<bbox>`` (one per RoI token: the key frame and the tracked frames).
 
     Training: ``<video>\\n`` + question (the record's, else one of 24 templates) + ``" "`` + one of 3
     tracking-list sentences + ``<bbox>`` x n + ``"."``. Inference (the published VideoRefBench

@@ -19,7 +19,7 @@ the labels are the library's bit for bit (`tests/test_model_kmeans_reference.py`
   published model calls it one sample at a time, which is what we reproduce for every sample.
 
 Then one random member per non-empty cluster, padded by repeating the last cluster's pick, sorted by
-frame order (REFERENCE §4): the published code picks with Python's `random.choice`, we with a
+frame order, as the published RoI selection does: the published code picks with Python's `random.choice`, we with a
 per-sample torch generator (the same uniform choice, from another random stream).
 """
 

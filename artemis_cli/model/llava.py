@@ -1,6 +1,6 @@
 """The Artemis causal LM: transformers' Llama + projector + frozen CLIP tower + multi-level RoI module.
 
-Module tree and state-dict names are those of the published checkpoints (REFERENCE §4):
+Module tree and state-dict names are those of the published checkpoints:
 ``model.embed_tokens``, ``model.layers.*``, ``model.norm``, ``lm_head``, ``model.mm_projector.{0,2}``,
 ``model.spi_model.{mlvl_fuse,roi_align}.*`` and the tower under ``model.image_tower.vision_tower``.
 

@@ -1,4 +1,4 @@
-"""Load and save Artemis checkpoints: merged, LoRA run + base, projector-only + base (REFERENCE §6).
+"""Load and save Artemis checkpoints: merged, LoRA run + base, projector-only + base (the outputs of the three training stages).
 
 `load_model` builds the model with empty (meta) parameters, fills them from the files, checks that
 every weight outside the image tower was provided with the right shape (an error listing names
@@ -20,12 +20,13 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 from artemis_cli.common.devices import resolve_device
 from artemis_cli.errors import InputError, UsageError
+from artemis_cli.common.dtypes import resolve_dtype  # noqa: F401 (read here by callers)
 from artemis_cli.model import weights as W
+from artemis_cli.model.checkpoint import resolve_tower, tokenizer_folder, vision_config_for
+from artemis_cli.model.processor import clip_image_processor, clip_image_processor_class  # noqa: F401
 
 Kind = Literal["merged", "lora", "projector"]
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
 @dataclass
@@ -37,21 +38,6 @@ class LoadedModel:
     source: Path
     base: Optional[Path] = None
     quantize: str = "none"  # how the LLM's linear layers were quantised (model/quantize.py)
-
-
-def resolve_dtype(dtype: Any, device: str, config: Any = None):
-    """``auto``: float16 on CUDA, as the published eval ran (the released stage-3 config says bfloat16,
-    inherited from stage 2, but its RoI module was trained and evaluated in fp16), float32 on CPU.
-    `config` is accepted for callers that pass it; ``auto`` no longer reads its dtype."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    if dtype not in _DTYPES:
-        raise UsageError(f"--dtype {dtype}: expected auto, float32, float16 or bfloat16")
-    return getattr(torch, _DTYPES[dtype])
 
 
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
@@ -82,34 +68,6 @@ def checkpoint_kind(folder: Path) -> Kind:
     return "merged"
 
 
-def resolve_tower(name: str, checkpoint: Optional[Path] = None, override: Optional[str] = None) -> str:
-    """Where the tower weights come from: `override`, else a path relative to the checkpoint, else the
-    configured path if it exists, else the canonical hub id of a known tower (HF cache)."""
-    from artemis_cli.model.config import canonical_tower_name
-
-    if override:
-        return str(override)
-    for candidate in ([checkpoint / name] if checkpoint is not None else []) + [Path(name).expanduser()]:
-        if (candidate / "config.json").is_file():
-            return str(candidate)
-    return canonical_tower_name(name) or name
-
-
-def vision_config_for(source: str):
-    from artemis_cli.model.config import tower_config
-
-    return tower_config(source)
-
-
-def clip_image_processor_class():
-    """The CLIP image processor the published code used: the PIL one. On transformers 5 that is
-    `CLIPImageProcessorPil` (plain `CLIPImageProcessor` is the torchvision backend there, whose
-    pixels differ by 1-2/255 on most of a frame); on 4.x the plain `CLIPImageProcessor` is PIL's."""
-    import transformers
-
-    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-
-
 def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
     """Load the CLIP vision tower weights from `source` (folder or hub id) into the model; return its
     image processor (the PIL one, `clip_image_processor_class`). The tower is frozen."""
@@ -126,8 +84,6 @@ def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
     tower.vision_tower = vision.to(device).requires_grad_(False).eval()
     if (Path(source) / "preprocessor_config.json").is_file():
         return clip_image_processor_class().from_pretrained(source)
-    from artemis_cli.model.tiny import clip_image_processor
-
     return clip_image_processor(vision.config.image_size)
 
 
@@ -239,7 +195,7 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
         with without_tower(model):
             model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
-    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_folder(folder, base)))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder(folder, base)))
     _add_legacy_tokens(model, tokenizer, mm)
     quantize_llm(model, quantize)  # after any embedding resize; the tower is not attached yet, nor touched
     image_processor = None
@@ -250,16 +206,6 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, image_processor=image_processor, kind=kind,
                        source=folder, base=base, quantize=quantize)
-
-
-def _tokenizer_folder(folder: Path, base: Optional[Path]) -> Path:
-    for candidate in (folder, base):
-        if candidate is not None and any((candidate / name).is_file() for name in
-                                         ("tokenizer_config.json", "tokenizer.model", "tokenizer.json")):
-            return candidate
-    raise InputError(f"{folder}: no tokenizer files (tokenizer_config.json / tokenizer.model)"
-                     + ("" if base is None else f" and none in {base}"),
-                     hint="copy the tokenizer of the base model (Vicuna) into the checkpoint folder")
 
 
 def _add_legacy_tokens(model, tokenizer, mm) -> None:

@@ -211,7 +211,8 @@ def merge_lora_sharded(run_dir: Path, base: Path, out: Path, *, dtype: Any = "au
 
     from artemis_cli.model.config import MMSettings, read_config_json
     from artemis_cli.model.llava import ArtemisForCausalLM
-    from artemis_cli.model.loading import (_DTYPES, _tokenizer_folder, resolve_tower, vision_config_for)
+    from artemis_cli.common.dtypes import DTYPE_NAMES
+    from artemis_cli.model.checkpoint import resolve_tower, tokenizer_folder, vision_config_for
 
     config = read_config_json(run_dir)
     mm = MMSettings.of(config)
@@ -222,8 +223,8 @@ def merge_lora_sharded(run_dir: Path, base: Path, out: Path, *, dtype: Any = "au
         target = checkpoint_dtype(config, base)
     elif isinstance(dtype, torch.dtype):
         target = dtype
-    elif dtype in _DTYPES:
-        target = getattr(torch, _DTYPES[dtype])
+    elif dtype in DTYPE_NAMES:
+        target = getattr(torch, DTYPE_NAMES[dtype])
     else:
         raise UsageError(f"--dtype {dtype}: expected auto, float32, float16 or bfloat16")
     tower_source = resolve_tower(mm.mm_image_tower, run_dir, image_tower) if mm.mm_image_tower else None
@@ -290,7 +291,7 @@ def merge_lora_sharded(run_dir: Path, base: Path, out: Path, *, dtype: Any = "au
         if (run_dir / "generation_config.json").is_file():
             generation = GenerationConfig.from_pretrained(str(run_dir))
         generation.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(str(_tokenizer_folder(run_dir, base))).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(tokenizer_folder(run_dir, base))).save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,4 +1,4 @@
-"""The multi-level RoI module (`model.spi_model`), REFERENCE §4, on torchvision's RoIAlign.
+"""The multi-level RoI module (`model.spi_model`) of the published model, on torchvision's RoIAlign.
 
 One LLM token per box: the four CLIP levels of each frame are resized to a pyramid (128, 64, 32, 16
 px for a 16 x 16 grid), fused by five channel-shuffle rounds, pooled by RoIAlign at every level,

@@ -1,6 +1,6 @@
 """Which 9 frames and boxes feed the RoI module (key frame + 8 tracked), shared by training and inference.
 
-`sample_roi_frames` is a pure function of the record and a `random.Random` (REFERENCE §4):
+`sample_roi_frames` is a pure function of the record and a `random.Random`, as the published stage-3 code chose frames:
 frames whose `track_list` entry is non-empty are candidates; more than 8 -> 8 spread evenly
 (training: random start and jitter of up to a quarter interval; inference: every n//8-th from the
 start) or 8 at random; fewer -> the last repeated; sorted by frame index. The key frame is the

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from artemis_cli.model.processor import clip_image_processor  # noqa: F401 (callers read it here)
+
 TINY_CLIP_WIDTH = 64
 TINY_CLIP_LAYERS = 12  # the RoI module reads layers -11, -8, -5, -2
 TINY_LLAMA_HIDDEN = 64
@@ -35,16 +37,6 @@ def tiny_clip_vision_config(width: int = TINY_CLIP_WIDTH, layers: int = TINY_CLI
 
     return CLIPVisionConfig(hidden_size=width, intermediate_size=width * 2, num_hidden_layers=layers,
                             num_attention_heads=4, image_size=224, patch_size=14, projection_dim=width)
-
-
-def clip_image_processor(image_size: int = 224):
-    """The CLIP ViT-L/14 preprocessing (resize shorter side 224, bicubic, centre crop, CLIP mean/std), PIL backend."""
-    from artemis_cli.model.loading import clip_image_processor_class
-
-    return clip_image_processor_class()(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                              do_resize=True, do_center_crop=True, do_normalize=True, do_rescale=True,
-                              image_mean=[0.48145466, 0.4578275, 0.40821073],
-                              image_std=[0.26862954, 0.26130258, 0.27577711])
 
 
 def redraw_clip_weights(model, seed: int) -> None:

@@ -1,4 +1,4 @@
-"""Training the three Artemis stages on the HF Trainer (+ DeepSpeed, peft): REFERENCE §6.
+"""Training the three Artemis stages on the HF Trainer (+ DeepSpeed, peft), with the published recipes.
 
 Entry points (import from the submodules; they pull in torch/transformers):
 - `run.train(config, resume=, overwrite=, skip_bad=)` -> `run.TrainResult`

@@ -1,7 +1,7 @@
 """The run config of `artemis train stage1|stage2|stage3`: pydantic models, per-stage defaults, loading.
 
 A YAML file is a serialised `TrainConfig`; keys it leaves out take the published recipe of its stage
-(REFERENCE §6, `STAGE_DEFAULTS`), then ``--set a.b=c`` overrides apply, then everything is validated
+(the published 8-GPU scripts, `STAGE_DEFAULTS`), then ``--set a.b=c`` overrides apply, then everything is validated
 at once: unknown keys, wrong types and (with ``check_paths``) missing files are all reported in one
 `ConfigError`. Relative paths are resolved against the current folder, so the resolved config that
 is written into the run folder holds absolute paths.
@@ -10,6 +10,7 @@ is written into the run folder holds absolute paths.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -36,6 +37,32 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
     3: {"data": {"group_by": "modality", "image_aspect_ratio": "pad", "num_workers": 4},
         "train": {"epochs": 3, "batch_size": 6, "grad_accum": 20, "lr": 4e-5, "scheduler": "constant",
                   "precision": "fp16", "deepspeed": "zero2_offload", "save_steps": 0.1}},
+}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One training stage of the published recipe: its defaults, its records, what it adds and trains,
+    and what it writes. Stage-specific code (`model_setup`, `outputs`, the record reader) reads these
+    fields instead of comparing stage numbers."""
+
+    stage: int
+    records: Literal["conversation", "referring"]  # the annotation record format it trains on
+    trains: Literal["projector", "llm", "lora"]  # projector only; LLM + projector; LoRA + RoI module + projector
+    output: Literal["projector", "full", "lora"]  # mm_projector.bin; a full model; adapter + non_lora_trainables.bin
+    new_modules: tuple[str, ...] = ()  # state-dict prefixes it creates (missing from its start checkpoint)
+    roi: bool = False  # adds the RoI module (and k-means over the tracked RoIs)
+    projector_file: bool = False  # may start from a stage-1 mm_projector.bin (model.projector)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return STAGE_DEFAULTS[self.stage]
+
+
+STAGES: dict[int, StageSpec] = {
+    1: StageSpec(1, "conversation", "projector", "projector", new_modules=("model.mm_projector.",)),
+    2: StageSpec(2, "conversation", "llm", "full", projector_file=True),
+    3: StageSpec(3, "referring", "lora", "lora", new_modules=("model.spi_model.",), roi=True),
 }
 
 
@@ -220,41 +247,46 @@ class TrainConfig(_Section):
         if not isinstance(data, dict) or data.get("stage") not in STAGE_DEFAULTS:
             return data
         merged = dict(data)
-        for section, values in STAGE_DEFAULTS[data["stage"]].items():
+        for section, values in STAGES[data["stage"]].defaults.items():
             if isinstance(merged.get(section), dict):
                 merged[section] = {**values, **merged[section]}
-        if data["stage"] == 3 and merged.get("lora") is None:
+        if STAGES[data["stage"]].trains == "lora" and merged.get("lora") is None:
             merged["lora"] = {}
         return merged
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "TrainConfig":
         problems = []
-        if self.stage != 3 and self.lora is not None:
+        spec = self.spec
+        if spec.trains != "lora" and self.lora is not None:
             problems.append("lora: only stage 3 trains LoRA adapters; remove the section")
-        if self.stage == 2 and self.model.projector is not None and self.model.base is not None:
+        if spec.projector_file and self.model.projector is not None and self.model.base is not None:
             problems.append("model.projector and model.base: give the stage-1 projector one way, not both")
-        if self.stage != 2 and self.model.projector is not None:
+        if not spec.projector_file and self.model.projector is not None:
             problems.append("model.projector: only stage 2 starts from a stage-1 projector file")
-        if self.stage != 3 and self.train.compile_roi:
+        if not spec.roi and self.train.compile_roi:
             problems.append("train.compile_roi: only stage 3 has an RoI module")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def spec(self) -> StageSpec:
+        return STAGES[self.stage]
+
     def image_folders(self) -> list[Path]:
         if self.data.image_folders is not None:
             return list(self.data.image_folders)
-        return [self.data.root / ("llava_image" if self.stage == 1 else "llava_image_tune"), self.data.root]
+        from artemis_cli.data.layout import reference_folders
+
+        return reference_folders(self.data.root, self.stage)[0]
 
     def video_folders(self) -> list[Path]:
         if self.data.video_folders is not None:
             return list(self.data.video_folders)
-        if self.stage == 3:
-            from artemis_cli.data.layout import ARTEMIS_DATA
+        from artemis_cli.data.layout import reference_folders
 
-            return [self.data.root / ARTEMIS_DATA]
-        return [self.data.root / ("valley" if self.stage == 1 else "videochatgpt_tune"), self.data.root]
+        return reference_folders(self.data.root, self.stage)[1]
 
 
 def load_train_config(stage: int, path: Optional[Path] = None, overrides: Optional[list[str]] = None, *,

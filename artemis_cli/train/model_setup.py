@@ -1,4 +1,4 @@
-"""The model of each stage: start checkpoint, multimodal settings, what is trained (REFERENCE §6).
+"""The model of each stage: start checkpoint, multimodal settings, what is trained, as the published recipes.
 
 - stage 1: Vicuna + a fresh `mlp2x_gelu` projector; trains the projector only;
 - stage 2: Vicuna + the stage-1 projector; trains the LLM and the projector (tower frozen);
@@ -48,10 +48,11 @@ def stage_overrides(config: TrainConfig, tower: str, width: int) -> dict:
     roi = config.model.roi
     extra = dict(tokenizer_model_max_length=config.model.tokenizer_model_max_length,
                  image_aspect_ratio=config.data.image_aspect_ratio)
-    if config.stage == 3:
+    roi_stage = config.spec.roi
+    if roi_stage:
         extra.update(kmeans_n_clusters=config.model.kmeans_n_clusters, num_levels=roi.num_levels,
                      num_level_spi_features=roi.num_levels, roi_num_fuse=roi.num_fuse, roi_query_size=roi.query_size)
-    return default_mm_settings(tower, width, roi=config.stage == 3, k_means=config.stage == 3 and config.model.k_means,
+    return default_mm_settings(tower, width, roi=roi_stage, k_means=roi_stage and config.model.k_means,
                                **extra)
 
 
@@ -96,10 +97,13 @@ def apply_stage_training(model, stage: int, lora=None, *, upcast_trainable: bool
     from artemis_cli.model.loading import without_tower
     from artemis_cli.train.config import LoraSection
 
+    from artemis_cli.train.config import STAGES
+
     model.requires_grad_(False)
-    if stage == 1:
+    trains = STAGES[stage].trains
+    if trains == "projector":
         model.model.mm_projector.requires_grad_(True)
-    elif stage == 2:
+    elif trains == "llm":
         for name, param in model.named_parameters():
             param.requires_grad_(not name.startswith("model.image_tower."))
     else:
@@ -140,9 +144,8 @@ def build_stage_model(config: TrainConfig, *, device: str, dtype, upcast_trainab
                          hint="set model.image_tower to a local copy of openai/clip-vit-large-patch14")
     width = vision_config_for(resolve_tower(tower, folder, config.model.image_tower)).hidden_size
     overrides = stage_overrides(config, tower, width)
-    allow_missing = {1: (PROJECTOR_PREFIX,), 2: (PROJECTOR_PREFIX,) if config.model.projector else (),
-                     3: (ROI_PREFIX,)}[config.stage]
-    if config.stage == 2 and checkpoint_kind(folder) == "merged" and config.model.projector is None \
+    allow_missing = config.spec.new_modules + ((PROJECTOR_PREFIX,) if config.model.projector else ())
+    if config.spec.projector_file and checkpoint_kind(folder) == "merged" and config.model.projector is None \
             and not MMSettings.of(stored).mm_image_tower:
         raise UsageError(f"{folder} has no projector: stage 2 starts from Vicuna plus the stage-1 projector",
                          hint="set model.projector to the mm_projector.bin of stage 1")

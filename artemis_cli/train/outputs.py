@@ -19,9 +19,18 @@ from typing import Mapping, Optional, Sequence
 from artemis_cli.errors import InputError
 from artemis_cli.model import weights as W
 
-STAGE_FILES = {1: (W.PROJECTOR_FILE, "config.json"),
-               2: ("config.json", W.SAFE_SINGLE),
-               3: (W.ADAPTER_CONFIG, "adapter_model.safetensors", W.NON_LORA_FILE, "config.json")}
+OUTPUT_FILES = {"projector": (W.PROJECTOR_FILE, "config.json"),
+                "full": ("config.json", W.SAFE_SINGLE),
+                "lora": (W.ADAPTER_CONFIG, "adapter_model.safetensors", W.NON_LORA_FILE, "config.json")}
+
+
+def _output(stage: int) -> str:
+    from artemis_cli.train.config import STAGES
+
+    return STAGES[stage].output
+
+
+STAGE_FILES = {stage: OUTPUT_FILES[_output(stage)] for stage in (1, 2, 3)}
 
 
 def _save_bin(state: Mapping, path: Path) -> None:
@@ -55,9 +64,10 @@ def save_stage_output(model, stage: int, folder: Path, *, tokenizer=None, state_
     folder.mkdir(parents=True, exist_ok=True)
     state = state_dict if state_dict else model.state_dict()
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if stage == 1:
+    output = _output(stage)
+    if output == "projector":
         _save_bin({k: v for k, v in state.items() if k.startswith("model.mm_projector.")}, folder / W.PROJECTOR_FILE)
-    elif stage == 2:
+    elif output == "full":
         from artemis_cli.model.loading import write_weights
 
         for old in folder.glob("model*.safetensors*"):  # shards of an earlier write
@@ -72,10 +82,10 @@ def save_stage_output(model, stage: int, folder: Path, *, tokenizer=None, state_
             raise InputError(f"cannot save {W.NON_LORA_FILE}: no weights for {', '.join(missing[:5])}")
         _save_bin(non_lora, folder / W.NON_LORA_FILE)
     _save_config(inner, folder)
-    if tokenizer is not None and stage != 1:
+    if tokenizer is not None and output != "projector":
         tokenizer.save_pretrained(str(folder))
     return [name for name in STAGE_FILES[stage] if (folder / name).exists()] + \
-        ([W.SAFE_INDEX] if stage == 2 and (folder / W.SAFE_INDEX).exists() else [])
+        ([W.SAFE_INDEX] if output == "full" and (folder / W.SAFE_INDEX).exists() else [])
 
 
 def _load_exact(model, state: Mapping, source: Path) -> None:
@@ -88,14 +98,15 @@ def load_stage_state(model, stage: int, folder: Path, trainable: Sequence[str] =
     """Load what `save_stage_output` wrote back into the live training model (resume)."""
     folder = Path(folder)
     missing = [name for name in STAGE_FILES[stage] if name != W.SAFE_SINGLE and not (folder / name).is_file()]
-    if stage == 2 and not W.weight_files(folder):
+    output = _output(stage)
+    if output == "full" and not W.weight_files(folder):
         missing.append(W.SAFE_SINGLE)
     if missing:
         raise InputError(f"{folder}: not a complete stage-{stage} checkpoint (missing {', '.join(missing)})")
-    if stage == 1:
+    if output == "projector":
         state = W.load_bin(folder / W.PROJECTOR_FILE)
         _load_exact(model, state, folder / W.PROJECTOR_FILE)
-    elif stage == 2:
+    elif output == "full":
         state = W.read_state_dict(W.weight_files(folder))
         _load_exact(model, state, folder)
     else:

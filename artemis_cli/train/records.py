@@ -1,26 +1,27 @@
 """Training records: read the annotation files of a stage, validate every record, resolve its files.
 
 Each record is checked before training starts (pydantic model, the cross-field rules of
-`data.records`, and with `check_files` that every file it references exists). A bad record stops
+`data.records`, and with `check_files` that every file it reads exists, through the resolver
+`data verify-layout` uses). A bad record stops
 the run with its file and index; with ``skip_bad`` it is left out, counted and listed. It is never
 replaced by a random other record (the reference did that silently).
 """
 
 from __future__ import annotations
 
-import os
-import re
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from pydantic import ValidationError
 
+from artemis_cli.common.media import IMAGE_TOKEN, MEDIA_TOKEN
+from artemis_cli.common.validation import validation_problems
 from artemis_cli.data import records as R
-from artemis_cli.data.layout import ListingCache
+from artemis_cli.data.annotations import ReferenceResolver
 from artemis_cli.errors import InputError
 
-MEDIA_TOKEN = re.compile(r"<image>|<video>")
 
 
 @dataclass(frozen=True)
@@ -89,74 +90,48 @@ def annotation_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-class _Resolver:
-    """Finds referenced files under the configured folders (one directory listing per folder)."""
+def _conversation(resolver: ReferenceResolver, ref: str, raw: dict) -> ConversationItem:
+    record = R.ConversationRecord.model_validate(raw)
+    problems = R.conversation_rules(record)
+    images, video, missing = resolver.conversation(record)
+    problems += missing
+    if problems:
+        raise ValueError("; ".join(f"{where}: {message}" for where, message in problems))
+    human = " ".join(turn.value for turn in record.conversations if turn.speaker == "human")
+    tokens = MEDIA_TOKEN.findall(human)
+    if tokens.count(IMAGE_TOKEN) != len(images):
+        raise ValueError(f"{tokens.count(IMAGE_TOKEN)} {IMAGE_TOKEN} token(s) in the human turns but {len(images)} image(s)")
+    turns = tuple((turn.speaker, turn.value) for turn in record.conversations)
+    return ConversationItem(ref=ref, turns=turns, images=tuple(images), video=video)
 
-    def __init__(self, image_folders: Sequence[Path], video_folders: Sequence[Path], check_files: bool):
-        self.image_folders = [str(p) for p in image_folders]
-        self.video_folders = [str(p) for p in video_folders]
-        self.check_files = check_files
-        self.listings = ListingCache()
 
-    def find(self, relative: str, folders: list[str], what: str, *, folder: bool = False) -> Path:
-        for base in folders:
-            candidate = os.path.join(base, relative)
-            if not self.check_files or (self.listings.is_dir(candidate) if folder else self.listings.is_file(candidate)):
-                return Path(candidate)
-        raise ValueError(f"{what} {relative!r} not found in {' or '.join(folders)}")
-
-    def conversation(self, ref: str, raw: dict) -> ConversationItem:
-        record = R.ConversationRecord.model_validate(raw)
-        problems = [f"{where}: {message}" for where, message in R.conversation_rules(record)]
-        if problems:
-            raise ValueError("; ".join(problems))
-        images = tuple(self.find(name, self.image_folders, "image") for name in record.images)
-        video = self.find(record.video_clip, self.video_folders, "video_clip") if record.video is not None else None
-        human = " ".join(turn.value for turn in record.conversations if turn.speaker == "human")
-        tokens = MEDIA_TOKEN.findall(human)
-        if tokens.count("<image>") != len(images):
-            raise ValueError(f"{tokens.count('<image>')} <image> token(s) in the human turns but {len(images)} image(s)")
-        turns = tuple((turn.speaker, turn.value) for turn in record.conversations)
-        return ConversationItem(ref=ref, turns=turns, images=images, video=video)
-
-    def referring(self, ref: str, raw: dict) -> ReferringItem:
-        record = R.ReferringRecord.model_validate(raw)
-        problems = [f"{where}: {message}" for where, message in R.referring_rules(record)]
-        if problems:
-            raise ValueError("; ".join(problems))
-        clip = self.find(record.clip_path, self.video_folders, "clip_path")
-        frame_dir = self.find(record.frame_path, self.video_folders, "frame_path", folder=True)
-        if self.check_files:
-            present = self.listings.files_in(str(frame_dir)) or frozenset()
-            needed = [str(record.frame_id[i]) for i, box in enumerate(record.track_list) if box]
-            if record.key_frame_box and record.key_frame_id:
-                needed.append(str(record.key_frame_id))
-            missing = sorted({name for name in needed if name not in present})
-            if missing:
-                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-                raise ValueError(f"{len(missing)} tracked frame(s) missing in {frame_dir}: {shown}")
-        return ReferringItem(ref=ref, record=record, clip=clip, frame_dir=frame_dir)
+def _referring(resolver: ReferenceResolver, ref: str, raw: dict) -> ReferringItem:
+    record = R.ReferringRecord.model_validate(raw)
+    problems = R.referring_rules(record)
+    clip, frame_dir, missing = resolver.referring(record)
+    problems += missing
+    if problems:
+        raise ValueError("; ".join(f"{where}: {message}" for where, message in problems))
+    return ReferringItem(ref=ref, record=record, clip=clip, frame_dir=frame_dir)
 
 
 def _problem_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(record)"
-            parts.append(f"{where}: {'missing required field' if err['type'] == 'missing' else err['msg']}")
-        return "; ".join(parts)
+        return "; ".join(validation_problems(exc, root="(record)", missing="missing required field"))
     return str(exc)
 
 
 def read_records(paths: Sequence[Path], kind: str, *, image_folders: Sequence[Path] = (),
-                 video_folders: Sequence[Path] = (), check_files: bool = True) -> RecordSet:
+                 video_folders: Sequence[Path] = (), check_files: bool = True, root: Optional[Path] = None) -> RecordSet:
     """Read and check every record of the annotation files (`kind`: ``conversation`` or ``referring``).
 
-    Returns the good records as items plus every bad one; raises only for unreadable files."""
+    Records and their files are checked by `data.annotations.ReferenceResolver`, as `data
+    verify-layout` checks them (`root`, the DATA_ROOT, only shortens messages). Returns the good
+    records as items plus every bad one; raises only for unreadable files."""
     from artemis_cli.common.jsonio import load_json
 
-    resolver = _Resolver(image_folders, video_folders, check_files)
-    build = resolver.conversation if kind == "conversation" else resolver.referring
+    resolver = ReferenceResolver(image_folders, video_folders, check_files=check_files, root=root)
+    build = functools.partial(_conversation if kind == "conversation" else _referring, resolver)
     result = RecordSet()
     for path in annotation_files(paths):
         data = load_json(path)

@@ -201,7 +201,7 @@ def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], c
 
     started = time.perf_counter()
     set_seed(config.train.seed)
-    records = read_records(config.data.annotations, "conversation" if config.stage < 3 else "referring",
+    records = read_records(config.data.annotations, config.spec.records,
                            image_folders=config.image_folders(), video_folders=config.video_folders(),
                            check_files=config.data.check_files)
     if records.bad and not skip_bad:

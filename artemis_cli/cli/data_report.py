@@ -1,4 +1,4 @@
-"""Rendering a verification `Report` as rich tables."""
+"""`artemis data verify-layout` on the terminal: a verification `Report` as rich tables."""
 
 from __future__ import annotations
 

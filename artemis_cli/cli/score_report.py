@@ -1,15 +1,12 @@
-"""Showing a `ScoreReport`: the paper-style table (x100, one decimal) and the per-record JSON Lines."""
+"""`artemis score` on the terminal: a `ScoreReport` as the paper-style table (x100, one decimal)."""
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Optional
 
 from rich.console import Console
 from rich.table import Table
 
-from artemis_cli.common.atomic import atomic_open
 from artemis_cli.metrics.protocol import MAX_PRED_CHARS, MIN_PRED_CHARS
 from artemis_cli.metrics.score import METRIC_NAMES, ScoreReport
 
@@ -61,10 +58,3 @@ def print_report(report: ScoreReport, console: Console) -> None:
         if len(report.skipped) > MAX_LISTED:
             console.print(f"  ... and {len(report.skipped) - MAX_LISTED} more")
     console.print(f"[dim]{report.java}[/]", soft_wrap=True)
-
-
-def write_per_sample(report: ScoreReport, path: str | os.PathLike) -> None:
-    """One JSON line per scored record, in scoring order: its id, location, captions and values."""
-    with atomic_open(path, "w") as handle:
-        for row in report.per_sample:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
