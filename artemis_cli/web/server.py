@@ -90,17 +90,17 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
 
     began = time.perf_counter()
     settings = launch_settings(options)  # refuse a bad --host/--auth before loading anything
-    # gradio takes seconds to import: do it while the model loads
-    importer = threading.Thread(target=_import_page, name="import-gradio", daemon=True)
-    importer.start()
-    backend, examples = load_backend(options)
-    importer.join()
-    loaded_at = time.perf_counter()
     folders = SessionFolders()
     previous_temp = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(folders.root / "gradio")  # uploads and generated images
+    os.environ["GRADIO_TEMP_DIR"] = str(folders.root / "gradio")  # uploads and generated images (read at import too)
     page = None
     try:
+        # gradio takes seconds to import: do it while the model loads
+        importer = threading.Thread(target=_import_page, name="import-gradio", daemon=True)
+        importer.start()
+        backend, examples = load_backend(options)
+        importer.join()
+        loaded_at = time.perf_counter()
         from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
         from artemis_cli.web.page import CSS, PageHandlers, build_page
 
