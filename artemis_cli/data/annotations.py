@@ -41,6 +41,7 @@ class ReferenceResolver:
         self.check_files = check_files
         self.root = str(root) if root is not None else None
         self.listings = listings or ListingCache()
+        self._frame_sizes: dict[str, tuple[int, ...]] = {}
 
     def _shown(self, folders: list[str]) -> str:
         def one(folder: str) -> str:
@@ -98,7 +99,40 @@ class ReferenceResolver:
                 problems.append(("frame_id", f"{len(missing)} tracked frame(s) not in {record.frame_path!r}: {shown}"))
             if record.key_frame_box and record.key_frame_id not in (None, "") and str(record.key_frame_id) not in present:
                 problems.append(("key_frame_id", f"key frame {record.key_frame_id!r} not in {record.frame_path!r}"))
+            problems += self._boxes_in_frame(record, frame_dir, present)
         return clip, frame_dir, problems
+
+    def _boxes_in_frame(self, record: R.ReferringRecord, frame_dir: Path, present) -> list[R.Problem]:
+        """Boxes against the real frame size, read from one frame's header (the frames of a clip share it)."""
+        first = next((str(name) for name in record.frame_id if str(name) in present), None)
+        if first is None:
+            return []
+        size = self._frame_sizes.get(str(frame_dir))
+        if size is None:
+            size = self._frame_sizes[str(frame_dir)] = _image_size(frame_dir / first)
+        if not size:
+            return []
+        boxes = [(f"track_list[{i}]", box) for i, box in enumerate(record.track_list) if box and len(box) == 4]
+        if record.key_frame_box and len(record.key_frame_box) == 4:
+            boxes.append(("key_frame_box", record.key_frame_box))
+        problems = []
+        for where, box in boxes:
+            if R.box_problem(box, where) is None:  # impossible boxes are the record rules' to report
+                problem = R.box_frame_problem(box, where, *size)
+                if problem:
+                    problems.append(problem)
+        return problems
+
+
+def _image_size(path: Path) -> tuple[int, ...]:
+    """(width, height) from an image header; () when it cannot be read (the frame checks report that)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return tuple(image.size)
+    except Exception:  # noqa: BLE001 - any unreadable frame: nothing to check the boxes against
+        return ()
 
 
 @dataclass
