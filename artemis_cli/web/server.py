@@ -126,7 +126,10 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
             time.sleep(0.2)
     finally:
         if page is not None:
-            page.close()
+            try:
+                page.close()
+            except Exception:  # a page that never launched has nothing to close; the temp root must still go
+                pass
         folders.close()
         if previous_temp is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)

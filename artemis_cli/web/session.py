@@ -81,7 +81,13 @@ class SessionFolders:
         return sorted(p for p in self.root.glob("session-*") if p.is_dir())
 
     def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        import time
+
+        for _ in range(3):  # the server's threads may still be writing while it stops
+            shutil.rmtree(self.root, ignore_errors=True)
+            if not self.root.exists():
+                return
+            time.sleep(0.2)
 
 
 def end_session(session: Optional[WebSession]) -> None:
