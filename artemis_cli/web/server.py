@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -67,6 +68,18 @@ def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) ->
     return backend, examples
 
 
+def _stop_on_sigterm():
+    """SIGTERM (`kill`, a service manager) unwinds like Ctrl-C, so the temp files still go; returns the
+    previous handler (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
 def _import_page() -> None:
     try:
         import artemis_cli.web.page  # noqa: F401  (gradio, gradio_image_annotation)
@@ -91,6 +104,7 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
     began = time.perf_counter()
     settings = launch_settings(options)  # refuse a bad --host/--auth before loading anything
     folders = SessionFolders()
+    previous_term = _stop_on_sigterm()
     previous_temp = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folders.root / "gradio")  # uploads and generated images (read at import too)
     page = None
@@ -131,6 +145,8 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
             except Exception:  # a page that never launched has nothing to close; the temp root must still go
                 pass
         folders.close()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if previous_temp is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
