@@ -87,19 +87,46 @@ def check_java() -> tuple[Check, object]:
     return Check("Java (scoring)", "ok", java.describe()), java
 
 
+NASHORN_JARS = "nashorn-core-15.4.jar and the asm 7.3.1 jars it needs (asm, asm-commons, asm-tree, asm-util, asm-analysis)"
+
+
+def spice_requirements(java, environ=os.environ) -> list[str]:
+    """What SPICE still needs, each item naming the exact file or runtime to provide (empty: nothing)."""
+    from artemis_cli.metrics.spice import CORENLP_ENV, CORENLP_JARS, spice_package_dir
+
+    package = spice_package_dir()
+    folder = Path(environ[CORENLP_ENV]) if environ.get(CORENLP_ENV) else package / "lib"
+    where = f"{CORENLP_ENV}={folder}" if environ.get(CORENLP_ENV) else f"pycocoevalcap's {folder}"
+    needed = []
+    if not (package / "spice-1.0.jar").is_file():
+        needed.append(f"{package / 'spice-1.0.jar'} (reinstall pycocoevalcap: pip install 'artemis[score]')")
+    missing = [name for name in CORENLP_JARS if not (folder / name).is_file()]
+    if missing:
+        needed.append(f"Stanford CoreNLP 3.6.0: {' and '.join(missing)} (not in {where}); unzip "
+                      "stanford-corenlp-full-2015-12-09.zip from https://nlp.stanford.edu/software/ and pass that folder "
+                      f"with --corenlp-dir or {CORENLP_ENV}")
+    has_nashorn = any(p.name.startswith("nashorn") for p in folder.glob("*.jar"))
+    if java.major >= 15 and not has_nashorn:
+        needed.append(f"a Java 8-14 runtime first on PATH (found {java.describe()}; SPICE 1.0 needs the Nashorn engine "
+                      f"that Java 15 removed), or {NASHORN_JARS} in the CoreNLP folder")
+    return needed
+
+
 def check_spice(java) -> Check:
+    name = "SPICE (CoreNLP jars)"
     if java is None:
-        return Check("SPICE (CoreNLP jars)", "warn", "needs Java first", "fix Java, then rerun")
+        return Check(name, "warn", "needs Java first", "fix Java, then rerun")
     try:
-        from artemis_cli.metrics.spice import HOW_TO_PROVIDE, locate_spice
+        from artemis_cli.metrics.spice import locate_spice
 
         setup = locate_spice(java)
+        needed = spice_requirements(java)
     except Exception as exc:  # pycocoevalcap missing, or a bad ARTEMIS_CORENLP_DIR
-        return Check("SPICE (CoreNLP jars)", "warn", getattr(exc, "message", str(exc)), "pip install 'artemis[score]'")
-    if setup.reason:
-        return Check("SPICE (CoreNLP jars)", "warn", "unavailable: SPICE is reported as missing, the other metrics work",
-                     HOW_TO_PROVIDE)
-    return Check("SPICE (CoreNLP jars)", "ok", f"{len(setup.classpath)} jars found")
+        return Check(name, "warn", getattr(exc, "message", str(exc)), "pip install 'artemis[score]'")
+    if setup.reason or needed:
+        return Check(name, "warn", "unavailable: artemis score reports SPICE as unavailable, the other metrics work",
+                     "provide " + "; and ".join(needed) if needed else setup.reason)
+    return Check(name, "ok", f"{len(setup.classpath)} jars found, {java.describe()}")
 
 
 def check_deepspeed() -> Check:

@@ -29,6 +29,15 @@ def score_cmd(
     seed: Seed = 0,
     skip_bad: SkipBad = False,
     corenlp_dir: Annotated[Optional[Path], typer.Option("--corenlp-dir", file_okay=False, help="Folder with stanford-corenlp-3.6.0.jar and -models.jar for SPICE (default: $ARTEMIS_CORENLP_DIR, then pycocoevalcap's lib folder).")] = None,
+    bertscore: Annotated[bool, typer.Option("--bertscore", help="Add BERTScore (the bert-score package: P, R, F1 per record and mean, with its settings hash) on the same pairs.")] = False,
+    bertscore_model: Annotated[Optional[str], typer.Option("--bertscore-model", metavar="ID_OR_DIR", help="BERTScore model: hub id or local folder (default roberta-large, bert-score's English default).")] = None,
+    bertscore_layer: Annotated[Optional[int], typer.Option("--bertscore-layer", min=0, metavar="N", help="Layer whose embeddings are compared (default: bert-score's for the model, 17 for roberta-large).")] = None,
+    bertscore_idf: Annotated[bool, typer.Option("--bertscore-idf", help="Weight tokens by idf computed on the scored references.")] = False,
+    bertscore_rescale: Annotated[bool, typer.Option("--bertscore-rescale", help="Rescale with the baseline file bert-score ships for the model.")] = False,
+    bertscore_baseline: Annotated[Optional[Path], typer.Option("--bertscore-baseline", dir_okay=False, metavar="FILE", help="Rescale with this baseline .tsv instead.")] = None,
+    bertscore_batch_size: Annotated[Optional[int], typer.Option("--bertscore-batch-size", min=1, metavar="N", help="BERTScore batch size (default 64).")] = None,
+    bertscore_device: Annotated[Optional[str], typer.Option("--bertscore-device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N for the BERTScore model (default auto).")] = None,
+    table: Annotated[bool, typer.Option("--table", help="Also print the paper's VideoRefBench columns (BERTScore, BLEU@4, METEOR, ROUGE_L, CIDEr, SPICE; x100) beside the published Artemis-7B row; --json adds it as paper_table.")] = False,
 ) -> None:
     """Score predictions with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr, SPICE) under the VideoRefBench protocol.
 
@@ -51,6 +60,9 @@ def score_cmd(
             metrics=[m.strip() for m in metrics.split(",") if m.strip()], length_filter=not no_length_filter,
             keep_duplicates=keep_duplicates, id_field=id_field, ref_field=ref_field, pred_field=pred_field,
             bootstrap=bootstrap, seed=seed, skip_bad=skip_bad, corenlp_dir=corenlp_dir,
+            bertscore=bertscore_options(bertscore, model=bertscore_model, num_layers=bertscore_layer, idf=bertscore_idf,
+                                        rescale=bertscore_rescale, baseline_path=bertscore_baseline,
+                                        batch_size=bertscore_batch_size, device=bertscore_device),
         )
     except ValidationError as exc:
         raise ConfigError("score options", format_validation_error(exc)) from None
@@ -61,9 +73,34 @@ def score_cmd(
             bar.update(task, description=description, completed=index, total=total)
 
         report = score_file(predictions, options, per_sample_path=per_sample, progress=on_step)
+    from artemis_cli.cli.score_table import build_paper_table, print_bertscore
+    from artemis_cli.metrics.paper import paper_table_json
+
     if json_out:
-        print_json(report.to_json())
-    print_report(report, stderr if json_out else stdout)
+        document = report.to_json()
+        if table:
+            document["paper_table"] = paper_table_json(report)
+        print_json(document)
+    console = stderr if json_out else stdout
+    print_report(report, console)
+    print_bertscore(report, console)
+    if table:
+        console.print(build_paper_table(report))
     if per_sample is not None:
         stderr.print(f"per-record values: {per_sample}")
 
+
+def bertscore_options(enabled: bool, **given):
+    """`BertScoreOptions` from the --bertscore-* options (None without --bertscore; an option without it
+    is a usage error, not silently ignored)."""
+    from artemis_cli.errors import UsageError
+    from artemis_cli.metrics.bertscore import BertScoreOptions
+
+    given = {key: value for key, value in given.items() if value not in (None, False)}
+    if not enabled:
+        if given:
+            names = ", ".join("--bertscore-" + ("layer" if key == "num_layers" else "baseline" if key == "baseline_path"
+                                                else key.replace("_", "-")) for key in given)
+            raise UsageError(f"{names} given without --bertscore", hint="add --bertscore to compute BERTScore")
+        return None
+    return BertScoreOptions(**given)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from artemis_cli.common.atomic import atomic_open
 from artemis_cli.errors import InputError
 from artemis_cli.metrics import coco
+from artemis_cli.metrics.bertscore import BertScoreOptions
 from artemis_cli.metrics.protocol import CAPTION, MAX_PRED_CHARS, MIN_PRED_CHARS, Pair, prepare_pairs
 
 MetricGroup = Literal["bleu", "meteor", "rouge", "cider", "spice"]
@@ -43,6 +44,7 @@ class ScoreOptions(BaseModel):
     seed: int = 0
     skip_bad: bool = False
     corenlp_dir: Optional[Path] = None
+    bertscore: Optional[BertScoreOptions] = None  # add BERTScore (bert-score) on the same pairs
 
     @field_validator("metrics")
     @classmethod
@@ -74,6 +76,7 @@ class ScoreReport:
     ci: Optional[dict[str, tuple[Optional[float], Optional[float]]]] = None
     per_sample: list[dict[str, Any]] = field(default_factory=list)
     java: str = ""
+    bertscore: Optional[dict[str, Any]] = None  # P / R / F1 means, bert-score's settings hash and settings
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON: counts, ``metrics`` (raw 0-1), ``unavailable``; ``n_skipped_bad``
@@ -88,6 +91,8 @@ class ScoreReport:
             out["n_skipped_bad"] = len(self.skipped)
         if self.ci is not None:
             out["ci"] = {name: list(bounds) for name, bounds in self.ci.items()}
+        if self.bertscore is not None:
+            out["bertscore"] = dict(self.bertscore)
         return out
 
 
@@ -123,11 +128,23 @@ def score(records: Iterable[Any], options: Optional[ScoreOptions] = None, *,
     for group, names in METRIC_GROUPS.items():
         if group not in options.metrics:
             unavailable.update({name: "not requested (--metrics)" for name in names})
+    per_sample = _per_sample(prepared.pairs, values, options)
+    bert = None
+    if options.bertscore is not None:
+        from artemis_cli.metrics.bertscore import bertscore
+
+        if progress is not None:
+            progress("computing BERTScore", 0, 1)
+        result = bertscore([pair.pred for pair in prepared.pairs], [pair.refs for pair in prepared.pairs],
+                           options.bertscore)  # the same filtered, keyed pairs as the COCO metrics
+        bert = result.to_json()
+        for row, p, r, f in zip(per_sample, result.precision, result.recall, result.f1):
+            row.update({"BERTScore_P": p, "BERTScore_R": r, "BERTScore_F1": f})
     return ScoreReport(
         options=options, n_input=prepared.n_input, n_scored=len(prepared.pairs),
         n_dropped_length=prepared.n_dropped_length, n_dropped_duplicate=prepared.n_dropped_duplicate,
         metrics=metrics, unavailable=unavailable, skipped=prepared.skipped, ci=ci,
-        per_sample=_per_sample(prepared.pairs, values, options), java=java,
+        per_sample=per_sample, java=java, bertscore=bert,
     )
 
 
