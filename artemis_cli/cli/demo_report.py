@@ -23,7 +23,9 @@ def print_summary(result: DemoResult, console) -> None:
                       escape(record.output or "-"), escape(why))
     console.print(table)
     if result.removed:
-        console.print(f"removed the temporary folder {result.out} (pass --keep, or --out DIR, to keep the "
-                      "outputs and report.md)", soft_wrap=True)
+        console.print(f"removed the temporary folder {result.out} (pass --keep, or --output DIR, to keep the "
+                      "outputs)", soft_wrap=True)
+        if result.kept_report is not None:
+            console.print(f"report: {result.kept_report}", soft_wrap=True)
     else:
         console.print(f"report: {result.out / 'report.md'}", soft_wrap=True)

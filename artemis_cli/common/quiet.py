@@ -124,3 +124,30 @@ def silence_libav() -> None:
         import av.logging
 
         av.logging.set_level(av.logging.PANIC)
+
+
+@contextlib.contextmanager
+def c_stderr_quiet() -> Iterator[None]:
+    """Silence what C libraries write straight to file descriptor 2 (decord's bundled FFmpeg prints
+    "moov atom not found" / "header damaged" for a broken video; the error itself is still raised and
+    reported per video). Only in worker processes: in the main process a live progress bar shares
+    the descriptor, and a refresh swallowed here would garble it."""
+    import multiprocessing
+
+    if _verbose or multiprocessing.current_process().name == "MainProcess":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -32,6 +32,7 @@ class DemoResult:
     temporary: bool
     removed: bool = False
     resumed: bool = False
+    kept_report: Optional[Path] = None  # report.md of a removed temporary folder, kept here
 
     @property
     def failed(self) -> Optional[StepRecord]:
@@ -51,7 +52,7 @@ class DemoResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "out": str(self.out), "seconds": round(self.seconds, 2), "removed": self.removed,
-                "resumed": self.resumed, "report": None if self.removed else str(self.out / "report.md"),
+                "resumed": self.resumed, "report": str(self.kept_report or self.out / "report.md") if self.kept_report or not self.removed else None,
                 "steps": [{k: v for k, v in asdict(s).items() if k != "data"} for s in self.steps],
                 "scores": _step_data(self.steps, "score").get("score"),
                 "judge": _step_data(self.steps, "judge").get("judge")}

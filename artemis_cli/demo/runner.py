@@ -135,6 +135,24 @@ def _show(record: StepRecord, number: str) -> None:
                  f"[dim]{record.seconds:.1f} s[/] {text}", soft_wrap=True)
 
 
+def _keep_report(report: Path) -> Optional[Path]:
+    """The report of a demo whose temporary folder goes: kept as ``$ARTEMIS_CACHE/demo/report-<time>.md``
+    (default ``~/.cache/artemis``), never written over anything in the current folder."""
+    import datetime as dt
+
+    if not report.is_file():
+        return None
+    base = Path(os.environ["ARTEMIS_CACHE"]) if os.environ.get("ARTEMIS_CACHE") else Path.home() / ".cache" / "artemis"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    kept = base / "demo" / f"report-{stamp}.md"
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report, kept)
+    except OSError:
+        return None
+    return kept
+
+
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run every step (`STEPS`) into the demo folder, write ``report.md`` there and return what happened.
 
@@ -171,6 +189,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
                         resumed=any(r.status == "reused" for r in records))
     write_report(ws, options, result)
     if temporary and not options.keep and result.ok:
+        result.kept_report = _keep_report(ws.root / "report.md")
         shutil.rmtree(ws.root, ignore_errors=True)
         result.removed = True
     return result

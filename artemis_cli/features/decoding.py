@@ -92,8 +92,11 @@ def decode_video(path: Path, num_frames: int) -> tuple[np.ndarray, str]:
 def _decode_decord(path: Path, num_frames: int) -> np.ndarray:
     import decord
 
+    from artemis_cli.common.quiet import c_stderr_quiet
+
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with c_stderr_quiet():  # FFmpeg's own messages about a broken file; the error is raised below
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         total = len(reader)
         if total == 0:
             raise DecodeError("no video frames")
