@@ -107,6 +107,7 @@ def test_track_undecodable_video_and_empty_folder_fail_with_exit_1(cache, tmp_pa
     assert missing.exit_code == 2 and "no such video" in missing.output
 
 
+@pytest.mark.slow
 def test_ask_prints_the_answer_and_json(clip, sharp_dir, cache):
     result = invoke(["ask", clip[0], "--box", walker(clip), *model_args(sharp_dir, cache), "--json"])
     assert result.exit_code == 0, result.output
@@ -123,6 +124,7 @@ def test_ask_prints_the_answer_and_json(clip, sharp_dir, cache):
     assert bad.exit_code == 2 and "exactly one <bbox>" in bad.output and "hint:" in bad.output
 
 
+@pytest.mark.slow
 def test_ask_batch_is_resumable_and_lists_failures(clip, sharp_dir, cache, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 500)
@@ -155,6 +157,7 @@ def test_ask_batch_is_resumable_and_lists_failures(clip, sharp_dir, cache, tmp_p
     assert bad.exit_code == 1 and f"{requests}:1: box" in bad.output
 
 
+@pytest.mark.slow
 def test_chat_with_piped_stdin(clip, sharp_dir, cache, tmp_path):
     transcript = tmp_path / "chat.json"
     script = "\n".join(["What is the <bbox> doing?", "And where does it go?", "no box in this one <bbox>",

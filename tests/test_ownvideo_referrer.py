@@ -48,6 +48,7 @@ def target_of(clip, name: str = "walker", frame: int = 0) -> Target:
     return Target(path, tuple(video.objects[name].boxes[frame]), frame)
 
 
+@pytest.mark.slow
 def test_ask_equals_infer_videorefbench_on_the_record_track_wrote(referrer, clip, tmp_path):
     from artemis_cli.infer import InferConfig, infer
     from artemis_cli.ownvideo.track import TrackConfig, track_video
@@ -104,6 +105,7 @@ def test_second_question_costs_no_tracking_or_extraction(referrer, clip, monkeyp
     assert track["boxes"][5] == [round(v, 2) for v in target_of(clip, frame=5).box]
 
 
+@pytest.mark.slow
 def test_ask_many_is_one_batch_equal_to_asking_alone_with_errors_in_their_slots(referrer, clip):
     prepared = referrer.prepare(target_of(clip))
     items = [(prepared, DEFAULT_QUESTION, ()), (prepared, "no box here", ()),
