@@ -286,3 +286,17 @@ def test_demo_without_output_keeps_its_report(tmp_path, monkeypatch):
     print_summary(result, console)
     assert f"report: {kept}" in console.export_text().replace("\n", "")
     assert result.to_json()["report"] == str(kept)
+
+
+def test_config_errors_name_the_users_options(tmp_path, sample):
+    (tmp_path / "videos").mkdir()
+    result = runner.invoke(app, ["features", "extract", str(tmp_path / "videos"), str(tmp_path / "o"), "--dtype", "fp8"])
+    assert result.exit_code == 2 and "--dtype (dtype):" in result.stderr
+    features = sample.data_root / "Artemis_data" / "HC-STVG" / "clip_feature"
+    (tmp_path / "model").mkdir()
+    result = runner.invoke(app, ["infer", "qa", "--model", str(tmp_path / "model"), "--dataset", "bogus",
+                                 "--questions", str(sample.annotations / "msvd_qa" / "test_q.json"),
+                                 "--answers", str(sample.annotations / "msvd_qa" / "test_a.json"),
+                                 "--features", str(features), "-o", str(tmp_path / "p.jsonl"), "--temperature", "-1"])
+    assert result.exit_code == 2
+    assert "--dataset (task.qa.dataset):" in result.stderr and "--temperature (decoding.temperature):" in result.stderr

@@ -36,16 +36,23 @@ def extract_cmd(
     """Write one [100 + P, C] float16 feature file per video. Reruns resume; exit 1 if any video failed.
 
     Example: artemis features extract /data/eval/MSVD_Zero_Shot_QA/videos /data/eval/MSVD_Zero_Shot_QA/clip_feature"""
+    from artemis_cli.cli.options import name_options
     from artemis_cli.common.config import load_config
     from artemis_cli.common.paths import check_output
+    from artemis_cli.errors import ConfigError
     from artemis_cli.features.extract import ExtractConfig, extract_features
     from artemis_cli.cli.features_report import print_extract_summary
 
     check_output(output, kind="dir", option="OUTPUT", inputs={"INPUT": input, "--list": list_file})
-    config = load_config(ExtractConfig, base=dict(
-        input=input, output=output, frames=frames, model=model, backend=backend, num_frames=num_frames,
-        resize=resize, batch_size=batch_size, workers=workers, device=device, dtype=dtype, format=fmt,
-        num_shards=num_shards, shard_index=shard_index, list_file=list_file, overwrite=overwrite))
+    base = dict(input=input, output=output, frames=frames, model=model, backend=backend, num_frames=num_frames,
+                resize=resize, batch_size=batch_size, workers=workers, device=device, dtype=dtype, format=fmt,
+                num_shards=num_shards, shard_index=shard_index, list_file=list_file, overwrite=overwrite)
+    try:
+        config = load_config(ExtractConfig, base=base)
+    except ConfigError as exc:
+        flags = {name: f"--{name.replace('_', '-')}" for name in base} | {"list_file": "--list",
+                                                                          "input": "INPUT", "output": "OUTPUT"}
+        raise ConfigError("features extract options", name_options(exc.problems, flags)) from None
     summary = extract_features(config, show_progress=not json_out)
     if json_out:
         from artemis_cli.common.console import print_json

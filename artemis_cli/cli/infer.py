@@ -108,7 +108,12 @@ def _run(task: dict, output: Path, run: dict, **prompt) -> None:
         config = InferConfig(task=task, output=output, decoding=decoding, show_progress=not json_out, **options,
                              **prompt)
     except ValidationError as exc:
-        raise ConfigError("infer options", format_validation_error(exc)) from None
+        from artemis_cli.cli.options import name_options
+
+        flags = {name for name, _, _ in RUN_OPTIONS} | set(decoding) | set(task) | set(prompt) | {"output"}
+        flags = {name: f"--{name.replace('_', '-')}" for name in flags} | {"set": "--subset"}
+        problems = name_options(format_validation_error(exc), flags, prefixes=(f"task.{task['kind']}.", "decoding."))
+        raise ConfigError("infer options", problems) from None
     summary = infer(config)
     from artemis_cli.cli.infer_report import print_run_summary
 

@@ -19,3 +19,22 @@ Quantize = Annotated[str, typer.Option("--quantize", help="Weight-only quantisat
                                        "keep their dtype): none, int8 (torchao; CPU and CUDA), int4 (torchao; CUDA, "
                                        "bfloat16) or nf4 (bitsandbytes; CUDA).")]
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+
+
+def name_options(problems: list[str], known: "set[str] | dict[str, str]", prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Config problems named by the user's option: ``format: ...`` -> ``--format (format): ...``;
+    ``task.qa.dataset: ...`` -> ``--dataset (task.qa.dataset): ...``. `known` lists the config fields
+    that are command-line options (a dict maps a field to its flag); `prefixes` are the config sections
+    whose fields are options (``task.qa.``, ``decoding.``)."""
+    named = []
+    for line in problems:
+        location, sep, message = line.partition(": ")
+        field = location
+        for prefix in prefixes:
+            if location.startswith(prefix):
+                field = location[len(prefix):].split(".")[0]
+                break
+        field = field.split(".")[0]
+        flag = known.get(field) if isinstance(known, dict) else (f"--{field.replace('_', '-')}" if field in known else None)
+        named.append(f"{flag} ({location}){sep}{message}" if flag and sep else line)
+    return named
