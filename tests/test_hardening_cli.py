@@ -118,10 +118,11 @@ def test_every_json_command_prints_one_json_document(sample, tiny_artemis_dir, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["doctor", "--json"], ["model", "make-tiny", "{tmp}/tiny", "--json"]])
+@pytest.mark.parametrize("args", [["doctor", "--json"]])
 def test_json_stdout_survives_deepspeed_and_library_noise_in_a_real_process(tmp_path, args):
     """DeepSpeed logs "Setting accelerator to CPU" to stdout when it is imported: in a fresh process it
-    must land on stderr. Library progress bars stay off without --verbose."""
+    must land on stderr (doctor imports DeepSpeed; make-tiny's --json is covered in-process by the test
+    above, through the same mechanism). Library progress bars stay off without --verbose."""
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
     out = subprocess.run([sys.executable, "-m", "artemis_cli", *[a.format(tmp=tmp_path) for a in args]],
                          capture_output=True, text=True, env=env, timeout=300)
