@@ -249,7 +249,7 @@ def test_sigterm_with_requests_in_flight_answers_them_all_and_exits_0(server, sh
         server.stop(signal.SIGKILL)
 
 
-def test_a_non_loopback_host_without_a_key_is_refused_before_binding(monkeypatch):
+def test_a_non_loopback_host_without_a_key_or_an_impossible_quantize_is_refused_before_binding(monkeypatch):
     from typer.testing import CliRunner
 
     from artemis_cli.cli.app import app
@@ -264,3 +264,5 @@ def test_a_non_loopback_host_without_a_key_is_refused_before_binding(monkeypatch
     assert result.exit_code == 2, result.output
     assert "error: --host 0.0.0.0 is reachable from other machines: it needs an API key" in result.output
     assert "ARTEMIS_API_KEY" in result.output and "loading" not in result.output
+    result = CliRunner().invoke(app, ["serve", "--model", "/nonexistent", "--quantize", "int4", "--device", "cpu"])
+    assert result.exit_code == 2 and "int4 needs a CUDA GPU" in result.output, result.output

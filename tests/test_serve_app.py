@@ -263,3 +263,17 @@ def test_a_prepared_record_is_answered_without_tracking(served, sample):
         assert response.status_code == 403
     finally:
         allowed.state.queue.close(timeout=5)
+
+
+def test_a_known_target_skips_prepare_and_a_bad_box_on_a_known_video_is_refused_at_once(served):
+    app, referrer, videos, _ = served
+    responses = post_all(app, [chat_body(url_of(videos))])
+    assert responses[0].status_code == 200 and len(referrer.prepared) == 1
+    responses = post_all(app, [chat_body(url_of(videos), "Where does the <bbox> go?")])
+    assert responses[0].status_code == 200 and len(referrer.prepared) == 1  # the memo, not Referrer.prepare
+    for change, words in (({"box": [10, 10, 500, 50]}, "outside frame 0"), ({"frame": 10}, "has 10 frame(s)")):
+        [response] = post_all(app, [chat_body(url_of(videos), **change)])
+        assert response.status_code == 400 and words in response.json()["error"]["message"], response.text
+    assert len(referrer.prepared) == 1
+    (videos / "clip.mp4").write_bytes(b"another video, same name")  # a changed file is prepared again
+    assert post_all(app, [chat_body(url_of(videos))])[0].status_code == 200 and len(referrer.prepared) == 2

@@ -30,7 +30,8 @@ from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
 from artemis_cli.serve.batching import BatchQueue, QueueClosed
 from artemis_cli.serve.schemas import ChatRequest, error_body
-from artemis_cli.serve.targets import Forbidden, read_conversation, record_target, video_target
+from artemis_cli.serve.targets import (Forbidden, PreparedTargets, read_conversation, record_target,
+                                      video_target)
 
 
 @dataclass
@@ -175,15 +176,27 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def prepare(chat: ChatRequest):
-        conversation = read_conversation(chat)
+    memo = PreparedTargets()
+
+    def prepare(chat: ChatRequest, conversation):
         start = time.perf_counter()
         if chat.record is not None:
             prepared = record_target(chat.record, chat.data_root, allow=settings.allow_paths)
         else:
             target = video_target(chat, conversation, allow=settings.allow_paths, upload_dir=settings.upload_dir)
-            prepared = referrer.prepare(target)
-        return conversation, prepared, time.perf_counter() - start
+            prepared = memo.lookup(target)
+            if prepared is None:
+                prepared = referrer.prepare(target)
+                memo.store(prepared)
+        return prepared, time.perf_counter() - start
+
+    def remembered(chat: ChatRequest, conversation):
+        """A memo hit (or a bad box on a known video) without a thread; None: prepare in a thread."""
+        if chat.record is not None or conversation.video_url is None or conversation.video_url.startswith("data:"):
+            return None
+        target = video_target(chat, conversation, allow=settings.allow_paths, upload_dir=settings.upload_dir)
+        prepared = memo.lookup(target)
+        return None if prepared is None else (prepared, 0.0)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -205,7 +218,9 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
                            param="model", code="model_not_found")
         decoding = decoding_of(chat, settings.max_new_tokens)
         try:
-            conversation, prepared, prepare_s = await run_in_threadpool(prepare, chat)
+            conversation = read_conversation(chat)  # cheap checks here: a bad request never waits for a thread
+            known = remembered(chat, conversation)
+            prepared, prepare_s = known or await run_in_threadpool(prepare, chat, conversation)
         except Exception as exc:  # noqa: BLE001 - a bad target is a 4xx, anything else this request's 500
             raise api_error(exc) from None
         job = Job(prepared=prepared, question=conversation.question, history=conversation.history, decoding=decoding,

@@ -113,6 +113,11 @@ def serve(config: ServeConfig, *, referrer=None, on_ready: Optional[Callable[[st
     Ctrl-C raises `KeyboardInterrupt` after the graceful stop. `on_ready(url)` is called once the model
     is loaded and the server is about to take requests (default: print ``serving URL`` on stderr)."""
     key = config.resolved_key()
+    if referrer is None:  # a mode this machine cannot run fails before anything binds or loads
+        from artemis_cli.common.devices import resolve_device
+        from artemis_cli.model.quantize import check_quantize
+
+        check_quantize(config.quantize, resolve_device(config.device))
     sock = bind(config.host, config.port)
     try:
         port = sock.getsockname()[1]

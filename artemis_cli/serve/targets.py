@@ -168,3 +168,60 @@ def _frame_size(frames: Path, frame_ids: list) -> tuple[int, int]:
             return image.size
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"record.frame_id[0]: {first.name}: cannot read the frame ({type(exc).__name__})") from None
+
+
+class PreparedTargets:
+    """An in-memory memo in front of `Referrer.prepare`, keyed by the video's path, size and mtime and the
+    target. `Referrer.prepare` takes the model's lock (tracking and feature extraction share the
+    device with generation), so even a cache hit waits for the batch being generated; a memo hit
+    does not, and the next batch then gathers every request that arrived meanwhile. Videos seen before
+    also get their box and frame checked at once (a bad box is a 400 without waiting for the model)."""
+
+    def __init__(self, capacity: int = 4096):
+        import threading
+        from collections import OrderedDict
+
+        self.capacity = capacity
+        self._prepared: "OrderedDict[tuple, PreparedTarget]" = OrderedDict()
+        self._videos: "OrderedDict[tuple, tuple[tuple[int, int], int]]" = OrderedDict()  # frame size, frames
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _video_key(video: Path) -> Optional[tuple]:
+        try:
+            stat = video.stat()
+        except OSError:
+            return None
+        return (str(video), stat.st_mtime_ns, stat.st_size)
+
+    def lookup(self, target: Target) -> Optional[PreparedTarget]:
+        """The memoised preparation of `target`, or None; a box outside a known video's frame (or a frame
+        past its end) is a `UsageError` here."""
+        from artemis_cli.ownvideo.video import check_box
+
+        video = self._video_key(Path(target.video))
+        if video is None or Path(target.video).is_dir():  # frame folders: their files change, not the folder
+            return None
+        with self._lock:
+            known = self._videos.get(video)
+            prepared = self._prepared.get((video, target.box, target.frame))
+            if prepared is not None:
+                self._prepared.move_to_end((video, target.box, target.frame))
+        if known is not None:
+            frame_size, frames = known
+            if target.frame >= frames:
+                raise UsageError(f"frame {target.frame}: the video has {frames} frame(s) (0-{frames - 1})")
+            check_box(target.box, frame_size, target.frame)
+        return prepared
+
+    def store(self, prepared: PreparedTarget) -> None:
+        target = prepared.target
+        video = self._video_key(Path(target.video))
+        if video is None or Path(target.video).is_dir():
+            return
+        with self._lock:
+            self._videos[video] = (tuple(prepared.frame_size), int(prepared.num_frames))
+            self._prepared[(video, target.box, target.frame)] = prepared
+            for memo in (self._prepared, self._videos):
+                while len(memo) > self.capacity:
+                    memo.popitem(last=False)
