@@ -96,7 +96,10 @@ def quiet_libraries(verbose: bool = False) -> None:
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
     for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        if _errors_only not in logger.filters:  # a filter survives the library resetting its level on import
+            logger.addFilter(_errors_only)
     warnings.filterwarnings("ignore", module=_NOISY_WARNING_MODULES)
     for category in (FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
@@ -104,6 +107,10 @@ def quiet_libraries(verbose: bool = False) -> None:
         silence_transformers()
     if "av" in sys.modules:
         silence_libav()
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return _verbose or record.levelno >= logging.ERROR
 
 
 def silence_transformers() -> None:
