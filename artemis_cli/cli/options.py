@@ -14,7 +14,7 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 NumShards = Annotated[Optional[int], typer.Option("--num-shards", min=1, help="Split the work into N shards (default: from torchrun's WORLD_SIZE, else 1).")]
 ShardIndex = Annotated[Optional[int], typer.Option("--shard-index", min=0, help="Which shard to run (default: from torchrun's RANK, else 0).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (float16 on CUDA, as the published eval ran; float32 on CPU), float32, float16 or bfloat16.")]
 Quantize = Annotated[str, typer.Option("--quantize", help="Weight-only quantisation of the LLM (tower and RoI module "
                                        "keep their dtype): none, int8 (torchao; CPU and CUDA), int4 (torchao; CUDA, "
                                        "bfloat16) or nf4 (bitsandbytes; CUDA).")]

@@ -268,12 +268,12 @@ def save_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = Fa
 
 def merge_lora(run_dir: str | os.PathLike, base: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
                dtype: Any = "auto", overwrite: bool = False, image_tower: Optional[str] = None,
-               max_shard_size: str = "5GB", progress=None) -> Path:
+               max_shard_size: str = "2GB", progress=None) -> Path:
     """Merge a LoRA run (adapter + non_lora_trainables.bin) into `base` and save a merged checkpoint.
 
     ``dtype="auto"`` keeps the checkpoint's dtype (its config's, e.g. bfloat16 for the released stage 3).
-    The merge runs shard by shard on CPU (`model.merge.merge_lora_sharded`: about one base shard in
-    memory, the result equal to peft's merge); adapters it cannot fold (trained biases, DoRA, rank
+    The merge runs shard by shard on CPU (`model.merge.merge_lora_sharded`: memory bounded by the output
+    shard size, not the model's, the result equal to peft's merge); adapters it cannot fold (trained biases, DoRA, rank
     patterns) go through peft's `merge_and_unload` on `device` with the whole model in memory.
     `image_tower` resolves the tower config (as `--image-tower` elsewhere) and is written as the merged
     config's ``mm_image_tower``."""

@@ -4,9 +4,11 @@ peft's `merge_and_unload` needs the whole model in memory, and loading the 7B in
 ~27 GB. Here the base is read one shard at a time (safetensors tensor by tensor, `.bin` memory-mapped
 where the format allows), each LoRA pair aimed at a weight of that shard is folded in with peft's own
 arithmetic, the non-LoRA trainables (RoI module, projector) replace or join the base weights, and the
-merged tensors are written as safetensors shards as soon as one is full. Peak memory: about one base
-shard, the adapter and one output shard. The result equals `load_model(run, base)` + `save_model`
-bit for bit (`tests/test_model_merge.py`).
+merged tensors are written as safetensors shards as soon as one is full (`max_shard_size`, 2 GB by
+default; safetensors serialises a shard in memory, so about twice that is held at the peak, plus the
+memory-mapped pages of the base shard being read, which the kernel can drop). The memory needed does
+not grow with the model (`benchmarks/merge.py`). The result equals `load_model(run, base)` +
+`save_model` bit for bit (`tests/test_model_published.py`).
 
 peft's arithmetic (``LoraLayer.get_delta_weight`` + ``merge``, in peft 0.4 as in current peft): the LoRA
 pair in fp32, ``B @ A`` (transposed when ``fan_in_fan_out``) times ``lora_alpha / r`` (``/ sqrt(r)`` with
@@ -198,7 +200,7 @@ def parse_size(text: str) -> int:
 
 
 def merge_lora_sharded(run_dir: Path, base: Path, out: Path, *, dtype: Any = "auto", image_tower: Optional[str] = None,
-                       overwrite: bool = False, max_shard_size: str = "5GB",
+                       overwrite: bool = False, max_shard_size: str = "2GB",
                        progress: Optional[ProgressCallback] = None) -> Optional[Path]:
     """Merge shard by shard into `out` (config, safetensors shards + index, generation config, tokenizer).
 
