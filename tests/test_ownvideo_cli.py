@@ -105,6 +105,10 @@ def test_track_undecodable_video_and_empty_folder_fail_with_exit_1(cache, tmp_pa
         assert result.exit_code == 1 and message in result.output, result.output
     missing = invoke(["track", tmp_path / "nope.mp4", "--box", "1,1,9,9", "--cache-dir", cache])
     assert missing.exit_code == 2 and "no such video" in missing.output
+    (tmp_path / "frames" / "00000.jpg").write_bytes(b"")
+    inside = invoke(["track", tmp_path / "frames", "--box", "1,1,9,9", "-o", tmp_path / "frames" / "t.json",
+                     "--cache-dir", cache])
+    assert inside.exit_code == 2 and "lies inside the input" in inside.output
 
 
 @pytest.mark.slow

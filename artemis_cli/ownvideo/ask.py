@@ -252,6 +252,8 @@ def ask_batch(config: AskBatchConfig, *, loaded=None) -> BatchSummary:
                                                                 request.frame)))
                     except ArtemisError as exc:
                         prepared.append(exc)
+                    except OSError as exc:  # an unreadable file the checks could not foresee
+                        prepared.append(InputError(f"{video}: {type(exc).__name__}: {exc}"))
                 ready = [(p, r.question, ()) for p, r in zip(prepared, chunk) if not isinstance(p, ArtemisError)]
                 answers = iter(referrer.ask_many(ready, decoding) if ready else [])
                 for request, item in zip(chunk, prepared):

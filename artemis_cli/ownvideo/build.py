@@ -200,8 +200,9 @@ def build_referring(config: BuildConfig) -> BuildSummary:
                                               tracks=tracks, features=features if feature is None else None,
                                               tracker=config.tracker, tracker_model=config.tracker_model, sam2=sam2,
                                               stride=config.stride, video_name=video_id)
-                except ArtemisError as exc:
-                    problems.append({"video": request.video, "line": number, "error": exc.message})
+                except (ArtemisError, OSError) as exc:
+                    message = exc.message if isinstance(exc, ArtemisError) else f"{type(exc).__name__}: {exc}"
+                    problems.append({"video": request.video, "line": number, "error": message})
                     continue
                 if feature is None:
                     feature = prepared.root / prepared.record["clip_path"]
