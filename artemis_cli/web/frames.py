@@ -125,7 +125,7 @@ def draw_box(image: np.ndarray, box: Sequence[float], label: str = "", colour=BO
 
     picture = Image.fromarray(image)
     draw = ImageDraw.Draw(picture)
-    width = max(1, round(min(picture.size) / 100))
+    width = max(2, round(min(picture.size) / 45))  # still visible on a gallery thumbnail
     if box:
         draw.rectangle([float(v) for v in box], outline=colour, width=width)
     if label:
