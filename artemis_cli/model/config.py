@@ -171,14 +171,18 @@ def read_config_json(path: str | Path):
         check_adapter(path)
     try:
         return ArtemisConfig(**data)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - transformers' own field validation raises its own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputError(f"{file}: not a usable model config ({type(exc).__name__}: {first[:300]})") from None
 
 
 # Llama fields every checkpoint has, and the ranges a buildable model needs.
 _SIZE_FIELDS = {"hidden_size": 1 << 20, "intermediate_size": 1 << 22, "num_hidden_layers": 1 << 12,
                 "num_attention_heads": 1 << 14, "num_key_value_heads": 1 << 14, "vocab_size": 1 << 24,
                 "max_position_embeddings": 1 << 26, "mm_hidden_size": 1 << 20}
+
+
+_NULLABLE = {"num_key_value_heads", "mm_hidden_size"}  # null: the default (as many KV heads as heads; no towers)
 
 
 def config_problems(data: dict[str, Any]) -> list[str]:
@@ -189,10 +193,10 @@ def config_problems(data: dict[str, Any]) -> list[str]:
 
     problems = []
     for name, limit in _SIZE_FIELDS.items():
-        if name not in data or data[name] is None:
+        if name not in data or (data[name] is None and name in _NULLABLE):
             continue
         value = data[name]
-        if type(value) is not int:
+        if type(value) is not int:  # also JSON null: transformers would fail on it later
             problems.append(f"{name}: expected a whole number, got {type(value).__name__} {value!r}")
         elif not 1 <= value <= limit:
             problems.append(f"{name}: {value} is out of range (1..{limit})")
