@@ -292,7 +292,7 @@ def test_demo_without_output_keeps_its_report(tmp_path, monkeypatch):
 def test_config_errors_name_the_users_options(tmp_path, sample):
     (tmp_path / "videos").mkdir()
     result = runner.invoke(app, ["features", "extract", str(tmp_path / "videos"), str(tmp_path / "o"), "--dtype", "fp8"])
-    assert result.exit_code == 2 and "--dtype (dtype):" in result.stderr
+    assert result.exit_code == 2 and "--dtype: Input should be" in result.stderr and "(dtype)" in result.stderr
     features = sample.data_root / "Artemis_data" / "HC-STVG" / "clip_feature"
     (tmp_path / "model").mkdir()
     result = runner.invoke(app, ["infer", "qa", "--model", str(tmp_path / "model"), "--dataset", "bogus",
@@ -300,4 +300,5 @@ def test_config_errors_name_the_users_options(tmp_path, sample):
                                  "--answers", str(sample.annotations / "msvd_qa" / "test_a.json"),
                                  "--features", str(features), "-o", str(tmp_path / "p.jsonl"), "--temperature", "-1"])
     assert result.exit_code == 2
-    assert "--dataset (task.qa.dataset):" in result.stderr and "--temperature (decoding.temperature):" in result.stderr
+    assert "--dataset: 'bogus': expected one of" in result.stderr and "(task.qa.dataset)" in result.stderr
+    assert "--temperature: Input should be greater than 0 (decoding.temperature)" in result.stderr

@@ -22,8 +22,8 @@ ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, reada
 
 
 def name_options(problems: list[str], known: "set[str] | dict[str, str]", prefixes: tuple[str, ...] = ()) -> list[str]:
-    """Config problems named by the user's option: ``format: ...`` -> ``--format (format): ...``;
-    ``task.qa.dataset: ...`` -> ``--dataset (task.qa.dataset): ...``. `known` lists the config fields
+    """Config problems named by the user's option: ``format: ...`` -> ``--format: ... (format)``;
+    ``task.qa.dataset: ...`` -> ``--dataset: ... (task.qa.dataset)``. `known` lists the config fields
     that are command-line options (a dict maps a field to its flag); `prefixes` are the config sections
     whose fields are options (``task.qa.``, ``decoding.``)."""
     named = []
@@ -36,5 +36,5 @@ def name_options(problems: list[str], known: "set[str] | dict[str, str]", prefix
                 break
         field = field.split(".")[0]
         flag = known.get(field) if isinstance(known, dict) else (f"--{field.replace('_', '-')}" if field in known else None)
-        named.append(f"{flag} ({location}){sep}{message}" if flag and sep else line)
+        named.append(f"{flag}: {message} ({location})" if flag and sep and flag != location else line)
     return named
