@@ -89,8 +89,10 @@ def demo_referrer(server):
     from artemis_cli.web.demo_assets import ensure_demo_assets
 
     assets = ensure_demo_assets(server.root / "cache" / "web-demo")  # built by the server: only read here
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the server runs on one thread: the same float sums, the same greedy tokens
-    return Referrer(str(assets.model), image_tower=str(assets.clip), device="cpu", cache_dir=server.root / "ref-cache")
+    yield Referrer(str(assets.model), image_tower=str(assets.clip), device="cpu", cache_dir=server.root / "ref-cache")
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
