@@ -257,3 +257,29 @@ def test_more_tracked_rois_than_bbox_slots_names_the_fix():
         splice(ids, embeds, None, None, [[]], [torch.zeros(9, 8)])
     assert "3 <bbox> placeholder(s) but 9 RoI token(s)" in caught.value.message
     assert "--num-tracked 2" in caught.value.hint and "k-means on" in caught.value.hint
+
+
+def test_exact_boxes_option_through_inputs_train_config_and_infer(sample, tiny_artemis):
+    """Default: the published rounding; `exact_boxes` (train `data.exact_boxes`, `infer videorefbench
+    --exact-boxes`) divides exactly. On the sample's integer boxes the two differ by < 2.5e-4."""
+    import random
+
+    from artemis_cli.data.records import ReferringRecord
+    from artemis_cli.infer.tasks import PromptOptions
+    from artemis_cli.model.inputs import referring_inputs
+    from artemis_cli.train.config import DataSection
+
+    _, tokenizer, processor = tiny_artemis
+    raw = json.loads((sample.annotations / "videorefbench" / "hc_stvg_val.json").read_text())[0]
+    record, root = ReferringRecord.model_validate(raw), sample.data_root / "Artemis_data"
+    built = {exact: referring_inputs(record, clip=root / record.clip_path, frame_dir=root / record.frame_path,
+                                     tokenizer=tokenizer, image_processor=processor, rng=random.Random(0), train=False,
+                                     exact_boxes=exact).roi_boxes for exact in (False, True)}
+    assert torch.equal(built[False], built[False].half().float())  # fp16 values, as published
+    difference = (built[False] - built[True]).abs().max().item()
+    assert 0 < difference < 2.5e-4
+    section = {"root": "/data/DATA_ROOT", "annotations": ["/data/annotations"]}
+    assert DataSection(**section).exact_boxes is False and DataSection(**section, exact_boxes=True).exact_boxes
+    assert PromptOptions().exact_boxes is False
+    help_text = CliRunner().invoke(app, ["infer", "videorefbench", "--help"], terminal_width=200).output
+    assert "--exact-boxes" in help_text

@@ -94,6 +94,7 @@ class InferConfig(BaseModel):
     template: str = "llava_v1"
     num_tracked: int = Field(8, ge=1)
     crop_correct: bool = False
+    exact_boxes: bool = False
     num_shards: Optional[int] = Field(None, ge=1)
     shard_index: Optional[int] = Field(None, ge=0)
     device: DeviceName = "auto"
@@ -158,6 +159,8 @@ def _settings(config: InferConfig, decoding: DecodingSettings) -> tuple[dict[str
     task = config.task.model_dump()
     settings = {"task": {k: v for k, v in task.items() if not isinstance(v, Path)}, "decoding": decoding.record(),
                 "template": config.template, "num_tracked": config.num_tracked, "crop_correct": config.crop_correct}
+    if config.exact_boxes:  # other boxes, other answers (absent = the published fp16 rounding)
+        settings["exact_boxes"] = True
     if config.quantize != "none":  # quantised answers differ: a resume must not mix them (absent = none)
         settings["quantize"] = config.quantize
     sources = {k: str(v.resolve()) for k, v in task.items() if isinstance(v, Path)}
@@ -225,7 +228,8 @@ def infer(config: InferConfig, *, loaded=None) -> InferSummary:
     manifest = _open_manifest(paths, config, settings, sources, [s.id for s in samples], shard)
     summary = InferSummary(paths=paths, shard=shard, requested_output=config.output, total=len(mine),
                            decoding=decoding.record())
-    prompt = PromptOptions(template=config.template, num_tracked=config.num_tracked, crop_correct=config.crop_correct)
+    prompt = PromptOptions(template=config.template, num_tracked=config.num_tracked, crop_correct=config.crop_correct,
+                           exact_boxes=config.exact_boxes)
     torch.manual_seed(decoding.seed)
     paths.errors.unlink(missing_ok=True)  # earlier failures are retried below
     with ResumableJsonl(paths.output) as out, ErrorLog(paths.errors) as errors:

@@ -19,6 +19,7 @@ class PromptOptions:
     template: str = "llava_v1"
     num_tracked: int = 8
     crop_correct: bool = False
+    exact_boxes: bool = False  # divide pixel boxes exactly, not with the published fp16 rounding
 
 
 def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed: int) -> list:
@@ -41,7 +42,7 @@ def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed:
                                   rng=random.Random(request_seed(seed, sample.id)), train=False,
                                   num_boxes=mm.tracked_roi_tokens(prompt.num_tracked), num_tracked=prompt.num_tracked,
                                   crop_correct=prompt.crop_correct, template=prompt.template,
-                                  feature_width=mm.mm_hidden_size, ref=sample.id)
+                                  feature_width=mm.mm_hidden_size, ref=sample.id, exact_boxes=prompt.exact_boxes)
         return [GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=request_seed(seed, sample.id),
                                   roi_seed=inputs.roi_seed, roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)]
     video = load_video_feature(sample.feature, mm.mm_hidden_size)

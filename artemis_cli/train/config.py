@@ -137,6 +137,8 @@ class DataSection(_Section):
     num_tracked: int = Field(8, ge=1, description="stage 3: tracked frames per sample (plus the key frame)")
     frame_sampling: Literal["average", "random"] = "average"
     crop_correct_boxes: bool = Field(False, description="map boxes into CLIP's centre crop (the reference did not: quirk)")
+    exact_boxes: bool = Field(False, description="divide pixel boxes exactly (the published code divides integer "
+                                                 "boxes in fp16: quirk)")
     group_by: Literal["none", "length", "modality"] = "modality"
     num_workers: int = Field(4, ge=0)
     check_files: bool = Field(True, description="check every referenced file exists before training")

@@ -56,7 +56,8 @@ class TrainDataset(torch.utils.data.Dataset):
 
 def make_dataset(items: Sequence[Item], *, tokenizer, image_processor, seed: int, template: str,
                  max_images: int = 16, pad_images: bool = True, feature_width=None, num_boxes: int = 4,
-                 num_tracked: int = 8, frame_sampling: str = "average", crop_correct: bool = False) -> TrainDataset:
+                 num_tracked: int = 8, frame_sampling: str = "average", crop_correct: bool = False,
+                 exact_boxes: bool = False) -> TrainDataset:
     """The dataset of a stage: conversation records (stages 1-2) or referring records (stage 3)."""
     from artemis_cli.model.inputs import referring_inputs
 
@@ -69,6 +70,6 @@ def make_dataset(items: Sequence[Item], *, tokenizer, image_processor, seed: int
         return referring_inputs(item.record, clip=item.clip, frame_dir=item.frame_dir, tokenizer=tokenizer,
                                 image_processor=image_processor, rng=rng, train=True, num_boxes=num_boxes,
                                 num_tracked=num_tracked, frame_sampling=frame_sampling, crop_correct=crop_correct,
-                                template=template, feature_width=feature_width, ref=item.ref)
+                                template=template, feature_width=feature_width, ref=item.ref, exact_boxes=exact_boxes)
 
     return TrainDataset(items, build, seed)

@@ -217,7 +217,8 @@ def _run(config: TrainConfig, out: Path, device: str, ds_path: Optional[Path], c
                            seed=config.train.seed, template=config.model.template, max_images=config.data.max_images,
                            pad_images=config.data.image_aspect_ratio == "pad", feature_width=mm.mm_hidden_size,
                            num_boxes=mm.tracked_roi_tokens(config.data.num_tracked), num_tracked=config.data.num_tracked,
-                           frame_sampling=config.data.frame_sampling, crop_correct=config.data.crop_correct_boxes)
+                           frame_sampling=config.data.frame_sampling, crop_correct=config.data.crop_correct_boxes,
+                           exact_boxes=config.data.exact_boxes)
     collator = Collator(stage_model.tokenizer.pad_token_id, config.model.max_length, stage_model.image_tokens)
     args = training_arguments(config, out, device, ds_path)
     previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
