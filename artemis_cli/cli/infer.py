@@ -152,7 +152,9 @@ def videorefbench_cmd(
     run: dict = None,
 ) -> None:
     """Describe the boxed target of each VideoRefBench record. Output lines: video_name, groundtruth,
-    pred, id (ready for `artemis score`). Exit 1 when any sample failed."""
+    pred, id (ready for `artemis score`). Exit 1 when any sample failed.
+
+    Example: artemis infer videorefbench --annotations /data/annotations/videorefbench_json/hc_stvg_val.json --data-root /data/DATA_ROOT --model ./checkpoints/Artemis-7b -o preds/videorefbench.jsonl"""
     _run({"kind": "videorefbench", "annotations": annotations, "data_root": data_root}, output, run,
          num_tracked=num_tracked, crop_correct=crop_correct, exact_boxes=exact_boxes)
 
@@ -169,7 +171,9 @@ def qa_cmd(
     output: Output,
     run: dict = None,
 ) -> None:
-    """Zero-shot video QA. Output lines: id, question, answer, pred (ready for `artemis judge gpt --task qa`)."""
+    """Zero-shot video QA. Output lines: id, question, answer, pred (ready for `artemis judge gpt --task qa`).
+
+    Example: artemis infer qa --dataset msvd --questions test_q.json --answers test_a.json --features clip_feature --model ./checkpoints/Artemis-7b -o preds/msvd.jsonl"""
     _run({"kind": "qa", "dataset": dataset, "questions": questions, "answers": answers, "features": features},
          output, run)
 
@@ -207,7 +211,9 @@ def merge_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Merge shard outputs in input order, checking that every input id appears exactly once.
-    Exit 1 on missing (unless --allow-missing), duplicate or unknown ids or a missing shard."""
+    Exit 1 on missing (unless --allow-missing), duplicate or unknown ids or a missing shard.
+
+    Example: artemis infer merge preds/msvd.jsonl preds/msvd.shard-*-of-4.jsonl"""
     from artemis_cli.cli.infer_report import print_merge_report
     from artemis_cli.common.paths import check_output
     from artemis_cli.infer import merge_predictions

@@ -56,7 +56,9 @@ def gpt_cmd(
     overwrite: Overwrite = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Judge predictions with an OpenAI chat model; cached, resumable. Exit 1 when any item failed."""
+    """Judge predictions with an OpenAI chat model; cached, resumable. Exit 1 when any item failed.
+
+    Example: artemis judge gpt preds/msvd.jsonl --task qa --dry-run"""
     from artemis_cli.cli.judge_report import print_dry_run, print_summary
     from artemis_cli.common.console import print_json, stderr
     from artemis_cli.judge import JudgeOptions, judge, pin_warning
@@ -97,7 +99,9 @@ def show_prompt_cmd(
     task: Annotated[str, typer.Option("--task", help=_TASK_HELP)],
     prompt_file: Annotated[Optional[Path], typer.Option("--prompt-file", help="Check and show this file instead.")] = None,
 ) -> None:
-    """Print a task's prompt as a YAML --prompt-file (edit it and pass it back with --prompt-file)."""
+    """Print a task's prompt as a YAML --prompt-file (edit it and pass it back with --prompt-file).
+
+    Example: artemis judge show-prompt --task qa > qa_prompt.yaml"""
     import sys
 
     from artemis_cli.judge.prompts import template_as_yaml

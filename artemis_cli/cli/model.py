@@ -23,7 +23,9 @@ def inspect_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Build the model on the meta device (no memory, offline) and count its parameters per group;
-    for a checkpoint folder also list missing / unexpected / mis-shaped weights. Exit 1 if any."""
+    for a checkpoint folder also list missing / unexpected / mis-shaped weights. Exit 1 if any.
+
+    Example: artemis model inspect ./checkpoints/Artemis-7b"""
     from artemis_cli.model.inspect import inspect_model
 
     report = inspect_model(path, model_base=model_base, image_tower=image_tower)
@@ -75,10 +77,13 @@ def merge_lora_cmd(
     """Merge a LoRA run into its base model and write a merged checkpoint (config, safetensors, tokenizer).
 
     Shard by shard on CPU in the checkpoint's dtype (bfloat16 for the released Artemis-7B): about one base
-    shard in memory, so the 7B merges on a 24 GB machine; the result equals peft's merge."""
+    shard in memory, so the 7B merges on a 24 GB machine; the result equals peft's merge.
+
+    Example: artemis model merge-lora ./checkpoints/Artemis-7b-lora ./checkpoints/Artemis-7b --base ./checkpoints/Artemis-7b-ftune"""
     from artemis_cli.common.paths import check_output, check_owned
     from artemis_cli.errors import UsageError
     from artemis_cli.model.loading import checkpoint_kind, merge_lora, resolve_checkpoint
+    from artemis_cli.model.weights import check_adapter
 
     check_output(out, kind="dir", option="OUT", inputs={"RUN_DIR": run_dir, "--base": base})
     if out.exists() and overwrite:
@@ -87,6 +92,7 @@ def merge_lora_cmd(
     if checkpoint_kind(folder) != "lora":
         raise UsageError(f"{folder} is not a LoRA run (no adapter_config.json)",
                          hint="pass the output folder of `artemis train stage3` (or one of its checkpoint-N)")
+    check_adapter(folder)  # a truncated adapter_config.json, an adapter without LoRA tensors: before any work
     merged = merge_lora(folder, base, out, dtype=dtype, overwrite=overwrite, image_tower=image_tower)
     if json_out:
         from artemis_cli.common.console import print_json
