@@ -132,12 +132,12 @@ def test_resume_skips_valid_and_redoes_broken(sample, tiny_clip_dir, tmp_path):
     assert first.written == 2
     clean = {p.name: p.read_bytes() for p in out.glob("*.pkl")}
     (out / "hcstvg_000.pkl").write_bytes(clean["hcstvg_000.pkl"][:1000])  # torn file
-    (out / ".hcstvg_001.pkl.abc123.tmp").write_bytes(b"partial")  # left by a kill mid-write
-    (out / ".other.pkl.abc123.tmp").write_bytes(b"another shard's")
+    (out / ".hcstvg_001.pkl.abc12345.tmp").write_bytes(b"partial")  # left by a kill mid-write
+    (out / ".other.pkl.abc12345.tmp").write_bytes(b"another shard's")
     again = extract_features(config(videos, out, tiny_clip_dir, num_frames=8), show_progress=False)
     assert (again.written, again.skipped) == (1, 1)
     assert {p.name: p.read_bytes() for p in out.glob("*.pkl")} == clean
-    assert not (out / ".hcstvg_001.pkl.abc123.tmp").exists() and (out / ".other.pkl.abc123.tmp").exists()
+    assert not (out / ".hcstvg_001.pkl.abc12345.tmp").exists() and (out / ".other.pkl.abc12345.tmp").exists()
     forced = extract_features(config(videos, out, tiny_clip_dir, num_frames=8, overwrite=True), show_progress=False)
     assert forced.written == 2
 

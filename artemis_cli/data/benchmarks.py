@@ -22,6 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from pydantic import ValidationError
+
+from artemis_cli.common.jsonio import load_json
+from artemis_cli.common.media import FEATURE_SUFFIXES
+from artemis_cli.common.validation import validation_problems
+from artemis_cli.data.layout import ARTEMIS_DATA
+from artemis_cli.data.records import RECORD_FORMATS, QAAnswer, QAQuestion, ReferringRecord, referring_rules
 from artemis_cli.errors import InputError, UsageError
 
 
@@ -116,7 +123,7 @@ class BenchmarkSpec:
 
 
 # The option (and task field) of `artemis infer <command>` that names the benchmark, where a command has several.
-SELECTORS = {"qa": "--dataset", "vcgbench": "--set"}
+SELECTORS = {"qa": "--dataset", "vcgbench": "--subset"}
 SELECTOR_FIELDS = {"qa": "dataset", "vcgbench": "set"}
 
 
@@ -135,8 +142,6 @@ def numbered_id(base: str, seen: dict[str, int]) -> str:
 
 
 def _records(path: Path, what: str) -> list:
-    from artemis_cli.common.jsonio import load_json
-
     data = load_json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of {what}, got a JSON {type(data).__name__}")
@@ -144,10 +149,6 @@ def _records(path: Path, what: str) -> list:
 
 
 def _validate(model, raw: Any, where: str) -> tuple[Any, Optional[str]]:
-    from pydantic import ValidationError
-
-    from artemis_cli.common.validation import validation_problems
-
     if not isinstance(raw, dict):
         return None, f"{where}: expected an object, got {type(raw).__name__}"
     try:
@@ -158,8 +159,6 @@ def _validate(model, raw: Any, where: str) -> tuple[Any, Optional[str]]:
 
 def feature_file(folder: Path, name: str) -> Path:
     """`folder/name.pkl`, or its twin with another feature suffix when only that exists."""
-    from artemis_cli.common.media import FEATURE_SUFFIXES
-
     for suffix in FEATURE_SUFFIXES:
         candidate = folder / f"{name}{suffix}"
         if candidate.is_file():
@@ -185,9 +184,6 @@ def names(command: Optional[str] = None) -> list[str]:
 def videorefbench_samples(annotations: Path, data_root: Path,
                           benchmark: "str | BenchmarkSpec" = "videorefbench") -> list[BenchmarkSample]:
     """Referring records (HC-STVG val) -> samples; output fields video_name, groundtruth, pred, id."""
-    from artemis_cli.data.layout import ARTEMIS_DATA
-    from artemis_cli.data.records import ReferringRecord, referring_rules
-
     spec = spec_of(benchmark)
     # clip_path / frame_path are relative to DATA_ROOT/Artemis_data; the published scripts' --video_dir
     # pointed at that folder itself, so accept either.
@@ -213,8 +209,6 @@ def qa_samples(benchmark: "str | BenchmarkSpec", questions: Path, answers: Path,
                features: Path) -> list[BenchmarkSample]:
     """Video-QA question + answer files (aligned by position) -> samples; features are named
     ``<feature_prefix><video_name>`` (ActivityNet: ``v_``). Output fields id, question, answer, pred."""
-    from artemis_cli.data.records import QAAnswer, QAQuestion
-
     spec = spec_of(benchmark, "qa")
     q_records = _records(questions, "questions")
     a_records = _records(answers, "answers")
@@ -246,8 +240,6 @@ def qa_samples(benchmark: "str | BenchmarkSpec", questions: Path, answers: Path,
 def vcgbench_samples(benchmark: "str | BenchmarkSpec", annotations: Path, features: Path) -> list[BenchmarkSample]:
     """Video-ChatGPT benchmark records -> samples; the questions are the schema's question roles
     (consistency asks Q1 and Q2 and fills pred1, pred2)."""
-    from artemis_cli.data.records import RECORD_FORMATS
-
     spec = spec_of(benchmark, "vcgbench")
     schema = spec.prediction
     model = RECORD_FORMATS[spec.formats[0]].model
