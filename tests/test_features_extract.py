@@ -226,6 +226,7 @@ def test_cuda_half_precision_matches_cpu(sample, tiny_clip_dir, tmp_path, dtype)
         assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= (0.9999 if dtype == "float16" else 0.999)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_recipe_is_refused_under_either_manifest_name(tiny_clip_dir, tmp_path):
     """The settings check reads this shard's earlier manifest, also under the zero-padded name that
     versions before the one sharding rule wrote (manifest.shard-000-of-002.json)."""
