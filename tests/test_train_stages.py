@@ -226,7 +226,10 @@ def test_compiled_roi_module_trains_to_the_same_losses_and_files(train_workspace
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-3)
     assert sorted(compiled_state) == sorted(eager_state)
     for name, value in eager_state.items():
-        torch.testing.assert_close(compiled_state[name], value, rtol=1e-3, atol=1e-4)
+        # Adam turns a rounding difference in a near-zero gradient into up to a whole step (lr 1e-3) on that
+        # element: allow half a step per element, and require the tensors to agree closely on average.
+        torch.testing.assert_close(compiled_state[name], value, rtol=1e-3, atol=5e-4)
+        assert (compiled_state[name].float() - value.float()).abs().mean().item() < 1e-5, name
 
 
 def test_a_failed_roi_compile_is_one_clear_error():
