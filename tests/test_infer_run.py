@@ -362,7 +362,7 @@ def test_bad_options_and_inputs_are_reported_before_any_work(sharp, data, tmp_pa
     args = qa_args(data, folder, out)
     args[args.index(data.features)] = tmp_path / "nowhere"
     bad = invoke(args)
-    assert bad.exit_code == 1 and "features folder not found" in bad.output
+    assert bad.exit_code == 2 and "--features" in bad.output and "does not exist" in bad.output  # bad usage
     bad = invoke(qa_args(data, folder, out, "--num-shards", 2, "--shard-index", 2))
     assert bad.exit_code == 2 and "outside 0..1" in bad.output
     out.write_text('{"id": "x", "pred": "from elsewhere"}\n')

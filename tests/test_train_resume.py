@@ -55,14 +55,14 @@ def test_a_killed_run_resumes_to_the_same_step_count_and_files(train_workspace):
     process = subprocess.Popen([sys.executable, "-m", "artemis_cli", *stage3_args(str(killed), "--json")],
                                cwd=train_workspace, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while not (killed / "checkpoint-2" / "trainer_state.json").exists():
+    while not (killed / "checkpoint-2" / "checkpoint_complete.json").exists():  # written last: complete
         assert process.poll() is None, process.communicate()[1].decode()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint-2 within 240 s"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not (killed / "non_lora_trainables.bin").exists()  # killed before the end
-    done = [int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    done = [int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*") if (p / "checkpoint_complete.json").exists()]
 
     result = runner.invoke(app, stage3_args(str(killed), "--resume", "--json"))
     assert result.exit_code == 0, result.output
