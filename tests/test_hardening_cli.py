@@ -302,3 +302,21 @@ def test_config_errors_name_the_users_options(tmp_path, sample):
     assert result.exit_code == 2
     assert "--dataset: 'bogus': expected one of" in result.stderr and "(task.qa.dataset)" in result.stderr
     assert "--temperature: Input should be greater than 0 (decoding.temperature)" in result.stderr
+
+
+def test_demo_summary_is_readable_at_80_columns(tmp_path):
+    from rich.console import Console
+
+    from artemis_cli.cli.demo_report import print_summary
+    from artemis_cli.demo.results import DemoResult, StepRecord
+
+    long_path = "DATA_ROOT/Artemis_data/GOT-10k/clip_feature_from_the_frame_folders"
+    steps = [StepRecord(key="features", title="features extract (frames)", status="ok", seconds=3.2, output=long_path),
+             StepRecord(key="judge", title="judge gpt", status="skipped", seconds=0.0,
+                        detail="OPENAI_API_KEY is not set and no --judge-base-url")]
+    result = DemoResult(out=tmp_path / "demo-folder", steps=steps, seconds=4.0, temporary=False)
+    console = Console(record=True, width=80)
+    print_summary(result, console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines if str(tmp_path) not in line) <= 80  # the table fits
+    assert any(long_path in line for line in lines), lines  # whole, on one line, not broken mid-word
