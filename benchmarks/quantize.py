@@ -3,7 +3,7 @@
     python benchmarks/quantize.py --threads 2 --out benchmarks/results/quantize_cpu.json   # tiny, CPU: none, int8
     python benchmarks/quantize.py --device cuda --out quantize_gpu.json                  # random-init 7B: none, int8, int4, nf4
 
-CPU: the tiny random Artemis (the test suite's model: Llama hidden 64, the tiny CLIP tower, RoI module)
+CPU: the tiny random Artemis (the test suite's model: Llama hidden 64, the tiny CLIP tower, RoI module with `--roi-fuse` rounds)
 is saved as a checkpoint and loaded once per mode through `load_model(..., quantize=MODE)`, as every
 command loads it. CUDA (unless `--tiny`): a random-init Artemis of the published shape (Vicuna-7B LLM,
 CLIP ViT-L/14 tower, RoI module, built on the GPU from `benchmarks/infer.py`, nothing downloaded),
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--modes", default=None, help="comma list (default: none,int8 on CPU; none,int8,int4,nf4 on CUDA)")
     parser.add_argument("--records", type=int, default=None, help="records answered per mode (default 32 CPU, 16 CUDA)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--roi-fuse", type=int, default=1, help="tiny model's RoI fuse rounds (tests: 1; published: 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -139,7 +141,7 @@ def main() -> None:
         if tiny:
             from artemis_cli.model.loading import load_model, save_model
 
-            built = build_tiny(tmp / "parts", roi_fuse=5)
+            built = build_tiny(tmp / "parts", roi_fuse=args.roi_fuse)
             checkpoint = save_model(built.model, built.tokenizer, tmp / "tiny_artemis")
             width = built.model.mm.mm_hidden_size
             del built
@@ -173,7 +175,8 @@ def main() -> None:
 
     summary = {"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(), "processor": platform.processor(),
                "device": device, "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-               "threads": torch.get_num_threads(), "model": "tiny random Artemis" if tiny else "random-init 7B Artemis",
+               "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+               "model": f"tiny random Artemis (RoI fuse {args.roi_fuse})" if tiny else "random-init 7B Artemis",
                "records": count, "max_new_tokens": args.max_new_tokens, "torch": torch.__version__,
                "results": results}
     for result in results:

@@ -6,11 +6,12 @@
 Starts `python -m artemis_cli serve` on a free loopback port with the tiny random Artemis (Llama
 hidden 64, the tiny CLIP tower, RoI module with `--roi-fuse` fuse rounds, as the test suite builds it)
 and a generated 12-frame video, warms the track/feature caches (one request per target), then:
-- load: `--workers` threads, each with its own `openai.OpenAI` client (no retries), send `--requests`
-  good requests each (two targets x two questions, greedy, `--max-tokens`), while one more thread sends
-  a bad request every `--bad-every-ms` (no <bbox>, box outside the frame, unknown model, bad JSON,
-  missing video, a path outside --allow-path, an unknown field) and checks each gets its 4xx;
-- sequential: `--sequential` good requests one at a time (the same kinds).
+- `--requests` rounds; in each, `--workers` threads with their own `openai.OpenAI` client (no retries)
+  send one good request each at once (two targets x two questions, greedy, `--max-tokens`), then
+  `--sequential / --requests` good requests of the same kinds go one at a time; all along, one more
+  thread sends a bad request every `--bad-every-ms` (no <bbox>, box outside the frame, unknown model,
+  bad JSON, missing video, a path outside --allow-path, an unknown field) and checks each gets its 4xx.
+  Alternating the two keeps a shared machine's changing load from favouring either.
 Reports requests/s, p50/p99 latency, failed good requests, bad requests answered with the wrong status,
 the batch sizes the server formed, and the batched/sequential requests-per-second ratio (goal >= 3).
 """
@@ -92,8 +93,9 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=8, help="good requests per worker")
-    parser.add_argument("--sequential", type=int, default=16, help="good requests sent one at a time")
+    parser.add_argument("--requests", type=int, default=8, help="good requests per worker (= rounds)")
+    parser.add_argument("--sequential", type=int, default=16, help="good requests sent one at a time (spread over "
+                                                                   "the rounds, at least one per round)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=20)
@@ -162,32 +164,41 @@ def main() -> None:
             latencies: list[float] = []
             sizes: list[int] = []
 
-            def worker(index: int):
-                own = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
-                for k in range(args.requests):
-                    box, question = kinds[(index + k) % len(kinds)]
-                    try:
-                        seconds, size = ask(own, box, question)
-                        latencies.append(seconds)
-                        sizes.append(size)
-                    except Exception as exc:  # noqa: BLE001 - counted, the run goes on
-                        failures.append(f"{type(exc).__name__}: {exc}")
+            def worker(index: int, round_: int):
+                own = clients[index]
+                box, question = kinds[(index + round_) % len(kinds)]
+                try:
+                    seconds, size = ask(own, box, question)
+                    latencies.append(seconds)
+                    sizes.append(size)
+                except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+                    failures.append(f"{type(exc).__name__}: {exc}")
 
+            # Rounds alternate a concurrent burst (one request per worker) with a few requests sent one at a
+            # time, so a change in the machine's load hits both alike (the box is shared); ratios per round.
+            clients = [openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=900)
+                       for _ in range(args.workers)]
+            per_round = max(1, args.sequential // args.requests)
             bad_thread = threading.Thread(target=bad_stream, daemon=True)
             bad_thread.start()
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.workers) as pool:
-                list(pool.map(worker, range(args.workers)))
-            load_s = time.perf_counter() - started
+            load_s, sequential_s, sequential, ratios = 0.0, 0.0, [], []
+            for round_ in range(args.requests):
+                started = time.perf_counter()
+                with ThreadPoolExecutor(args.workers) as pool:
+                    list(pool.map(lambda index: worker(index, round_), range(args.workers)))
+                burst = time.perf_counter() - started
+                started = time.perf_counter()
+                for k in range(per_round):
+                    seconds, _ = ask(client, *kinds[(round_ + k) % len(kinds)])
+                    sequential.append(seconds)
+                alone = time.perf_counter() - started
+                load_s += burst
+                sequential_s += alone
+                ratios.append((args.workers / burst) / (per_round / alone))
+                print(f"round {round_ + 1}/{args.requests}: {args.workers} concurrent in {burst:.1f} s, "
+                      f"{per_round} alone in {alone:.1f} s: ratio {ratios[-1]:.2f}", file=sys.stderr, flush=True)
             stop.set()
-            bad_thread.join(60)
-
-            sequential: list[float] = []
-            started = time.perf_counter()
-            for k in range(args.sequential):
-                seconds, _ = ask(client, *kinds[k % len(kinds)])
-                sequential.append(seconds)
-            sequential_s = time.perf_counter() - started
+            bad_thread.join(120)
             health = httpx.get(f"{base}/health", timeout=30).json()
         finally:
             proc.terminate()
@@ -212,6 +223,8 @@ def main() -> None:
         "sequential": {"requests": len(sequential), "seconds": round(sequential_s, 2),
                        "requests_per_s": round(sequential_rps, 3), "p50_s": round(percentile(sequential, 0.5), 3)},
         "batched_over_sequential": round(batched_rps / sequential_rps, 2),
+        "batched_over_sequential_per_round": [round(r, 2) for r in ratios],
+        "batched_over_sequential_median": round(statistics.median(ratios), 2),
         "server_batches": health["batches"], "server_exit_code": code,
     }
     print(json.dumps(summary, indent=2))

@@ -17,9 +17,10 @@ from artemis_cli.errors import UsageError
 from artemis_cli.model.quantize import check_quantize, llm_linear_names, model_memory, quantize_llm
 
 MAX_NEW = 8
-# benchmarks/quantize.py on the tiny model (2026-12-01, CPU): 100% identical greedy answers over 32
-# records, first-token logits within 0.004 (|logit| up to 0.6). The bounds leave room for other records.
-MIN_IDENTICAL = 0.75
+# benchmarks/quantize.py on the tiny model (2026-12-01, CPU, 16 records x 16 tokens): 75% identical greedy
+# answers, first-token logits within 0.0036 (|logit| up to 0.45). A random tiny model's logits are nearly
+# tied, so one flipped token changes the rest of an answer; the bounds leave room for 4 other records.
+MIN_IDENTICAL = 0.5
 MAX_LOGIT_DIFF = 0.05
 
 

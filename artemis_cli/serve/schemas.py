@@ -114,12 +114,6 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 def error_body(message: str, kind: str = "invalid_request_error", *, param: Optional[str] = None,
                code: Optional[str] = None) -> dict[str, Any]:
     """An OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``."""
