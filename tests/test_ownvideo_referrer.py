@@ -156,3 +156,20 @@ def test_bad_targets(referrer, clip, tmp_path):
         Referrer(loaded=referrer.loaded, tracker="sam2", cache_dir=tmp_path)
     with pytest.raises(UsageError, match="--quantize"):
         Referrer(loaded=referrer.loaded, quantize="int3", cache_dir=tmp_path)
+
+
+def test_a_known_target_reuses_its_inputs_and_rois_with_unchanged_answers(referrer, clip, monkeypatch):
+    prepared = referrer.prepare(target_of(clip, frame=2))
+    first = referrer.ask(prepared, "How fast is the <bbox>?", decoding=GREEDY)
+    model = referrer.loaded.model
+    calls = []
+    original = model.encode_rois
+    monkeypatch.setattr(model, "encode_rois", lambda *a, **k: calls.append(a) or original(*a, **k))
+    again = referrer.ask(prepared, "How fast is the <bbox>?", decoding=GREEDY)
+    other = referrer.ask(prepared, "What colour is the <bbox>?", decoding=GREEDY)
+    assert calls == []  # neither the tower nor the RoI module ran again for this target
+    assert again.answer == first.answer
+    fresh = Referrer(loaded=referrer.loaded, cache_dir=referrer.cache_dir)  # empty input / RoI caches
+    monkeypatch.setattr(model, "encode_rois", original)
+    assert fresh.ask(fresh.prepare(target_of(clip, frame=2)), "What colour is the <bbox>?",
+                     decoding=GREEDY).answer == other.answer

@@ -68,6 +68,7 @@ class GenerationRequest:
     roi_seed: Optional[int] = None
     roi_frames: Any = None
     roi_boxes: Any = None
+    roi_tokens: Any = None  # [1 + K, H] already encoded from roi_frames/roi_boxes (a caller's cache): not re-encoded
 
     @property
     def rois_seed(self) -> int:
@@ -141,11 +142,15 @@ def embed_requests(model, requests: Sequence[GenerationRequest], pad_id: int, ro
     ids, mask = _left_pad([r.input_ids for r in requests], pad_id)
     ids, mask = ids.to(device), mask.to(device)
     features = model.encode_media([r.media for r in requests])
-    rois: list = []
-    for start in range(0, len(requests), roi_chunk):
-        chunk = requests[start:start + roi_chunk]
-        rois += model.encode_rois([r.roi_frames for r in chunk], [r.roi_boxes for r in chunk], len(chunk),
-                                  [r.rois_seed for r in chunk])
+    rois: list = [r.roi_tokens for r in requests]
+    pending = [row for row, r in enumerate(requests) if r.roi_tokens is None]
+    for start in range(0, len(pending), roi_chunk):
+        rows = pending[start:start + roi_chunk]
+        chunk = [requests[row] for row in rows]
+        encoded = model.encode_rois([r.roi_frames for r in chunk], [r.roi_boxes for r in chunk], len(chunk),
+                                    [r.rois_seed for r in chunk])
+        for row, tokens in zip(rows, encoded):
+            rois[row] = tokens
     text_embeds = model.get_input_embeddings()(ids.clamp(min=0))  # [B, L, H]
     return splice(ids, text_embeds, mask, None, features, rois, padding_side="left",
                   max_length=model.mm.tokenizer_model_max_length)

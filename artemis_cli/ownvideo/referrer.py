@@ -15,10 +15,13 @@ prompt or generate themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 import random
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -32,6 +35,30 @@ QUANTIZE = ("none", "int8", "int4", "nf4")
 NUM_TRACKED = 8  # tracked RoI frames, as the published inference
 TEMPLATE = "llava_v1"  # the published inference template
 ProgressFn = Optional[Callable[[str, float], None]]
+INPUT_CACHE_SIZE = 16  # recent targets whose model inputs (9 processed frames + clip feature) and RoI tokens are kept
+
+
+class _LRU:
+    """A small thread-safe least-recently-used map."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -217,6 +244,11 @@ class Referrer:
 
             self._sam2 = load_sam2(tracker_model, device_name, loaded.model.dtype)
         self._lock = threading.RLock()
+        # Questions about a target seen before reuse its model inputs and its RoI tokens (the tower and the
+        # RoI module over 9 frames, most of one answer's work on a small model): the same tensors that
+        # encoding them again would give, so answers do not change.
+        self._inputs = _LRU(INPUT_CACHE_SIZE)
+        self._rois = _LRU(INPUT_CACHE_SIZE)
         self.startup_seconds = time.perf_counter() - start
 
     # ---- targets ------------------------------------------------------------------------------------
@@ -291,10 +323,16 @@ class Referrer:
         name = str(record.video_name)
         seed = request_seed(decoding.seed, name)
         root = Path(prepared.root)
-        inputs = referring_inputs(record, clip=root / record.clip_path, frame_dir=root / record.frame_path,
-                                  tokenizer=loaded.tokenizer, image_processor=loaded.image_processor,
-                                  rng=random.Random(seed), train=False, num_boxes=num_boxes, num_tracked=NUM_TRACKED,
-                                  template=TEMPLATE, feature_width=mm.mm_hidden_size, ref=name)
+        target_key = (json.dumps(prepared.record, sort_keys=True, default=str), str(root))
+        inputs = self._inputs.get((target_key, opening, seed))
+        if inputs is None:
+            inputs = referring_inputs(record, clip=root / record.clip_path, frame_dir=root / record.frame_path,
+                                      tokenizer=loaded.tokenizer, image_processor=loaded.image_processor,
+                                      rng=random.Random(seed), train=False, num_boxes=num_boxes,
+                                      num_tracked=NUM_TRACKED, template=TEMPLATE, feature_width=mm.mm_hidden_size,
+                                      ref=name)
+            self._inputs.put((target_key, opening, seed), inputs)
+        inputs = dataclasses.replace(inputs)  # the history below replaces input_ids on this copy, not the cached one
         if history:
             template = get_template(TEMPLATE)
             user, assistant = template.roles
@@ -307,9 +345,23 @@ class Referrer:
                                       key_frame_box=record.key_frame_box, num_tracked=NUM_TRACKED)
         request = GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=seed, roi_seed=inputs.roi_seed,
                                     roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)
+        request.roi_tokens = self._roi_tokens(target_key, request)
         return _Built(request=request, question=question,
                       frames_used=[prepared.frame_number(f) for f in selection.frame_ids],
                       prompt_tokens=inputs.num_tokens(0), seconds=time.perf_counter() - start)
+
+    def _roi_tokens(self, target_key, request):
+        """The request's RoI tokens [1 + K, H], encoded once per target and RoI seed."""
+        import torch
+
+        key = (target_key, request.rois_seed)
+        tokens = self._rois.get(key)
+        if tokens is None:
+            with self._lock, torch.inference_mode():
+                tokens = self.loaded.model.encode_rois([request.roi_frames], [request.roi_boxes], 1,
+                                                       [request.rois_seed])[0]
+            self._rois.put(key, tokens)
+        return tokens
 
     def settings(self) -> dict:
         """What decides the answers besides the question and decoding (for --json and manifests)."""
