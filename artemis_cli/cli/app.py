@@ -184,9 +184,6 @@ def _register() -> None:
     from artemis_cli.cli import serve
 
     app.command("serve")(serve.serve_cmd)
-    from artemis_cli.cli import serve
-
-    app.command("serve")(serve.serve_cmd)
 
 
 _register()
