@@ -164,7 +164,7 @@ def root(
 
 
 def _register() -> None:
-    from artemis_cli.cli import data, demo, doctor, features, infer, judge, model, score, train
+    from artemis_cli.cli import data, demo, doctor, features, infer, judge, model, ownvideo, score, serve, train, web
 
     app.add_typer(data.app, name="data")
     app.add_typer(features.app, name="features")
@@ -175,14 +175,8 @@ def _register() -> None:
     app.add_typer(judge.app, name="judge")
     app.command("doctor")(doctor.doctor_cmd)
     app.command("demo")(demo.demo_cmd)
-    from artemis_cli.cli import web
-
-    app.command("web")(web.web_cmd)
-    from artemis_cli.cli import ownvideo
-
     ownvideo.register(app, data.app)  # track, ask, chat; data build-referring
-    from artemis_cli.cli import serve
-
+    app.command("web")(web.web_cmd)
     app.command("serve")(serve.serve_cmd)
 
 
