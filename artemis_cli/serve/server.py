@@ -9,7 +9,6 @@ finish the requests in flight, drain the batch queue, and return; Ctrl-C then su
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -22,20 +21,13 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from artemis_cli.common.devices import DeviceName
+from artemis_cli.common.net import is_loopback
 from artemis_cli.errors import UsageError
 from artemis_cli.model.quantize import Quantize
 
 API_KEY_ENV = "ARTEMIS_API_KEY"
 
 
-def is_loopback(host: str) -> bool:
-    """``localhost`` and 127.0.0.0/8, ::1; any other name or address (0.0.0.0 too) is reachable from outside."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ServeConfig(BaseModel):

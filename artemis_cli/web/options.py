@@ -6,7 +6,6 @@ No gradio here: `artemis web --help` and the option checks stay light.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Literal, Optional
@@ -14,6 +13,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from artemis_cli.common.devices import DeviceName
+from artemis_cli.common.net import is_loopback
 from artemis_cli.errors import UsageError
 
 AUTH_ENV = "ARTEMIS_WEB_AUTH"
@@ -30,15 +30,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "artemis" / "web-demo"
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); every other name or address,
-    ``0.0.0.0`` included, is reachable from outside the machine."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_auth(text: str, source: str) -> tuple[str, str]:
