@@ -92,3 +92,16 @@ def train_workspace(tmp_path, sample, train_start, monkeypatch):
     torch.set_num_threads(1)
     yield tmp_path
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one intra-op thread for a module (`pytestmark = pytest.mark.usefixtures(...)`): these ops are
+    tiny, and on a shared 2-core box two OpenMP threads spinning against another process made generation
+    (and SAM 2's small convolutions) many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,7 +4,7 @@ import os
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from artemis_cli.common.atomic import atomic_open, atomic_write_json
+from artemis_cli.common.atomic import atomic_folder, atomic_open, atomic_write_json
 from artemis_cli.common.config import load_config, parse_override
 from artemis_cli.common.jsonio import load_json, load_records
 from artemis_cli.common.jsonl_writer import ResumableJsonl
@@ -20,6 +20,22 @@ def test_atomic_open_leaves_old_file_on_error(tmp_path):
             raise RuntimeError("killed")
     assert json.loads(target.read_text()) == {"v": 1}
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_atomic_folder_replaces_on_success_and_keeps_the_old_folder_on_error(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("killed while writing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (target / "old.txt").read_text() == "old"
+    with atomic_folder(target) as tmp:
+        assert tmp != target and tmp.parent == tmp_path
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_atomic_files_get_the_umask_mode_not_0600(tmp_path):

@@ -55,14 +55,7 @@ class Data:
         return [r for s in samples for r in build_requests(s, loaded, PromptOptions(), seed=0)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these ops are tiny, and on a shared 2-core box two OpenMP threads spinning
-    against another process made generation ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ from ownvideo_helpers import MAX_NEW, sharpened, video_file
 GREEDY = DecodingSettings(max_new_tokens=MAX_NEW)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,7 @@ from artemis_cli.data.synthetic_tracking import box_iou, make_tracking_video
 from artemis_cli.ownvideo.trackers import clip_box, mask_box, track_boxes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: SAM 2's small convolutions ran 10x slower with two on the shared box."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

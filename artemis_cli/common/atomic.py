@@ -1,7 +1,7 @@
 """Atomic file writes: write to a temp file in the same folder, fsync, then rename over the target.
 
 A reader (or a rerun after a crash) therefore sees either the old file or the complete new one,
-never a half-written file.
+never a half-written file. `atomic_folder` does the same for a whole folder (a saved checkpoint).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -35,6 +36,24 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temp folder beside `path` to fill; on a clean exit it replaces `path` (an earlier folder
+    there is removed first), on an error it is removed and `path` is left as it was."""
+    target = Path(path)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
 
 
 def _read_umask() -> int:

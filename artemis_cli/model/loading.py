@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
@@ -248,21 +247,18 @@ def save_model(model, tokenizer, out: str | os.PathLike, *, overwrite: bool = Fa
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists", hint="pass overwrite=True (--overwrite) to replace it")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_weights(model.state_dict(), tmp, max_shard_size=max_shard_size)
-    config = model.config
-    if image_tower is not None:
-        config.mm_image_tower = image_tower
-    config.architectures = ["LlavaLlamaForCausalLM"]
-    config.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    from artemis_cli.common.atomic import atomic_folder
+
+    with atomic_folder(out) as tmp:
+        write_weights(model.state_dict(), tmp, max_shard_size=max_shard_size)
+        config = model.config
+        if image_tower is not None:
+            config.mm_image_tower = image_tower
+        config.architectures = ["LlavaLlamaForCausalLM"]
+        config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return out
 
 

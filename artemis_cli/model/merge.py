@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from artemis_cli.common.atomic import atomic_folder
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.model import weights as W
 
@@ -260,10 +260,7 @@ def merge_lora_sharded(run_dir: Path, base: Path, out: Path, *, dtype: Any = "au
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out} already exists", hint="pass overwrite=True (--overwrite) to replace it")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as tmp:
         writer = ShardWriter(tmp, parse_size(max_shard_size))
         merged = set()
         for index, path in enumerate(base_files):
@@ -294,10 +291,4 @@ def merge_lora_sharded(run_dir: Path, base: Path, out: Path, *, dtype: Any = "au
             generation = GenerationConfig.from_pretrained(str(run_dir))
         generation.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(tokenizer_folder(run_dir, base))).save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return out
