@@ -207,3 +207,32 @@ def test_one_list_of_media_tokens_and_feature_suffixes():
     assert media.MEDIA_TOKEN.findall("<video> a <image> b <bbox>") == ["<video>", "<image>"]
     assert records.IMAGE_TOKEN is media.IMAGE_TOKEN and conversation.VIDEO_TOKEN is media.VIDEO_TOKEN
     assert feature_files.FEATURE_SUFFIXES is media.FEATURE_SUFFIXES
+
+
+def test_stop_signals_make_a_process_that_inherited_ignored_sigint_stoppable():
+    """`nohup cmd &` passes SIG_IGN for SIGINT to the child: inside `stop_signals` Ctrl-C still raises
+    KeyboardInterrupt (and SIGTERM SystemExit(143)); outside it the inherited setting is back."""
+    import signal
+    import subprocess
+    import sys
+
+    script = """
+import os, signal, sys, time
+from artemis_cli.common.signals import stop_signals
+assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+sig = getattr(signal, sys.argv[1])
+try:
+    with stop_signals():
+        os.kill(os.getpid(), sig)
+        time.sleep(30)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+except SystemExit as exc:
+    print("SystemExit", exc.code)
+print("restored", signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+"""
+    for name, expected in (("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "SystemExit 143")):
+        done = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split("\n")[:2] == [expected, "restored True"], done.stdout

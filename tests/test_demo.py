@@ -145,6 +145,40 @@ def test_a_temporary_folder_is_removed_unless_kept(tmp_path, monkeypatch):
     assert not failed.ok and not failed.removed and (failed.out / "report.md").is_file()  # kept to look into
 
 
+def test_without_output_the_kept_report_links_nothing_in_the_removed_folder(tmp_path, monkeypatch):
+    """The temp folder goes; its report is kept in $ARTEMIS_CACHE/demo/report-<time>/ with its loss plot
+    copied beside it, and neither the plot link nor any command points into the removed folder."""
+    from rich.console import Console
+
+    from artemis_cli.cli.demo_report import print_summary
+
+    def train(ctx):
+        plot = ctx.ws.root / "runs" / "stage1" / "loss.png"
+        plot.parent.mkdir(parents=True)
+        plot.write_bytes(b"\x89PNG fake plot")
+        return StepOutput(plot.parent, "trained", data={"losses": [2.0, 1.5], "loss_plot": str(plot)})
+
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("ARTEMIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo_runner, "STEPS", (*_fake_steps([]), Step("train-stage1", "train stage1", train)))
+    result = run_demo(DemoOptions(show_progress=False))
+    assert result.ok and result.removed and not result.out.exists()
+    kept = result.kept_report
+    assert kept.name == "report.md" and kept.parent.parent == tmp_path / "cache" / "demo"
+    report = kept.read_text()
+    assert "![stage1 loss](plots/stage1-loss.png)" in report
+    assert (kept.parent / "plots" / "stage1-loss.png").read_bytes() == b"\x89PNG fake plot"
+    assert str(result.out) + "/" not in report and "(removed)" in report  # named once, never linked into
+    assert "Repeat it on the demo's files" not in report and "On the real data" in report
+    console = Console(record=True, width=80)
+    print_summary(result, console)
+    assert f"report: {kept}" in console.export_text().replace("\n", "")
+    assert result.to_json()["report"] == str(kept)
+
+
 def test_a_folder_that_is_not_a_demo_is_refused(tmp_path):
     (tmp_path / "thesis.tex").write_text("precious")
     result = cli.invoke(app, ["demo", "--out", str(tmp_path)])

@@ -269,26 +269,6 @@ def test_broken_pipe_is_not_an_internal_error(monkeypatch):
     assert "internal error" not in result.output
 
 
-def test_demo_without_output_keeps_its_report(tmp_path, monkeypatch):
-    from rich.console import Console
-
-    from artemis_cli.cli.demo_report import print_summary
-    from artemis_cli.demo.results import DemoResult
-    from artemis_cli.demo.runner import _keep_report
-
-    monkeypatch.setenv("ARTEMIS_CACHE", str(tmp_path / "cache"))
-    report = tmp_path / "demo" / "report.md"
-    report.parent.mkdir()
-    report.write_text("# artemis demo\n")
-    kept = _keep_report(report)
-    assert kept.parent == tmp_path / "cache" / "demo" and kept.read_text() == "# artemis demo\n"
-    result = DemoResult(out=report.parent, steps=[], seconds=1.0, temporary=True, removed=True, kept_report=kept)
-    console = Console(record=True, width=80)
-    print_summary(result, console)
-    assert f"report: {kept}" in console.export_text().replace("\n", "")
-    assert result.to_json()["report"] == str(kept)
-
-
 def test_config_errors_name_the_users_options(tmp_path, sample):
     (tmp_path / "videos").mkdir()
     result = runner.invoke(app, ["features", "extract", str(tmp_path / "videos"), str(tmp_path / "o"), "--dtype", "fp8"])

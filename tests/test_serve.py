@@ -29,11 +29,14 @@ KEY = "serve-test-key-5f2c9a"
 class Server:
     """`python -m artemis_cli serve ... --port 0` with its stderr collected; `url` once it says it serves."""
 
-    def __init__(self, args: list[str], env: dict | None = None, timeout: float = 180):
+    def __init__(self, args: list[str], env: dict | None = None, timeout: float = 180, ignore_sigint: bool = False):
         self.lines: list[str] = []
+        # ignore_sigint: started as under `nohup ... &` (SIGINT ignored, inherited)
         self.proc = subprocess.Popen([sys.executable, "-m", "artemis_cli", "serve", "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                     preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                                     if ignore_sigint else None)
         ready = threading.Event()
         self.url = None
 
@@ -247,6 +250,13 @@ def test_sigterm_with_requests_in_flight_answers_them_all_and_exits_0(server, sh
         assert KEY not in server.stderr
     finally:
         server.stop(signal.SIGKILL)
+
+
+def test_ctrl_c_stops_a_server_started_with_sigint_ignored(sharp, tmp_path):
+    server = Server(["--model", str(sharp[0]), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"],
+                    ignore_sigint=True)
+    assert server.stop(signal.SIGINT, timeout=60) == 130
+    assert "interrupted: the server stopped" in server.stderr and "rerun" not in server.stderr
 
 
 def test_a_non_loopback_host_without_a_key_or_an_impossible_quantize_is_refused_before_binding(monkeypatch):

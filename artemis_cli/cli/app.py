@@ -120,6 +120,8 @@ def resume_line(ctx: click.Context, arguments: list[str]) -> str:
                 "from the newest complete checkpoint")
     if names[:1] == ["demo"]:
         return "rerun the same command with the same --output to reuse the steps that finished"
+    if names[:1] in (["web"], ["serve"]):
+        return "the server stopped"
     return "finished work is kept; rerun the same command to continue where it stopped"
 
 

@@ -88,7 +88,7 @@ def merge_lora_cmd(
     check_output(out, kind="dir", option="OUT", inputs={"RUN_DIR": run_dir, "--base": base})
     if out.exists() and overwrite:
         check_owned(out, option="OUT", command="model merge-lora", markers=MERGED_MARKERS)
-    folder = resolve_checkpoint(run_dir)
+    folder = resolve_checkpoint(run_dir, option="RUN_DIR")
     if checkpoint_kind(folder) != "lora":
         raise UsageError(f"{folder} is not a LoRA run (no adapter_config.json)",
                          hint="pass the output folder of `artemis train stage3` (or one of its checkpoint-N)")

@@ -44,7 +44,7 @@ def _judge_section(record: StepRecord | None) -> list[str]:
         return ["Not part of this run."]
     if record.status == "skipped":
         return [f"Skipped: {record.detail}. Set `OPENAI_API_KEY` (or pass `--judge-base-url` for an "
-                "OpenAI-compatible server) and rerun the demo into the same `--out` to add it."]
+                "OpenAI-compatible server) and rerun the demo into the same `-o` folder to add it."]
     judged = record.data.get("judge")
     if not judged:
         return [f"Not run ({record.status})."]
@@ -57,7 +57,11 @@ def _judge_section(record: StepRecord | None) -> list[str]:
     return lines
 
 
-def _loss_section(result: DemoResult, root: Path) -> list[str]:
+def _loss_section(result: DemoResult, root: Path, kept: Path | None = None) -> list[str]:
+    """The loss plots, linked relative to the report; with `kept` (the demo folder is about to go) each
+    plot is copied into ``kept/plots/`` first."""
+    import shutil
+
     lines = []
     for record in result.steps:
         if not record.key.startswith("train-") or record.status not in ("ok", "reused"):
@@ -67,7 +71,12 @@ def _loss_section(result: DemoResult, root: Path) -> list[str]:
         summary = f"{len(losses)} logged steps, {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "no losses logged"
         lines += [f"**{stage}**: {summary}", ""]
         plot = record.data.get("loss_plot")
-        if plot:
+        if plot and kept is not None and Path(plot).is_file():
+            copy = kept / "plots" / f"{stage}-loss.png"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plot, copy)
+            lines += [f"![{stage} loss]({os.path.relpath(copy, kept)})", ""]
+        elif plot and kept is None:
             lines += [f"![{stage} loss]({os.path.relpath(plot, root)})", ""]
     return lines or ["No training stage finished."]
 
@@ -83,20 +92,35 @@ def _doctor_section(record: StepRecord | None) -> list[str]:
     return lines
 
 
-def _commands_section(ws: Workspace, options: DemoOptions, result: DemoResult) -> list[str]:
+def _commands_section(ws: Workspace, options: DemoOptions, result: DemoResult, removed: bool) -> list[str]:
+    """Per step: the command on the demo's files (not when its folder was removed) and on the real data."""
+    if removed:
+        lines = ["The demo ran in a temporary folder that was removed, so there are no demo files to repeat the "
+                 "steps on: `artemis demo -o DIR` keeps them, and its report lists the command of each step on "
+                 "them. The commands for the real data:", ""]
+    else:
+        lines = [f"Each step is one library call that the command below also makes. Rerunning `artemis demo -o "
+                 f"{ws.root}` reuses the steps that finished (same settings, outputs still there) and redoes the "
+                 "rest; `--fresh` redoes everything.", ""]
     mine = demo_commands(ws, options)
-    lines = []
     for number, record in enumerate(result.steps, start=1):
-        lines += [f"### {number}. {record.title} ({record.status})", "", "Repeat it on the demo's files:", "",
-                  "```bash", *mine[record.key], "```", "", "On the real data:", "", "```bash",
-                  *REAL_COMMANDS[record.key], "```", ""]
+        lines += [f"### {number}. {record.title} ({record.status})", ""]
+        if not removed:
+            lines += ["Repeat it on the demo's files:", "", "```bash", *mine[record.key], "```", ""]
+        lines += ["On the real data:", "", "```bash", *REAL_COMMANDS[record.key], "```", ""]
     return lines
 
 
-def write_report(ws: Workspace, options: DemoOptions, result: DemoResult) -> Path:
-    """Write ``report.md``: steps, scores, judge results, loss plots, environment, commands."""
+def write_report(ws: Workspace, options: DemoOptions, result: DemoResult, *, kept: Path | None = None) -> Path:
+    """Write ``report.md``: steps, scores, judge results, loss plots, environment, commands.
+
+    `kept`: the demo folder is temporary and about to be removed; the report goes to ``kept/report.md``
+    instead, with copies of the loss plots beside it and no links into the removed folder."""
     from artemis_cli import __version__
     from artemis_cli.common.atomic import atomic_write_text
+
+    target = ws.report if kept is None else kept / "report.md"
+    folder = f"folder `{ws.root}`" if kept is None else f"temporary folder `{ws.root}` (removed)"
 
     by_key = {r.key: r for r in result.steps}
     failed = result.failed
@@ -106,7 +130,7 @@ def write_report(ws: Workspace, options: DemoOptions, result: DemoResult) -> Pat
         "# artemis demo report", "",
         f"artemis {__version__}, Python {platform.python_version()}, {platform.machine()}, "
         f"{_dt.datetime.now().astimezone().isoformat(timespec='seconds')}; total {result.seconds:.0f} s; "
-        f"folder `{ws.root}`; device `{options.device}`.", "",
+        f"{folder}; device `{options.device}`.", "",
         verdict, "",
         "The models are tiny and random (a 2-layer Llama of width 64, a CLIP tower of width 64 with the real "
         "224 px / patch-14 geometry), trained for a few steps on the sample data: the numbers show that "
@@ -120,12 +144,9 @@ def write_report(ws: Workspace, options: DemoOptions, result: DemoResult) -> Pat
                      f"{'`' + record.output + '`' if record.output else '-'} | {detail.replace('|', '/')} |")
     lines += ["", "## Scores", "", *_score_section(by_key.get("score")), "",
               "## GPT judge", "", *_judge_section(by_key.get("judge")), "",
-              "## Training loss", "", *_loss_section(result, ws.root), "",
+              "## Training loss", "", *_loss_section(result, ws.root, kept), "",
               "## Environment (`artemis doctor`)", "", *_doctor_section(by_key.get("doctor")), "",
-              "## Commands", "",
-              "Each step is one library call that the command below also makes. Rerunning "
-              f"`artemis demo --out {ws.root}` reuses the steps that finished (same settings, outputs still "
-              "there) and redoes the rest; `--fresh` redoes everything.", "",
-              *_commands_section(ws, options, result)]
-    atomic_write_text(ws.report, "\n".join(lines).rstrip() + "\n")
-    return ws.report
+              "## Commands", "", *_commands_section(ws, options, result, removed=kept is not None)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, "\n".join(lines).rstrip() + "\n")
+    return target

@@ -46,9 +46,9 @@ class DemoResult:
         """The error naming the failed step (raise it after showing the summary)."""
         step = self.failed
         assert step is not None
-        hint = step.hint or f"ARTEMIS_DEBUG=1 artemis demo --out {self.out} shows the traceback"
+        hint = step.hint or f"ARTEMIS_DEBUG=1 artemis demo -o {self.out} shows the traceback"
         return ArtemisError(f"demo step '{step.title}' failed: {step.error}",
-                            hint=f"{hint}; rerunning `artemis demo --out {self.out}` resumes at this step")
+                            hint=f"{hint}; rerunning `artemis demo -o {self.out}` resumes at this step")
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "out": str(self.out), "seconds": round(self.seconds, 2), "removed": self.removed,

@@ -34,10 +34,10 @@ def prepare_folder(options: DemoOptions) -> tuple[Workspace, bool]:
         return Workspace(Path(tempfile.mkdtemp(prefix="artemis-demo-"))), True
     root = options.out.expanduser().resolve()
     if root.exists() and not root.is_dir():
-        raise UsageError(f"--out {root}: exists and is not a folder")
+        raise UsageError(f"-o {root}: exists and is not a folder")
     ws = Workspace(root)
     if root.is_dir() and any(root.iterdir()) and not ws.state.is_file():
-        raise UsageError(f"--out {root}: the folder is not empty and holds no earlier demo (no {ws.state.name})",
+        raise UsageError(f"-o {root}: the folder is not empty and holds no earlier demo (no {ws.state.name})",
                          hint="pass a new or empty folder; the demo never clears a folder it did not make")
     root.mkdir(parents=True, exist_ok=True)
     return ws, False
@@ -135,22 +135,13 @@ def _show(record: StepRecord, number: str) -> None:
                  f"[dim]{record.seconds:.1f} s[/] {text}", soft_wrap=True)
 
 
-def _keep_report(report: Path) -> Optional[Path]:
-    """The report of a demo whose temporary folder goes: kept as ``$ARTEMIS_CACHE/demo/report-<time>.md``
-    (default ``~/.cache/artemis``), never written over anything in the current folder."""
+def _kept_folder() -> Path:
+    """Where the report of a demo whose temporary folder goes is kept: ``$ARTEMIS_CACHE/demo/report-<time>/``
+    (default ``~/.cache/artemis``), never anything in the current folder."""
     import datetime as dt
 
-    if not report.is_file():
-        return None
     base = Path(os.environ["ARTEMIS_CACHE"]) if os.environ.get("ARTEMIS_CACHE") else Path.home() / ".cache" / "artemis"
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    kept = base / "demo" / f"report-{stamp}.md"
-    try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report, kept)
-    except OSError:
-        return None
-    return kept
+    return base / "demo" / f"report-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
@@ -187,9 +178,14 @@ def run_demo(options: DemoOptions) -> DemoResult:
                 break
     result = DemoResult(out=ws.root, steps=records, seconds=time.perf_counter() - started, temporary=temporary,
                         resumed=any(r.status == "reused" for r in records))
-    write_report(ws, options, result)
     if temporary and not options.keep and result.ok:
-        result.kept_report = _keep_report(ws.root / "report.md")
+        # the report (with its loss plots) outlives the folder; it links nothing inside it
+        try:
+            result.kept_report = write_report(ws, options, result, kept=_kept_folder())
+        except OSError:  # a read-only cache: the summary still says what ran
+            result.kept_report = None
         shutil.rmtree(ws.root, ignore_errors=True)
         result.removed = True
+    else:
+        write_report(ws, options, result)
     return result

@@ -49,21 +49,26 @@ class Backend:
 
 
 def load_backend(name: str, model: str | None, device: "torch.device", dtype: "torch.dtype",
-                 resize: str = "nearest") -> Backend:
-    """Load the vision tower `model` with backend `name` on `device` in `dtype`, ready for inference."""
+                 resize: str = "nearest", option: str = "--model") -> Backend:
+    """Load the vision tower `model` with backend `name` on `device` in `dtype`, ready for inference.
+    `option` is the flag that named the model (errors say it)."""
     if name not in BACKENDS:
         raise UsageError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
     model = model or DEFAULT_MODELS[name]
-    loader = _load_hf if name == "hf" else _load_open_clip
-    return loader(model, device, dtype, resize)
+    if name == "hf":
+        return _load_hf(model, device, dtype, resize, option)
+    return _load_open_clip(model, device, dtype, resize)
 
 
-def _load_hf(model_id: str, device, dtype, resize: str) -> Backend:
+def _load_hf(model_id: str, device, dtype, resize: str, option: str = "--model") -> Backend:
     import torch
     from transformers import CLIPImageProcessor
     from transformers.utils import logging as hf_logging
 
+    from artemis_cli.common.hub import resolve_model_folder
     from artemis_cli.model.tower import load_clip_vision
+
+    folder = str(resolve_model_folder(model_id, option=option))  # a folder: transformers never goes online here
 
     hf_logging.disable_progress_bar()  # our own progress bar is the only one
     verbosity = hf_logging.get_verbosity()
@@ -71,14 +76,14 @@ def _load_hf(model_id: str, device, dtype, resize: str) -> Backend:
     # transformers would list each of them as "unexpected".
     hf_logging.set_verbosity_error()
     try:
-        tower = load_clip_vision(model_id, dtype=dtype)
+        tower = load_clip_vision(folder, dtype=dtype)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{model_id}: cannot load a CLIP vision model ({_first_line(exc)})",
-                         hint="pass --model with a local folder or a hub id you have downloaded") from None
+        raise InputError(f"{option} {model_id}: cannot load a CLIP vision model ({_first_line(exc)})",
+                         hint=f"pass {option} with a CLIP folder (such as openai/clip-vit-large-patch14)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     try:
-        processor = CLIPImageProcessor.from_pretrained(model_id)
+        processor = CLIPImageProcessor.from_pretrained(folder)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except (OSError, ValueError):
         mean, std = CLIP_MEAN, CLIP_STD  # a bare vision-model folder: CLIP's own statistics

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
@@ -25,7 +24,6 @@ from artemis_cli.model.checkpoint import resolve_tower, tokenizer_folder, vision
 from artemis_cli.model.processor import clip_image_processor, clip_image_processor_class  # noqa: F401
 
 Kind = Literal["merged", "lora", "projector"]
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 @dataclass
@@ -39,24 +37,11 @@ class LoadedModel:
     quantize: str = "none"  # how the LLM's linear layers were quantised (model/quantize.py)
 
 
-def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
-    """A local folder, or an HF hub id fetched/looked up with `snapshot_download` (honours HF_HUB_OFFLINE)."""
-    path = Path(path_or_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise InputError(f"{path}: expected a checkpoint folder, got a file")
-    text = str(path_or_id)
-    if not _HUB_ID.match(text):
-        raise InputError(f"{text}: no such checkpoint folder")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+def resolve_checkpoint(path_or_id: str | os.PathLike, option: str = "--model") -> Path:
+    """A local folder, or an HF hub id from the cache or the hub (`common.hub`); errors name `option`."""
+    from artemis_cli.common.hub import resolve_model_folder
 
-    try:
-        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise InputError(f"{text}: not a local folder and not available from the Hugging Face hub ({type(exc).__name__})",
-                         hint="download it first (huggingface-cli download ...) or pass a local folder") from None
+    return resolve_model_folder(path_or_id, option=option)
 
 
 def checkpoint_kind(folder: Path) -> Kind:
@@ -70,11 +55,13 @@ def checkpoint_kind(folder: Path) -> Kind:
 def attach_tower(model, source: str, *, device: str = "cpu", dtype=None):
     """Load the CLIP vision tower weights from `source` (folder or hub id) into the model; return its
     image processor (the PIL one, `clip_image_processor_class`). The tower is frozen."""
+    from artemis_cli.common.hub import resolve_model_folder
     from artemis_cli.model.tower import load_clip_vision
 
     tower = model.get_image_tower()
     if tower is None:
         return None
+    source = str(resolve_model_folder(source, option="--image-tower"))
     try:
         vision = load_clip_vision(source, dtype=dtype)
     except OSError as exc:
@@ -149,9 +136,11 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     from artemis_cli.model.config import MMSettings, read_config_json
     from artemis_cli.model.llava import ArtemisForCausalLM
 
+    from artemis_cli.common.hub import resolve_model_folder
+
     folder = resolve_checkpoint(path)
     kind = checkpoint_kind(folder)
-    base = resolve_checkpoint(model_base) if model_base is not None else None
+    base = resolve_checkpoint(model_base, option="--model-base") if model_base is not None else None
     if kind != "merged" and base is None:
         raise UsageError(f"{folder} is a {'LoRA' if kind == 'lora' else 'projector-only'} checkpoint: it needs --model-base",
                          hint="pass the checkpoint it was trained from (stage 2 for LoRA, Vicuna for a projector)")
@@ -165,6 +154,8 @@ def load_model(path: str | os.PathLike, model_base: str | os.PathLike | None = N
     dtype = resolve_dtype(int4_dtype(dtype) if quantize == "int4" else dtype, device, config)
     mm = MMSettings.of(config)
     tower_source = resolve_tower(mm.mm_image_tower, folder, image_tower) if mm.mm_image_tower else None
+    if tower_source and load_tower:  # a tower that is missing (offline, not cached) fails before the weights load
+        tower_source = str(resolve_model_folder(tower_source, option="--image-tower"))
     with init_empty_weights(include_buffers=False):
         model = ArtemisForCausalLM(config, vision_config_for(tower_source) if tower_source else None)
 
@@ -275,7 +266,7 @@ def merge_lora(run_dir: str | os.PathLike, base: str | os.PathLike, out: str | o
     config's ``mm_image_tower``."""
     from artemis_cli.model.merge import checkpoint_dtype, merge_lora_sharded
 
-    folder, base_folder = resolve_checkpoint(run_dir), resolve_checkpoint(base)
+    folder, base_folder = resolve_checkpoint(run_dir, option="RUN_DIR"), resolve_checkpoint(base, option="--base")
     merged = merge_lora_sharded(folder, base_folder, Path(out), dtype=dtype, image_tower=image_tower,
                                 overwrite=overwrite, max_shard_size=max_shard_size, progress=progress)
     if merged is not None:

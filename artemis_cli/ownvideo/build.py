@@ -156,6 +156,10 @@ def build_referring(config: BuildConfig) -> BuildSummary:
             raise UsageError(f"{out}: holds the input {video}", hint="choose an OUT folder outside the inputs")
     settings = {"clip_model": config.clip_model, "tracker": config.tracker, "tracker_model": config.tracker_model,
                 "stride": config.stride, "requests": str(config.requests.resolve())}
+    # the models first: one that is missing fails before OUT is touched
+    cache = config.cache_dir or default_cache_dir()
+    tracks, features = TrackCache(cache), FeatureCache(cache, config.clip_model, device=config.device)
+    sam2 = sam2_for(config.tracker, config.tracker_model, config.device)
     manifest_path, progress_dir = out / "manifest.json", out / ".progress"
     data = out / "Artemis_data" / SOURCE
     annotations = out / "annotations" / ANNOTATION_FILE
@@ -177,9 +181,6 @@ def build_referring(config: BuildConfig) -> BuildSummary:
                          hint="choose an empty or new OUT folder")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(manifest_path, build_manifest("data build-referring", settings=settings, status="running"))
-    cache = config.cache_dir or default_cache_dir()
-    tracks, features = TrackCache(cache), FeatureCache(cache, config.clip_model, device=config.device)
-    sam2 = sam2_for(config.tracker, config.tracker_model, config.device)
     ids = _video_ids(list(by_video))
     summary = BuildSummary(output=out, annotations=annotations, videos=len(by_video))
     start = time.perf_counter()

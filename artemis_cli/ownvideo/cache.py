@@ -36,9 +36,16 @@ def model_identity(model: str) -> str:
 class FeatureCache:
     """Clip features of whole videos, extracted with `features` (`load_backend` + `run_loop`) on a miss."""
 
-    def __init__(self, root: Path, clip_model: str, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, root: Path, clip_model: str, device: str = "auto", dtype: str = "auto",
+                 option: str = "--clip-model"):
+        """`option` is the flag that named `clip_model`: a model that is missing (not a folder, not in the
+        HF cache, hub unreachable) is an error naming it here, before any tracking."""
+        from artemis_cli.common.hub import resolve_model_folder
+
         self.root = Path(root) / "features"
         self.clip_model = clip_model
+        self.option = option
+        self.folder = resolve_model_folder(clip_model, option=option)
         self.device = device
         self.dtype = dtype
         self._backend = None
@@ -54,7 +61,7 @@ class FeatureCache:
 
             device = resolve_device(self.device)
             dtype = resolve_dtype(self.dtype, device)
-            self._backend = (load_backend("hf", self.clip_model, device, dtype), device, dtype)
+            self._backend = (load_backend("hf", str(self.folder), device, dtype, option=self.option), device, dtype)
         return self._backend
 
     def get(self, video: Path, video_hash: str) -> tuple[Path, float]:

@@ -236,7 +236,7 @@ class Referrer:
         mm = loaded.model.mm
         self.clip_model = resolve_tower(mm.mm_image_tower, Path(loaded.source), image_tower)
         device_name = str(loaded.model.device)
-        self.features = FeatureCache(self.cache_dir, self.clip_model, device=device_name)
+        self.features = FeatureCache(self.cache_dir, self.clip_model, device=device_name, option="--image-tower")
         self.tracks = TrackCache(self.cache_dir)
         self._sam2 = None
         if tracker == "sam2":

@@ -103,7 +103,15 @@ def serve(config: ServeConfig, *, referrer=None, on_ready: Optional[Callable[[st
     """Serve `config.model` (or the given `referrer`) until SIGTERM / Ctrl-C; returns how it stopped.
 
     Ctrl-C raises `KeyboardInterrupt` after the graceful stop. `on_ready(url)` is called once the model
-    is loaded and the server is about to take requests (default: print ``serving URL`` on stderr)."""
+    is loaded and the server is about to take requests (default: print ``serving URL`` on stderr).
+    The stop handlers are installed here, so a server started with SIGINT ignored still stops."""
+    from artemis_cli.common.signals import stop_signals
+
+    with stop_signals():
+        return _serve(config, referrer, on_ready)
+
+
+def _serve(config: ServeConfig, referrer, on_ready: Optional[Callable[[str], None]]) -> ServeSummary:
     key = config.resolved_key()
     if referrer is None:  # a mode this machine cannot run fails before anything binds or loads
         from artemis_cli.common.devices import resolve_device
@@ -144,9 +152,14 @@ def _run(config: ServeConfig, referrer, key: Optional[str], sock: socket.socket,
     summary = ServeSummary(url=url)
     caught: list[int] = []
     # uvicorn handles SIGINT/SIGTERM while it runs (stop accepting, finish in-flight requests), then
-    # restores these handlers and re-raises the signal: they only note which one it was.
-    previous = {sig: signal.signal(sig, lambda number, frame: caught.append(number))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    # restores these handlers and re-raises the signal: they note which one it was, and a signal that
+    # comes before uvicorn took over (between `on_ready` and its start) makes it stop at once.
+
+    def note(number, frame):
+        caught.append(number)
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     start = time.perf_counter()
     try:
         on_ready(url)

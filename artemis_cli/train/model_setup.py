@@ -136,7 +136,7 @@ def build_stage_model(config: TrainConfig, *, device: str, dtype, upcast_trainab
     from artemis_cli.model.config import MMSettings, read_config_json
     from artemis_cli.model.loading import checkpoint_kind, load_model, resolve_checkpoint, resolve_tower, vision_config_for
 
-    folder = resolve_checkpoint(config.model.path)
+    folder = resolve_checkpoint(config.model.path, option="model.path")
     stored = read_config_json(folder)
     tower = config.model.image_tower or MMSettings.of(stored).mm_image_tower
     if tower is None:

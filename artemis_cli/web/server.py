@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -68,18 +67,6 @@ def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) ->
     return backend, examples
 
 
-def _stop_on_sigterm():
-    """SIGTERM (`kill`, a service manager) unwinds like Ctrl-C, so the temp files still go; returns the
-    previous handler (None off the main thread, where signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    return signal.signal(signal.SIGTERM, stop)
-
-
 def _import_page() -> None:
     try:
         import artemis_cli.web.page  # noqa: F401  (gradio, gradio_image_annotation)
@@ -97,14 +84,23 @@ def launch_settings(options: WebOptions) -> dict:
 
 def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = None,
               stop: Optional[threading.Event] = None) -> None:
-    """Serve the page until Ctrl-C (or `stop` is set). Every temp file it made (sessions, uploads,
-    gradio's cache) lives under one folder that is removed when it returns."""
+    """Serve the page until Ctrl-C / SIGTERM (or `stop` is set), however the process was started (the
+    handlers are installed here: a SIGINT ignored by the parent must not make the page unstoppable).
+    Every temp file it made (sessions, uploads, gradio's cache) lives under one folder that is removed
+    when it returns."""
+    from artemis_cli.common.signals import stop_signals
+
+    with stop_signals():
+        _serve_web(options, ready=ready, stop=stop)
+
+
+def _serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]],
+               stop: Optional[threading.Event]) -> None:
     from artemis_cli.web.session import SessionFolders
 
     began = time.perf_counter()
     settings = launch_settings(options)  # refuse a bad --host/--auth before loading anything
     folders = SessionFolders()
-    previous_term = _stop_on_sigterm()
     previous_temp = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(folders.root / "gradio")  # uploads and generated images (read at import too)
     page = None
@@ -141,12 +137,10 @@ def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = N
     finally:
         if page is not None:
             try:
-                page.close()
+                page.close(verbose=False)  # gradio would print "Closing server ..." on stdout
             except Exception:  # a page that never launched has nothing to close; the temp root must still go
                 pass
         folders.close()
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
         if previous_temp is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
