@@ -16,6 +16,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SAMPLE_FEATURE_DIM = 64  # the tiny CLIP's width, so sample features fit the tiny models
 
 
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin made its factory
+def pytest_configure(config):
+    """Everything a run writes lives under pytest's base temp folder, which is removed when every test
+    passed (`tmp_path_retention_policy = "failed"`): the temp files of the code under test and of the
+    servers it starts (TMPDIR), torch.compile's cache, gradio's uploads and the artemis cache (never the
+    user's own ~/.cache/artemis)."""
+    import tempfile
+
+    if not hasattr(config, "_tmp_path_factory"):  # pytest without its tmp_path plugin
+        return
+    scratch = config._tmp_path_factory.getbasetemp() / "scratch"
+    for name, folder in (("TMPDIR", "tmp"), ("TORCHINDUCTOR_CACHE_DIR", "torchinductor"),
+                         ("GRADIO_TEMP_DIR", "gradio"), ("ARTEMIS_CACHE", "artemis-cache"),
+                         ("MPLCONFIGDIR", "matplotlib")):
+        path = scratch / folder
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(path)
+    tempfile.tempdir = os.environ["TMPDIR"]
+
+
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory):
     """`artemis data make-sample` output (feature width 64): a `SampleSummary`."""

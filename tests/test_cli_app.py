@@ -57,3 +57,31 @@ def test_console_script_starts_without_importing_torch():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "artemis_cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"artemis {__version__}"
+
+
+def console_script() -> str:
+    """The installed `artemis` script beside this interpreter (the README's set-up installs it)."""
+    from pathlib import Path
+
+    return str(Path(sys.executable).parent / "artemis")
+
+
+def test_root_level_usage_errors_are_one_error_line():
+    """`artemis --bogus` fails while the root parses its own options, before any command runs: the same
+    one `error:` line and exit 2 as a command's bad option, not Typer's boxed panel."""
+    done = subprocess.run([console_script(), "--bogus"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["error: No such option: --bogus (Possible options: --verbose)",
+                                        "hint: see `artemis --help`"]
+    assert "╭" not in done.stderr
+
+
+def test_shell_completion_is_offered():
+    result = runner.invoke(app, ["--help"])
+    assert "--install-completion" in result.output and "--show-completion" in result.output
+    env = {**__import__("os").environ, "_ARTEMIS_COMPLETE": "complete_bash", "COMP_WORDS": "artemis data verify-layout --st",
+           "COMP_CWORD": "3"}
+    done = subprocess.run([console_script()], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert done.stdout.split() == ["--stage"], done.stderr

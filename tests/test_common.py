@@ -236,3 +236,88 @@ print("restored", signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
                               stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         assert done.returncode == 0, done.stderr
         assert done.stdout.split("\n")[:2] == [expected, "restored True"], done.stdout
+
+
+def test_a_model_folder_or_hub_id_resolves_or_fails_fast_naming_its_option(tmp_path, monkeypatch):
+    """A missing folder is bad usage naming the option; a hub id that is not cached fails within the
+    connection probe (here: a closed local port as the endpoint, and HF_HUB_OFFLINE), not after a minute
+    of retries; a cached snapshot resolves offline."""
+    import time
+
+    from huggingface_hub import constants
+
+    from artemis_cli.common import hub
+
+    (tmp_path / "model").mkdir()
+    assert hub.resolve_model_folder(tmp_path / "model", option="--model") == tmp_path / "model"
+    with pytest.raises(UsageError, match=r"^--model-base .*/gone: no such folder$"):
+        hub.resolve_model_folder(tmp_path / "gone", option="--model-base")
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(UsageError, match="expected a folder, got a file"):
+        hub.resolve_model_folder(tmp_path / "file.json", option="--model")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    for offline in (False, True):
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+        began = time.monotonic()
+        with pytest.raises(UsageError) as caught:
+            hub.resolve_model_folder("openai/clip-vit-large-patch14", option="--clip-model")
+        assert time.monotonic() - began < hub.PROBE_SECONDS + 2
+        assert caught.value.message.startswith("--clip-model openai/clip-vit-large-patch14: no such folder, "
+                                               "not in the Hugging Face cache, and the hub cannot be reached")
+        assert "hf download openai/clip-vit-large-patch14" in caught.value.hint
+    # a snapshot in the cache is found without the network
+    snapshot = tmp_path / "hf-cache" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hf-cache" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hf-cache" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    assert hub.resolve_model_folder("org/tiny", option="--model") == snapshot
+
+
+def test_progress_off_a_terminal_prints_plain_lines_every_few_seconds(monkeypatch):
+    """Output to a file or pipe: no live bar (rich would show nothing until the end) but a plain line per
+    task every ARTEMIS_PROGRESS_SECONDS while it moves, and the final count."""
+    import io
+    import time
+
+    from rich.console import Console
+    from rich.progress import TextColumn
+
+    from artemis_cli.common.console import PlainLinesProgress, make_progress
+
+    monkeypatch.setenv("ARTEMIS_PROGRESS_SECONDS", "0.2")
+    out = io.StringIO()
+    with make_progress(TextColumn("{task.fields[rate]}"), console=Console(file=out, force_terminal=False)) as bar:
+        assert isinstance(bar, PlainLinesProgress)
+        task = bar.add_task("[bold]features", total=12, rate="")
+        for done in range(1, 13):
+            time.sleep(0.06)
+            bar.update(task, completed=done, rate=f"{done} videos/s")
+    lines = out.getvalue().splitlines()
+    assert 3 <= len(lines) <= 8, lines
+    assert all(line.startswith("features: ") and "elapsed" in line for line in lines)
+    assert lines[-1].startswith("features: 12/12 (100%)") and lines[-1].endswith("12 videos/s")
+    counts = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert counts == sorted(counts) and counts[0] < 12
+    terminal = make_progress(console=Console(file=io.StringIO(), force_terminal=True))
+    assert not isinstance(terminal, PlainLinesProgress)
+
+
+def test_the_suite_writes_its_temp_files_under_pytests_base_temp(tmp_path_factory):
+    """Each run's temp files (the code's own, servers', torch.compile's, gradio's, the artemis cache) live
+    under pytest's base temp, removed when every test passed (pyproject: retention policy "failed")."""
+    import tempfile
+    import tomllib
+    from pathlib import Path
+
+    base = tmp_path_factory.getbasetemp()
+    for name in ("TMPDIR", "TORCHINDUCTOR_CACHE_DIR", "GRADIO_TEMP_DIR", "ARTEMIS_CACHE"):
+        assert base in Path(os.environ[name]).parents, name
+    assert base in Path(tempfile.mkdtemp()).parents
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["tool"]["pytest"]["ini_options"]["tmp_path_retention_policy"] == "failed"
+    assert isinstance(pyproject["project"]["license"], str)  # SPDX form: no setuptools deprecation warning

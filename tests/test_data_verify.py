@@ -233,3 +233,24 @@ def test_table_output_lists_problems_and_exit_code(data):
     assert "FAILED: 1 error(s)" in result.output
     assert "question_id" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_report_says_what_was_and_was_not_checked(data):
+    """Without --annotations it said "ok" under an empty table; now each check run or skipped is named, the
+    empty table is gone, and `--stage none` with nothing to check is bad usage."""
+    root, ann = data
+    result = runner.invoke(app, ["data", "verify-layout", str(root)])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("checked: the 13 source folder(s) stage all reads (llava_image, ")
+    assert lines[1:] == ["not checked: annotation records and the files they name (pass --annotations)",
+                         "not checked: the contents of feature files (pass --check-features)",
+                         "ok: no errors in what was checked"]
+    assert "┏" not in result.stdout  # no table of zero rows
+    full = runner.invoke(app, ["data", "verify-layout", str(root), "--annotations", str(ann), "--check-features"])
+    assert full.exit_code == 0 and "not checked" not in full.stdout
+    assert "checked: the contents of" in full.stdout and " annotation record(s) in " in full.stdout
+    code, doc = _cli_json(root, "--stage", "1")
+    assert code == 0 and doc["not_checked"][0].startswith("annotation records") and len(doc["checked"]) == 1
+    nothing = runner.invoke(app, ["data", "verify-layout", str(root), "--stage", "none"])
+    assert nothing.exit_code == 2 and "nothing to check" in nothing.stderr and "hint: pass --annotations" in nothing.stderr

@@ -255,3 +255,29 @@ def test_every_readme_command_parses_against_the_cli():
     assert lines[0] == "artemis demo" and len(lines) >= 20
     for line in lines:
         check_command(line.replace("preds/videorefbench.shard-*-of-8.jsonl", "a.jsonl b.jsonl"))
+
+
+def test_json_keeps_stdout_for_the_document_and_shows_progress_on_stderr(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo_runner, "STEPS", _fake_steps([]))
+    result = cli.invoke(app, ["demo", "-o", str(tmp_path / "d"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [s["status"] for s in demo_json(result)["steps"]] == ["ok", "ok", "ok"]
+    shown = [line.split() for line in result.stderr.splitlines() if line.strip().startswith("ok ")]
+    assert [words[1:3] for words in shown] == [["[1/3]", "data"], ["[2/3]", "model"], ["[3/3]", "score"]]
+
+
+def test_the_readme_names_the_summary_tables_columns():
+    """README: "It ends with a table (...)" lists the columns `print_summary` draws."""
+    from rich.console import Console
+
+    from artemis_cli.cli.demo_report import print_summary
+    from artemis_cli.demo.results import DemoResult, StepRecord
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    named = re.search(r"It ends with a table \(([^)]*)\)", readme.replace("\n", " "))
+    assert named, "README's demo section no longer says which columns the summary has"
+    console = Console(record=True, width=200)
+    print_summary(DemoResult(out=Path("/x"), steps=[StepRecord("a", "a")], seconds=1.0, temporary=False), console)
+    header = next(line for line in console.export_text().splitlines() if "step" in line and "status" in line)
+    columns = [cell.strip() for cell in header.strip("┃ ").split("┃")]
+    assert named.group(1).split(";")[0].split(", ") == columns

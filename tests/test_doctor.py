@@ -47,3 +47,23 @@ def test_doctor_reports_missing_java_with_the_fix_and_exits_1(monkeypatch):
 def test_doctor_table_output():
     result = runner.invoke(app, ["doctor"])
     assert "artemis doctor" in result.output and "video decoding" in result.output
+
+
+def test_doctor_fixes_are_paragraphs_below_the_table_at_80_columns(monkeypatch):
+    """The SPICE fix names several jars: as a table cell at 80 columns it folded into ~40 lines. Now the
+    table points at numbered fixes printed below it, wrapped at the terminal's width."""
+    from artemis_cli import doctor as doctor_module
+
+    fix = ("provide Stanford CoreNLP 3.6.0: stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar; "
+           "unzip stanford-corenlp-full-2015-12-09.zip and pass that folder with --corenlp-dir, and a Java 8-14 "
+           "runtime first on PATH, or nashorn-core-15.4.jar and the asm 7.3.1 jars in the CoreNLP folder")
+    checks = [doctor_module.Check("python", "ok", "3.11", ""), doctor_module.Check("SPICE (CoreNLP jars)", "warn",
+                                                                                 "unavailable", fix)]
+    monkeypatch.setattr(doctor_module, "doctor", lambda path: checks)
+    result = runner.invoke(app, ["doctor"], terminal_width=80)
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    spice_row = next(line for line in lines if line.startswith("│ SPICE"))
+    assert spice_row.rstrip().endswith("│ [1] │")
+    fix_lines = lines[lines.index(next(line for line in lines if line.startswith("[1] SPICE"))):]
+    assert len(fix_lines) <= 6 and " ".join(fix_lines).replace("  ", " ") == f"[1] SPICE (CoreNLP jars): {fix}"

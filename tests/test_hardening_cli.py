@@ -222,6 +222,18 @@ def test_a_missing_input_path_is_bad_usage(tmp_path, args):
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
 
 
+def test_a_missing_model_folder_is_bad_usage(sample, tmp_path):
+    """`--model` names an input path too: missing, it is exit 2 with one line naming the option."""
+    missing = tmp_path / "no-such-model"
+    features = sample.data_root / "Artemis_data" / "HC-STVG" / "clip_feature"
+    result = runner.invoke(app, ["infer", "qa", "--model", str(missing), "--dataset", "msvd",
+                                 "--questions", str(sample.annotations / "msvd_qa" / "test_q.json"),
+                                 "--answers", str(sample.annotations / "msvd_qa" / "test_a.json"),
+                                 "--features", str(features), "-o", str(tmp_path / "p.jsonl"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[0] == f"error: --model {missing}: no such folder"
+
+
 def test_one_spelling_for_the_output_option():
     for name in ("demo", "judge gpt", "train stage1", "infer qa", "infer vcgbench"):
         text = runner.invoke(app, [*name.split(), "--help"], terminal_width=200).output

@@ -112,3 +112,17 @@ def test_unknown_tower_and_missing_path(tmp_path):
     assert "error:" in result.output and "someone/other-tower" in result.output
     missing = runner.invoke(app, ["model", "inspect", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "does not exist" in missing.output  # a missing input is bad usage
+
+
+def test_a_yaml_or_non_json_config_gets_a_hint_at_config_json(tmp_path):
+    (tmp_path / "stage3.yaml").write_text("model:\n  path: x\n")
+    result = runner.invoke(app, ["model", "inspect", str(tmp_path / "stage3.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'stage3.yaml'}: a YAML file, not a model config",
+        "hint: pass a checkpoint folder or its config.json (a transformers model config, JSON); a training config "
+        "(YAML) goes to `artemis train stageN --config`"]
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("model_type: llava\n")
+    broken = runner.invoke(app, ["model", "inspect", str(tmp_path / "ckpt")])
+    assert broken.exit_code == 1 and "invalid JSON" in broken.stderr and "hint: pass a checkpoint folder" in broken.stderr

@@ -116,9 +116,28 @@ def test_ask_prints_the_answer_and_json(clip, sharp_dir, cache):
     assert {"startup", "question", "decode", "track", "features", "generate"} <= set(doc["timings"])
     plain = invoke(["ask", clip[0], "--box", walker(clip), *model_args(sharp_dir, cache)])
     assert plain.exit_code == 0 and plain.stdout.strip() == doc["answer"]
-    assert "question" in plain.stderr and "start-up" in plain.stderr
+    assert "question" in plain.stderr and "start-up" in plain.stderr and "(imports " in plain.stderr
     bad = invoke(["ask", clip[0], "What is it doing?", "--box", walker(clip), *model_args(sharp_dir, cache)])
     assert bad.exit_code == 2 and "exactly one <bbox>" in bad.output and "hint:" in bad.output
+
+
+@pytest.mark.slow
+def test_ask_start_up_counts_the_imports_and_the_model_load(clip, sharp_dir, cache):
+    """In a real process: the reported start-up covers the imports (torch, transformers), not only the
+    model load, so start-up + question account for most of the wall time."""
+    import subprocess
+    import sys
+    import time
+
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "artemis_cli", "ask", str(clip[0]), "--box", walker(clip),
+                           *map(str, model_args(sharp_dir, cache)), "--json"], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    assert done.returncode == 0, done.stderr
+    timings = json.loads(done.stdout)["timings"]
+    assert 0 < timings["imports"] < timings["startup"]
+    assert timings["startup"] + timings["question"] >= 0.7 * wall, (timings, wall)
 
 
 @pytest.mark.slow
@@ -169,3 +188,29 @@ def test_chat_with_piped_stdin(clip, sharp_dir, cache, tmp_path):
     answers = [line for line in result.stdout.splitlines() if line.strip()]
     assert answers == [t["answer"] for t in first["turns"] + second["turns"]]
     assert "follow-up question must not contain <bbox>" in result.stderr
+
+
+def test_offline_the_default_clip_fails_in_seconds_naming_clip_model(clip, tmp_path):
+    """No network and no cached CLIP: one error line naming --clip-model within seconds, before any
+    tracking (it printed ~80 s of hub retries, then a hint naming --model). A missing --model folder is
+    bad usage (exit 2), as every missing input path is."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HTTPS_PROXY", None)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "artemis_cli", "track", str(clip[0]), "--box", walker(clip),
+                           "-o", str(tmp_path / "t.json"), "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    assert time.monotonic() - began < 60
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == ("error: --clip-model openai/clip-vit-large-patch14: no such folder, not in the Hugging "
+                        "Face cache, and the hub cannot be reached (offline)"), done.stderr
+    assert len(lines) == 2 and lines[1].startswith("hint: ") and "Retrying" not in done.stderr
+    assert not (tmp_path / "cache" / "tracks").exists()  # nothing was tracked first
+    missing = invoke(["ask", clip[0], "--box", walker(clip), "--model", tmp_path / "no-model", "--device", "cpu"])
+    assert missing.exit_code == 2 and f"error: --model {tmp_path / 'no-model'}: no such folder" in missing.stderr

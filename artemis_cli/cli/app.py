@@ -23,12 +23,28 @@ def report_error(exc: ArtemisError) -> None:
         click.echo(f"hint: {exc.hint}", err=True)
 
 
+def _usage_error(exc) -> None:
+    """One `error:` line naming the option, like every other error (not Typer's boxed panel); exit 2."""
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "artemis"
+    report_error(UsageError(" ".join(exc.format_message().split()), hint=f"see `{command} --help`"))
+    raise typer.Exit(2) from None
+
+
 class ArtemisGroup(TyperGroup):
     """Root group: an `ArtemisError` from any command becomes ``error:``/``hint:`` and its exit code.
 
     Doing this in the click group (not only in `main`) means Typer's test runner sees the same
     behaviour as the console script. ``ARTEMIS_DEBUG=1`` lets the exception through with its traceback.
     """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """The root's own options (`artemis --bogus`) fail here, before `invoke`: the same one `error:` line."""
+        try:
+            return super().parse_args(ctx, args)
+        except TyperUsageError as exc:
+            if isinstance(exc, NoArgsIsHelpError) or os.environ.get("ARTEMIS_DEBUG") == "1":
+                raise
+            _usage_error(exc)
 
     def invoke(self, ctx: click.Context):
         from artemis_cli.common.quiet import json_stdout
@@ -50,10 +66,7 @@ class ArtemisGroup(TyperGroup):
         except TyperUsageError as exc:
             if isinstance(exc, NoArgsIsHelpError) or os.environ.get("ARTEMIS_DEBUG") == "1":
                 raise
-            # One `error:` line naming the option, like every other error (not Typer's boxed panel).
-            command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "artemis"
-            report_error(UsageError(" ".join(exc.format_message().split()), hint=f"see `{command} --help`"))
-            raise typer.Exit(2) from None
+            _usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
                 typer.Abort, TyperException):  # --help, exits: Typer's own handling
             raise
@@ -142,7 +155,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, as Typer and the hf CLI offer
 )
 
 

@@ -12,7 +12,7 @@ from artemis_cli.data.report import Report
 
 
 def print_report(report: Report, max_problems: int = 100) -> None:
-    counts = Table(title="verify-layout", show_header=True)
+    counts = Table(title="verify-layout", show_header=True, title_justify="left")
     counts.add_column("what")
     counts.add_column("count", justify="right")
     for key in ("annotation_files", "records", "feature_files_checked"):
@@ -24,7 +24,8 @@ def print_report(report: Report, max_problems: int = 100) -> None:
     for (kind, severity), n in sorted(by_kind.items()):
         style = "red" if severity == "error" else "yellow"
         counts.add_row(f"[{style}]{severity}s: {kind}[/]", f"[{style}]{n}[/]")
-    stdout.print(counts)
+    if counts.row_count:
+        stdout.print(counts)
 
     if report.problems:
         listed = report.problems if max_problems <= 0 else report.problems[:max_problems]
@@ -37,5 +38,10 @@ def print_report(report: Report, max_problems: int = 100) -> None:
             style = "red" if p.severity == "error" else "yellow"
             table.add_row(f"[{style}]{p.severity}[/]", p.kind, escape(p.location), escape(p.message))
         stdout.print(table)
-    verdict = "[green]ok[/]: no errors" if report.ok else f"[red]FAILED[/]: {report.n_errors} error(s)"
+    for line in report.checked:
+        stdout.print(f"checked: {escape(line)}", soft_wrap=True)
+    for line in report.not_checked:
+        stdout.print(f"not checked: {escape(line)}", soft_wrap=True)
+    verdict = ("[green]ok[/]: no errors in what was checked" if report.ok
+               else f"[red]FAILED[/]: {report.n_errors} error(s)")
     stdout.print(verdict)

@@ -47,7 +47,7 @@ def demo_cmd(
     out = out or out_alias
     try:
         options = DemoOptions(out=out, keep=keep, fresh=fresh, judge_base_url=judge_base_url, judge_model=judge_model,
-                              max_new_tokens=max_new_tokens, device=device, show_progress=not json_out)
+                              max_new_tokens=max_new_tokens, device=device, show_progress=True)  # on stderr, --json or not
     except ValidationError as exc:
         raise ConfigError("demo options", format_validation_error(exc)) from None
     with stdout_to_stderr(json_out):  # DeepSpeed and the Java tools print on stdout

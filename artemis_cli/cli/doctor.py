@@ -29,11 +29,17 @@ def doctor_cmd(
     if json_out:
         print_json(result)
     else:
-        table = Table(title="artemis doctor")
+        # The fixes are paragraphs (a SPICE fix names several jars): numbered below the table, wrapped at the
+        # terminal's width, instead of a fourth column that folds them into dozens of short lines.
+        table = Table(title="artemis doctor", title_justify="left")
         for column in ("check", "status", "found", "fix"):
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", no_wrap=column in ("status", "fix"))
         style = {"ok": "green", "warn": "yellow", "fail": "red"}
+        fixes = [c for c in checks if c.fix]
         for c in checks:
-            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
+            number = f"[{fixes.index(c) + 1}]" if c in fixes else ""
+            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", escape(c.detail), number)
         stdout.print(table)
+        for number, c in enumerate(fixes, start=1):
+            stdout.print(f"[{number}] {escape(c.name)}: {escape(c.fix)}")
     raise typer.Exit(0 if result["ok"] else 1)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from artemis_cli import STARTED
 from artemis_cli.cli.options import Device, Dtype, JsonFlag, Overwrite
 
 Video = Annotated[Optional[Path], typer.Argument(metavar="VIDEO", help="A video file or a folder of frame images.",
@@ -181,7 +182,7 @@ def ask_cmd(
             raise UsageError("--batch needs -o ANSWERS.jsonl")
         config = _validated(AskBatchConfig, "ask options", requests=batch, output=output, options=options,
                             decoding=decoding, batch_size=batch_size, overwrite=overwrite, show_progress=not json_out)
-        summary = ask_batch(config)
+        summary = ask_batch(config, started=STARTED)
         if json_out:
             print_json(summary.to_json())
         else:
@@ -198,13 +199,14 @@ def ask_cmd(
     config = _validated(AskConfig, "ask options", video=_video(video), box=_box(box), frame=frame,
                         question=DEFAULT_QUESTION if question is None else question, options=options,
                         decoding=decoding, preview=preview)
-    result = ask_video(config)
+    result = ask_video(config, started=STARTED)
     if json_out:
         print_json(result)
         return
     typer.echo(result["answer"])
     timings = result["timings"]
-    stderr.print(f"start-up {timings['startup']:.2f} s, question {timings['question']:.2f} s (decode "
+    stderr.print(f"start-up {timings['startup']:.2f} s (imports {timings['imports']:.2f}, model load "
+                 f"{timings['startup'] - timings['imports']:.2f}), question {timings['question']:.2f} s (decode "
                  f"{timings['decode']:.2f}, track {timings['track']:.2f}, features {timings['features']:.2f}, "
                  f"generate {timings['generate']:.2f})")
 
@@ -247,7 +249,10 @@ def chat_cmd(
     decoding = _decoding(sample, temperature, top_k, top_p, max_new_tokens, seed)
     target = Target(_video(video), _box(box), frame)
     referrer = options.referrer()
-    stderr.print(f"{referrer.model_name} loaded in {referrer.startup_seconds:.1f} s; {HELP}", soft_wrap=True)
+    import time
+
+    stderr.print(f"{referrer.model_name} ready in {time.perf_counter() - STARTED:.1f} s (imports and model load); "
+                 f"{HELP}", soft_wrap=True)
     session = ChatSession(referrer, target, decoding=decoding, say=typer.echo,
                           note=lambda text: typer.echo(text, err=True))
     interactive = sys.stdin.isatty()

@@ -77,7 +77,11 @@ def check_layout(root: Path, stage: str, report: Report) -> None:
     if not root.is_dir():
         report.error("layout", str(root), None, None, "DATA_ROOT is a file, expected a folder")
         return
-    for source in sources_for(stage):
+    sources = sources_for(stage)
+    if sources:
+        report.checked.append(f"the {len(sources)} source folder(s) stage {stage} reads "
+                              f"({', '.join(s.path for s in sources)})")
+    for source in sources:
         folder = root / source.path
         stages = ",".join(str(s) for s in source.stages)
         problem = _folder_problem(folder)

@@ -34,6 +34,8 @@ class Report:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.counts: Counter[str] = Counter()
+        self.checked: list[str] = []  # what this run looked at, in words
+        self.not_checked: list[str] = []  # what it did not, with the option that would
 
     def add(self, severity: Severity, kind: str, path: str, record: Any, field: Optional[str], message: str) -> None:
         self.problems.append(Problem(severity=severity, kind=kind, path=path, record=record, field=field, message=message))
@@ -62,4 +64,5 @@ class Report:
             "problems_by_kind": dict(sorted(by_kind.items())),
             "problems_listed": len(listed),
         })
-        return {"ok": self.ok, "problems": [p.model_dump() for p in listed], "counts": counts}
+        return {"ok": self.ok, "problems": [p.model_dump() for p in listed], "counts": counts,
+                "checked": self.checked, "not_checked": self.not_checked}

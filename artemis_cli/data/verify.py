@@ -21,6 +21,11 @@ FEATURE_ROWS = VIDEO_TOKENS + SPATIAL_TOKENS
 def verify_layout(data_root: Path, annotations: Optional[Path] = None, stage: str = "all",
                   check_features: bool = False, show_progress: bool = False) -> Report:
     """Check `data_root` (and the annotation files under `annotations`); return every problem found."""
+    if stage == "none" and annotations is None:
+        from artemis_cli.errors import UsageError
+
+        raise UsageError("--stage none checks no source folder, and no --annotations were given: nothing to check",
+                         hint="pass --annotations PATH (the records of a dataset of your own), or a --stage")
     report = Report()
     check_layout(data_root, stage, report)
     root_ok = data_root.is_dir()
@@ -38,12 +43,19 @@ def verify_layout(data_root: Path, annotations: Optional[Path] = None, stage: st
         check_qa_pairs(infos, report)
         report.counts["records"] = sum(checker.kind_counts.values())
         report.counts["records_by_kind"] = dict(sorted(checker.kind_counts.items()))
+        report.checked.append(f"{report.counts['records']} annotation record(s) in {len(files)} file(s), and the "
+                              "frames and feature files they name")
+    else:
+        report.not_checked.append("annotation records and the files they name (pass --annotations)")
 
     if check_features:
         paths = set(checker.feature_refs) if checker else set()
         if root_ok:
             paths.update(_feature_files_under(data_root))
         _check_feature_files(sorted(paths), report, show_progress)
+        report.checked.append(f"the contents of {len(paths)} feature file(s)")
+    else:
+        report.not_checked.append("the contents of feature files (pass --check-features)")
     return report
 
 

@@ -152,7 +152,14 @@ def read_config_json(path: str | Path):
         raise InputError(f"{file}: no config.json", hint="pass a checkpoint folder or its config.json")
     from artemis_cli.common.jsonio import load_json
 
-    data = load_json(file)
+    hint = "pass a checkpoint folder or its config.json (a transformers model config, JSON)"
+    if file.suffix.lower() in (".yaml", ".yml"):
+        raise InputError(f"{file}: a YAML file, not a model config", hint=hint + "; a training config (YAML) goes "
+                         "to `artemis train stageN --config`")
+    try:
+        data = load_json(file)
+    except InputError as exc:
+        raise InputError(exc.message, hint=hint) from None
     if not isinstance(data, dict):
         raise InputError(f"{file}: expected a JSON object")
     model_type = data.get("model_type")

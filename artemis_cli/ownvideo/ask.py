@@ -57,9 +57,11 @@ class AskConfig(BaseModel):
     preview: Optional[Path] = None
 
 
-def ask_video(config: AskConfig, *, loaded=None, progress=None) -> dict[str, Any]:
+def ask_video(config: AskConfig, *, loaded=None, progress=None, started: Optional[float] = None) -> dict[str, Any]:
     """Load the model, prepare the target, answer; returns the `--json` document
-    ``{answer, question, model, track, frames_used, settings, timings}``."""
+    ``{answer, question, model, track, frames_used, settings, timings}``. `started` (a `perf_counter`
+    time, e.g. `artemis_cli.STARTED`) is when the command began: ``timings.startup`` counts from it
+    (imports and model load), ``timings.imports`` up to this call."""
     from artemis_cli.ownvideo.preview import check_preview_path, render_preview
     from artemis_cli.ownvideo.referrer import Target, check_question
     from artemis_cli.ownvideo.video import check_video_path
@@ -68,8 +70,9 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None) -> dict[str, Any
     check_question(config.question)
     check_preview_path(config.preview)
     start = time.perf_counter()
+    started = start if started is None else started
     referrer = config.options.referrer(loaded)
-    startup = time.perf_counter() - start
+    startup = time.perf_counter() - started
     asked = time.perf_counter()
     prepared = referrer.prepare(Target(config.video, config.box, config.frame), progress=progress)
     answer = referrer.ask(prepared, config.question, decoding=config.decoding)
@@ -81,7 +84,8 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None) -> dict[str, Any
             "track": prepared.track_json(), "frames_used": answer.frames_used,
             "settings": {**referrer.settings(), "decoding": config.decoding.resolved(
                 referrer.loaded.model.generation_config).record()},
-            "timings": {"startup": round(startup, 4), "question": round(per_question, 4),
+            "timings": {"startup": round(startup, 4), "imports": round(start - started, 4),
+                        "question": round(per_question, 4),
                         **{k: round(v, 4) for k, v in prepared.timings.items()},
                         **{k: round(v, 4) for k, v in answer.timings.items()}},
             "tokens": {"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
@@ -187,7 +191,7 @@ def _paths(output: Path) -> tuple[Path, Path]:
     return output.with_name(f"{stem}.errors.jsonl"), output.with_name(f"{stem}.manifest.json")
 
 
-def ask_batch(config: AskBatchConfig, *, loaded=None) -> BatchSummary:
+def ask_batch(config: AskBatchConfig, *, loaded=None, started: Optional[float] = None) -> BatchSummary:
     """Answer every request of `config.requests` into `config.output` (see the module docstring)."""
     import json
 
@@ -205,7 +209,7 @@ def ask_batch(config: AskBatchConfig, *, loaded=None) -> BatchSummary:
     if config.overwrite:
         for path in (config.output, errors_path, manifest_path):
             path.unlink(missing_ok=True)
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started  # the command's start: imports count too
     referrer = config.options.referrer(loaded)
     summary = BatchSummary(output=config.output, errors=errors_path, manifest=manifest_path, total=len(requests),
                            startup_seconds=time.perf_counter() - start)
