@@ -67,7 +67,12 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout: float = 120) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # never leave a server behind a failed test
+            self.proc.kill()
+            self.proc.wait(30)
+            raise
 
 
 def input_sensitive(tiny_artemis, folder: Path):
