@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from artemis_cli.errors import InputError
 
@@ -135,22 +135,26 @@ def normalise_boxes(boxes: Sequence[Box], frame_sizes: Sequence[tuple[int, int]]
     return out
 
 
-def load_roi_inputs(frame_dir: str | Path, selection: RoiFrames, image_processor, *, crop_correct: bool = False,
-                    exact_boxes: bool = False):
+def load_roi_inputs(frame_dir: "str | Path | Callable[[list[FrameId]], list]", selection: RoiFrames, image_processor,
+                    *, crop_correct: bool = False, exact_boxes: bool = False):
     """Open the selected frames and build the model inputs: (pixels [F, 3, S, S], boxes [F, 4] float32).
 
-    `exact_boxes` turns off the published fp16 rounding of the box division (`normalise_boxes`)."""
+    `frame_dir` is a folder of frame files named by frame id, or a function returning the PIL images of
+    the given frame ids (frames decoded from a video: `data.frames.VideoFrameReader`). `exact_boxes` turns
+    off the published fp16 rounding of the box division (`normalise_boxes`)."""
     import torch
     from PIL import Image
 
-    frame_dir = Path(frame_dir)
-    images = []
-    for frame in selection.frame_ids:
-        path = frame_dir / str(frame)
-        if not path.is_file():
-            raise InputError(f"{path}: frame not found", hint="check frame_path / frame_id against the DATA_ROOT")
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
+    if callable(frame_dir):
+        images = [image.convert("RGB") for image in frame_dir(list(selection.frame_ids))]
+    else:
+        images = []
+        for frame in selection.frame_ids:
+            path = Path(frame_dir) / str(frame)
+            if not path.is_file():
+                raise InputError(f"{path}: frame not found", hint="check frame_path / frame_id against the DATA_ROOT")
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
     image_size = int(image_processor.crop_size["height"])
     boxes = normalise_boxes(selection.boxes, [image.size for image in images], crop_correct=crop_correct,
                             image_size=image_size, exact=exact_boxes)
