@@ -184,8 +184,8 @@ class AnnotationChecker:
         if kind is None:
             keys = sorted(data[0].keys()) if isinstance(data[0], dict) else type(data[0]).__name__
             self.report.error("annotation_file", str(path), 0, None,
-                              f"fits no known record kind (first record has {keys}); expected conversation, "
-                              "referring, QA question/answer or Video-ChatGPT records")
+                              f"fits no known record kind (first record has {keys}); expected one of: "
+                              + ", ".join(RECORD_FORMATS))
             return info
         info.kind = kind
         info.n_records = len(data)
