@@ -18,6 +18,7 @@ its errors file instead of stopping the run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -25,10 +26,12 @@ from typing import Any, Callable, Mapping, Optional
 from pydantic import ValidationError
 
 from artemis_cli.common.jsonio import load_json
-from artemis_cli.common.media import FEATURE_SUFFIXES
 from artemis_cli.common.validation import validation_problems
+from artemis_cli.data.frames import VIDEO_SUFFIXES
 from artemis_cli.data.layout import ARTEMIS_DATA
-from artemis_cli.data.records import RECORD_FORMATS, QAAnswer, QAQuestion, ReferringRecord, referring_rules
+from artemis_cli.common.media import BBOX_TOKEN, FEATURE_SUFFIXES
+from artemis_cli.data.records import (RECORD_FORMATS, QAAnswer, QAQuestion, RCapRecord, ReferringRecord,
+                                      STCMetadataRecord, rcap_rules, referring_rules)
 from artemis_cli.errors import InputError, UsageError
 
 
@@ -61,6 +64,12 @@ PREDICTIONS: dict[str, PredictionSchema] = {
                                     ("pred1", "pred2"),
                                     {"video": "video_name", "question1": "Q1", "question2": "Q2", "answer": "A",
                                      "pred1": "pred1", "pred2": "pred2"}),
+    # VideoRefer-Bench-D and PLM-VideoBench RCap: a description of one target, judged against the reference.
+    "description": PredictionSchema("description", ("id", "video", "caption", "pred"), ("pred",),
+                                    {"answer": "caption", "pred": "pred"}),
+    # VideoRefer-Bench-Q: a multiple-choice answer, scored by its letter (`metrics.mcq`).
+    "mcq": PredictionSchema("mcq", ("id", "video", "question", "options", "answer", "type", "n_regions", "pred"),
+                            ("pred",), {"question": "question", "answer": "answer", "pred": "pred"}),
 }
 
 
@@ -76,6 +85,8 @@ class BenchmarkSample:
     feature: Optional[Path] = None
     referring: Any = None  # a ReferringRecord for VideoRefBench
     root: Optional[Path] = None  # what its clip_path / frame_path are relative to
+    video: Optional[Path] = None  # a peer benchmark's video (file or frame folder): its RoI frames come from it
+    track_with: Optional[str] = None  # a tracker to propagate the key frame's box over the annotated frames
     problem: Optional[str] = None
 
     def result(self, preds: list[str]) -> dict[str, Any]:
@@ -164,6 +175,19 @@ def feature_file(folder: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     return folder / f"{name}.pkl"
+
+
+def recorded_input_ids(predictions: Path) -> Optional[list[str]]:
+    """The input ids an `artemis infer` run recorded in the manifest beside `predictions`
+    (``<stem>.manifest.json``), or None when there is none: a sample that failed has an id there but no
+    prediction line, and `judge`/`score` count it instead of dropping it silently."""
+    stem = predictions.stem if predictions.suffix in (".jsonl", ".json") else predictions.name
+    manifest = predictions.with_name(f"{stem}.manifest.json")
+    if not manifest.is_file():
+        return None
+    data = load_json(manifest)
+    ids = data.get("input_ids") if isinstance(data, dict) else None
+    return [str(i) for i in ids] if isinstance(ids, list) else None
 
 
 def spec_of(benchmark: "str | BenchmarkSpec", command: Optional[str] = None) -> BenchmarkSpec:
@@ -259,6 +283,178 @@ def vcgbench_samples(benchmark: "str | BenchmarkSpec", annotations: Path, featur
     return samples
 
 
+# ---- the peers' region benchmarks -------------------------------------------------------------------------
+# A peer record becomes a `ReferringRecord` (the clip feature of its video, the annotated frames as the
+# track list, the key frame and its box) plus the video its RoI frames are decoded from. Masks become
+# their tight boxes (`data.masks.rle_box`); a frame whose mask is null or empty is an untracked `[]`.
+
+MCQ_INSTRUCTION = ". Answer with the option's letter from the given choices directly."  # the published suffix
+_OBJECT_REGION = re.compile(r"(?:<object(\d+)>)?<region>")
+FrameModes = ("multi", "single")
+
+
+def mcq_question(question: str, options: list[str]) -> tuple[str, int]:
+    """The Bench-Q prompt for Artemis and how many regions it names: the question with its first
+    ``<objectN><region>`` as Artemis' one ``<bbox>`` (the first annotated object is the RoI) and any
+    further one as plain "object N" text, then the options and the published instruction."""
+    count = [0]
+
+    def mark(match: re.Match) -> str:
+        count[0] += 1
+        if count[0] == 1:
+            return BBOX_TOKEN
+        return f"object {match.group(1)}" if match.group(1) else "the other object"
+
+    text = _OBJECT_REGION.sub(mark, question)
+    return text + " " + " ".join(options) + MCQ_INSTRUCTION, count[0]
+
+
+def _video_stem(video: str) -> str:
+    """The feature name of a video: a file's name without its extension, a frame folder's name."""
+    name = Path(video.rstrip("/")).name
+    return Path(name).stem if Path(name).suffix.lower() in VIDEO_SUFFIXES else name
+
+
+def _unique_ids(path: Path, ids: list[str]) -> None:
+    first: dict[str, int] = {}
+    duplicates = []
+    for index, sample_id in enumerate(ids):
+        if sample_id in first:
+            duplicates.append(f"{sample_id!r} at {first[sample_id]} and {index}")
+        first.setdefault(sample_id, index)
+    if duplicates:
+        raise InputError(f"{path}: {len(duplicates)} duplicate id(s): {', '.join(duplicates[:10])}",
+                         hint="ids must be unique: outputs are resumed, merged and judged by id")
+
+
+def _region_sample(spec: BenchmarkSpec, sample_id: str, fields: dict[str, Any], *, video: Path, features: Path,
+                   frame_ids: list[int], track: list[list[float]], key_frame: Optional[int], key_box: list[float],
+                   question: Optional[str], track_with: Optional[str] = None) -> BenchmarkSample:
+    feature = feature_file(features, _video_stem(str(video)))
+    record = ReferringRecord(clip_path=feature.name, caption="", question=question, frame_path="",
+                             frame_id=frame_ids, track_list=track, video_name=_video_stem(str(video)),
+                             key_frame_id=key_frame if key_box else None, key_frame_box=key_box or None)
+    problems = referring_rules(record)
+    return BenchmarkSample(id=sample_id, fields=fields, order=spec.prediction.fields, referring=record,
+                           root=feature.parent, video=video, track_with=track_with,
+                           problem="; ".join(f"{f}: {m}" for f, m in problems) or None)
+
+
+def _failed(spec: BenchmarkSpec, sample_id: str, fields: dict[str, Any], problem: str) -> BenchmarkSample:
+    return BenchmarkSample(id=sample_id, fields=fields, order=spec.prediction.fields, problem=problem)
+
+
+def _object_track(frames: dict[str, Any], key: str, mode: str, where: str) -> tuple[list[int], list, list[float]]:
+    """(frame indices, boxes, key frame box) of one masked object over its annotated frames; single-frame
+    mode keeps only the key frame's box (the others are left untracked, `[]`, for a tracker to fill)."""
+    from artemis_cli.data.masks import rle_box
+
+    names = sorted(frames, key=int)
+    boxes = [rle_box(frames[name].segmentation.model_dump() if frames[name].segmentation else None,
+                     f"{where}.{name}.segmentation") if mode == "multi" or name == key else [] for name in names]
+    return [int(name) for name in names], boxes, boxes[names.index(key)] if key in names else []
+
+
+def videorefer_samples(benchmark: "str | BenchmarkSpec", annotations: Path, videos: Path, features: Path,
+                       frame_mode: str = "multi", tracker: Optional[str] = None,
+                       question: Optional[str] = None) -> list[BenchmarkSample]:
+    """VideoRefer-Bench-D / -Q records -> samples. `frame_mode` ``multi`` gives Artemis every annotated
+    frame's box (the masks' boxes); ``single`` only the `frame_idx` frame's, tracked over the annotated
+    frames with `tracker` when given. Bench-Q's RoI is its first annotated object (see `mcq_question`).
+    Ids: the record's `id`, else its position ``#k``."""
+    spec = spec_of(benchmark)
+    is_mcq = spec.prediction.name == "mcq"
+    model = RECORD_FORMATS[spec.formats[0]]
+    raw_records = _records(annotations, f"{spec.title} records")
+    ids = [str(raw["id"]) if isinstance(raw, dict) and raw.get("id") is not None else f"#{index}"
+           for index, raw in enumerate(raw_records)]
+    _unique_ids(annotations, ids)
+    samples = []
+    for index, (raw, sample_id) in enumerate(zip(raw_records, ids)):
+        where = f"{annotations}[{index}]"
+        record, problem = _validate(model.model, raw, where)
+        if record is not None and not problem:
+            rules = model.rules(record)
+            problem = f"{where}: " + "; ".join(f"{f}: {m}" for f, m in rules) if rules else None
+        get = raw.get if isinstance(raw, dict) else (lambda key: None)
+        if is_mcq:
+            text, regions = mcq_question(get("Question") or "", list(get("options") or [])) if record else (None, 0)
+            fields = {"video": get("video"), "question": get("Question"), "options": get("options"),
+                      "answer": get("Answer"), "type": get("type"), "n_regions": regions}
+        else:
+            text, fields = question, {"video": get("video"), "caption": get("caption")}
+        if problem:
+            samples.append(_failed(spec, sample_id, fields, problem))
+            continue
+        try:
+            frame_ids, track, key_box = _object_track(record.annotation[0], str(record.frame_idx), frame_mode,
+                                                      f"{where}.annotation[0]")
+        except InputError as exc:
+            samples.append(_failed(spec, sample_id, fields, exc.message))
+            continue
+        samples.append(_region_sample(spec, sample_id, fields, video=videos / record.video, features=features,
+                                      frame_ids=frame_ids, track=track, key_frame=int(record.frame_idx),
+                                      key_box=key_box, question=question if not is_mcq else text,
+                                      track_with=tracker if frame_mode == "single" else None))
+    return samples
+
+
+def rcap_samples(benchmark: "str | BenchmarkSpec", annotations: Path, metadata: Path, videos: Path,
+                 features: Path, question: Optional[str] = None) -> list[BenchmarkSample]:
+    """PLM-VideoBench RCap items + metadata -> samples: the masklet's per-frame boxes within [start_frame,
+    end_frame] are the track list (frames without a box are untracked), the first boxed frame is the key
+    frame. Both files may be a JSON list or JSON Lines (the published metadata is ``metadata_test.jsonl``)."""
+    from artemis_cli.common.jsonio import load_records
+
+    spec = spec_of(benchmark)
+    by_masklet: dict[tuple[str, str], Any] = {}
+    for line, raw in load_records(metadata):
+        record, problem = _validate(STCMetadataRecord, raw, f"{metadata}:{line}")
+        if problem:
+            raise InputError(problem, hint="the metadata is PLM-VideoBench's metadata/metadata_test.jsonl")
+        by_masklet[(record.video, str(record.masklet_id))] = record
+    items = load_records(annotations)
+    ids = [str(raw["uid"]) if isinstance(raw, dict) and raw.get("uid") is not None else f"#{n}" for n, raw in items]
+    _unique_ids(annotations, ids)
+    samples = []
+    for (line, raw), sample_id in zip(items, ids):
+        where = f"{annotations}:{line}"
+        record, problem = _validate(RCapRecord, raw, where)
+        if record is not None and not problem:
+            rules = rcap_rules(record)
+            problem = f"{where}: " + "; ".join(f"{f}: {m}" for f, m in rules) if rules else None
+        fields = {"video": raw.get("video"), "caption": raw.get("caption")} if isinstance(raw, dict) else {}
+        meta = by_masklet.get((record.video, str(record.masklet_id))) if record is not None else None
+        if not problem and meta is None:
+            problem = f"{where}: no metadata line for video {record.video!r}, masklet_id {record.masklet_id!r} in {metadata}"
+        if problem:
+            samples.append(_failed(spec, sample_id, fields, problem))
+            continue
+        boxes = {int(name): box for name, box in meta.bbox.items() if name.isdigit() and box}
+        frame_ids = list(range(record.start_frame, record.end_frame + 1))
+        track = [list(boxes.get(frame, [])) for frame in frame_ids]
+        key = next((frame for frame in frame_ids if frame in boxes), None)
+        if key is None:
+            samples.append(_failed(spec, sample_id, fields, f"{where}: the masklet has no box within frames "
+                                                            f"[{record.start_frame}, {record.end_frame}]"))
+            continue
+        samples.append(_region_sample(spec, sample_id, fields, video=videos / record.video, features=features,
+                                      frame_ids=frame_ids, track=track, key_frame=key, key_box=list(boxes[key]),
+                                      question=question))
+    return samples
+
+
+def region_benchmark(name: str, title: str, read: Callable[..., list[BenchmarkSample]], prediction: str,
+                     formats: tuple[str, ...], options: tuple[str, ...], **extra: Any) -> BenchmarkSpec:
+    """A peer benchmark answered through the RoI path: `artemis infer <name>` over the records, their videos
+    (`--videos`) and the videos' clip features (`--features`, from `artemis features extract`)."""
+    inputs = ("annotations", "metadata", "videos", "features") if "plm_metadata" in formats else \
+        ("annotations", "videos", "features")
+    return BenchmarkSpec(name=name, command=name, title=title, prediction=PREDICTIONS[prediction], read=read,
+                         inputs=inputs + options, formats=formats, needs_roi=True,
+                         output_stem=name.replace("-", "_"), **extra)
+
+
 def qa_benchmark(name: str, title: str, *, feature_prefix: str = "", **extra: Any) -> BenchmarkSpec:
     """A zero-shot video-QA set in the standard format: a question file ``{video_name, question,
     question_id}`` and an answer file ``{answer}`` aligned by position; judged with ``--task qa``."""
@@ -292,4 +488,10 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
                   demo_inputs={"annotations": "vcgbench/temporal_qa.json"}),
     vcg_benchmark("consistency", "Video-ChatGPT consistency questions", ("consistency",),
                   consistency=True, demo_inputs={"annotations": "vcgbench/consistency_qa.json"}),
+    region_benchmark("videorefer-d", "VideoRefer-Bench-D", videorefer_samples, "description", ("videorefer_d",),
+                     ("frame_mode", "tracker", "question"), judge_tasks=("videorefer-d",)),
+    region_benchmark("videorefer-q", "VideoRefer-Bench-Q", videorefer_samples, "mcq", ("videorefer_q",),
+                     ("frame_mode", "tracker")),
+    region_benchmark("plm-rcap", "PLM-VideoBench RCap", rcap_samples, "description", ("plm_rcap", "plm_metadata"),
+                     ("question",), judge_tasks=("plm-rcap",)),
 )}

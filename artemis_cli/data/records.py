@@ -2,8 +2,9 @@
 and `RECORD_FORMATS`, the registry `data verify-layout` recognises files by.
 
 The formats: stage 1-2 LLaVA conversations, stage 3 / VideoRefBench referring records (a clip
-feature, frames with a track, the clicked box), video-QA question and answer files, and
-Video-ChatGPT question records. Structure (types, required keys) is checked by pydantic; the
+feature, frames with a track, the clicked box), video-QA question and answer files,
+Video-ChatGPT question records, and the peers' benchmarks: VideoRefer-Bench-D and -Q (COCO RLE masks
+on sampled frames) and PLM-VideoBench RCap (items plus the per-frame boxes of its metadata). Structure (types, required keys) is checked by pydantic; the
 cross-field rules (alternating turns, media tokens, box geometry, list lengths) by `*_rules`
 functions that return every problem as a ``(field, message)`` pair, so a report can name each one
 rather than the first.
@@ -12,6 +13,7 @@ rather than the first.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -89,6 +91,63 @@ class VCGConsistencyRecord(_Record):
     Q1: StrictStr
     Q2: StrictStr
     A: StrictStr
+
+
+class RLEMask(_Record):
+    """A COCO run-length-encoded mask: ``size`` [height, width], ``counts`` compressed string or run list."""
+
+    size: list[StrictInt] = Field(min_length=2, max_length=2)
+    counts: Union[StrictStr, list[StrictInt]]
+
+
+class MaskedFrame(_Record):
+    segmentation: Optional[RLEMask] = None  # null: the target is not in this frame
+
+
+FrameMasks = dict[str, MaskedFrame]  # frame index (as a string) -> that frame's mask
+
+
+class VideoReferDRecord(_Record):
+    """VideoRefer-Bench-D: one object's masks on sampled frames and its reference description."""
+
+    id: Optional[Union[StrictStr, StrictInt]] = None
+    video: StrictStr = Field(min_length=1)
+    caption: StrictStr
+    frame_idx: Union[StrictStr, StrictInt]  # the frame of single-frame mode (a key of each annotation)
+    annotation: list[FrameMasks] = Field(min_length=1)
+
+
+class VideoReferQRecord(_Record):
+    """VideoRefer-Bench-Q: a multiple-choice question about one or more masked objects."""
+
+    id: Optional[Union[StrictStr, StrictInt]] = None
+    video: StrictStr = Field(min_length=1)
+    Question: StrictStr
+    type: StrictStr
+    options: list[StrictStr] = Field(min_length=2)
+    Answer: StrictStr
+    frame_idx: Union[StrictStr, StrictInt]
+    annotation: list[FrameMasks] = Field(min_length=1)
+
+
+class RCapRecord(_Record):
+    """PLM-VideoBench RCap item: describe what one masklet does within frames [start_frame, end_frame]."""
+
+    uid: Union[StrictStr, StrictInt]
+    video: StrictStr = Field(min_length=1)
+    masklet_id: Union[StrictStr, StrictInt]
+    total_frames: StrictInt = Field(ge=1)
+    caption: StrictStr
+    start_frame: StrictInt = Field(ge=0)
+    end_frame: StrictInt = Field(ge=0)
+
+
+class STCMetadataRecord(_Record):
+    """PLM-VideoBench metadata line: the per-frame boxes [x1, y1, x2, y2] of one (video, masklet_id)."""
+
+    video: StrictStr = Field(min_length=1)
+    masklet_id: Union[StrictStr, StrictInt]
+    bbox: dict[str, Optional[list[Number]]]
 
 
 Problem = tuple[str, str]  # (field, message)
@@ -172,6 +231,79 @@ def referring_rules(record: ReferringRecord) -> list[Problem]:
     return problems
 
 
+MCQ_LETTER = re.compile(r"\(([A-Z])\)")  # "(B) a red car" -> B, the published Bench-Q answer key
+REGION = "<region>"
+
+
+def _mask_frames_rules(record: Any) -> list[Problem]:
+    """Every object has the single-frame mode's frame, and some frame with a mask."""
+    problems: list[Problem] = []
+    key = str(record.frame_idx)
+    for index, frames in enumerate(record.annotation):
+        if not frames:
+            problems.append((f"annotation[{index}]", "no annotated frame"))
+            continue
+        bad = [name for name in frames if not name.isdigit()]
+        if bad:
+            problems.append((f"annotation[{index}]", f"frame keys must be frame indices, got {bad[0]!r}"))
+        if key not in frames:
+            problems.append((f"annotation[{index}]", f"no mask for frame_idx {key!r} (single-frame mode's frame)"))
+        if all(frame.segmentation is None for frame in frames.values()):
+            problems.append((f"annotation[{index}]", "every segmentation is null: the object is in no frame"))
+        for name, frame in frames.items():
+            mask = frame.segmentation
+            if mask is None:
+                continue
+            where = f"annotation[{index}].{name}.segmentation"
+            if min(mask.size) <= 0:
+                problems.append((f"{where}.size", f"expected [height, width] > 0, got {mask.size}"))
+            elif isinstance(mask.counts, list) and sum(mask.counts) != mask.size[0] * mask.size[1]:
+                problems.append((f"{where}.counts", f"runs sum to {sum(mask.counts)}, expected "
+                                                    f"{mask.size[0] * mask.size[1]} (height x width)"))
+            elif isinstance(mask.counts, str) and not all(48 <= ord(c) < 112 for c in mask.counts):
+                problems.append((f"{where}.counts", "not a compressed COCO RLE string (characters outside '0'..'o')"))
+    return problems
+
+
+def videorefer_q_rules(record: VideoReferQRecord) -> list[Problem]:
+    problems = _mask_frames_rules(record)
+    regions = record.Question.count(REGION)
+    if regions != len(record.annotation):
+        problems.append(("Question", f"{regions} {REGION} mark(s) but {len(record.annotation)} annotated object(s)"))
+    letters = [m.group(1) if (m := MCQ_LETTER.search(option)) else None for option in record.options]
+    if None in letters:
+        problems.append((f"options[{letters.index(None)}]", "expected an option that starts with its letter, like '(A) ...'"))
+    answer = MCQ_LETTER.search(record.Answer)
+    if answer is None:
+        problems.append(("Answer", f"no option letter like '(A)' in {record.Answer!r}"))
+    elif None not in letters and answer.group(1) not in letters:
+        problems.append(("Answer", f"letter {answer.group(1)} is not among the options ({', '.join(letters)})"))
+    return problems
+
+
+def rcap_rules(record: RCapRecord) -> list[Problem]:
+    problems: list[Problem] = []
+    if record.end_frame < record.start_frame:
+        problems.append(("end_frame", f"{record.end_frame} is before start_frame {record.start_frame}"))
+    if record.end_frame >= record.total_frames:
+        problems.append(("end_frame", f"{record.end_frame} is not within the video's {record.total_frames} frame(s)"))
+    return problems
+
+
+def stc_metadata_rules(record: STCMetadataRecord) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, box in record.bbox.items():
+        if not name.isdigit():
+            problems.append((f"bbox.{name}", "keys must be frame indices"))
+        elif box:
+            problem = box_problem(box, f"bbox.{name}")
+            if problem:
+                problems.append(problem)
+    if not any(record.bbox.values()):
+        problems.append(("bbox", "no frame has a box"))
+    return problems
+
+
 @dataclass(frozen=True)
 class RecordFormat:
     """One annotation record format: its model, its cross-field rules, and the keys that identify it.
@@ -190,6 +322,10 @@ class RecordFormat:
 
 
 RECORD_FORMATS: dict[str, RecordFormat] = {f.name: f for f in (
+    RecordFormat("videorefer_q", VideoReferQRecord, videorefer_q_rules, all_keys=("Question", "options", "annotation")),
+    RecordFormat("videorefer_d", VideoReferDRecord, _mask_frames_rules, all_keys=("video", "caption", "annotation")),
+    RecordFormat("plm_rcap", RCapRecord, rcap_rules, all_keys=("masklet_id", "start_frame", "end_frame")),
+    RecordFormat("plm_metadata", STCMetadataRecord, stc_metadata_rules, all_keys=("masklet_id", "bbox")),
     RecordFormat("conversation", ConversationRecord, conversation_rules, any_keys=("conversations",)),
     RecordFormat("referring", ReferringRecord, referring_rules, any_keys=("track_list", "clip_path")),
     RecordFormat("qa_questions", QAQuestion, all_keys=("question_id", "question")),
