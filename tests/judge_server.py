@@ -34,6 +34,8 @@ class FakeJudgeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.hold_after: int | None = None  # after this many final answers, hold requests until `release`
+        self.gone_models: set[str] = set()  # models answered with OpenAI's 404 model_not_found
+        self.bodies: dict[str, dict] = {}  # the last request body per item (model, messages, parameters)
         self.release = threading.Event()
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -116,11 +118,17 @@ class FakeJudgeServer:
                     self._send(401, {"error": {"message": f"Incorrect API key provided: {got[7:]}",
                                                "type": "invalid_request_error", "code": "invalid_api_key"}})
                     return
+                model = request.get("model", "")
+                if model in server.gone_models:
+                    self._send(404, {"error": {"message": f"The model `{model}` does not exist or you do not have "
+                                                          "access to it.", "type": "invalid_request_error",
+                                               "param": None, "code": "model_not_found"}})
+                    return
                 text = "\n".join(m.get("content", "") for m in request.get("messages", []))
                 marker = _MARKER.search(text)
                 item = marker.group(1) if marker else "?"
+                server.bodies[item] = request
                 step = server._next_step(item)
-                model = request.get("model", "")
                 with server.lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)

@@ -18,6 +18,7 @@ from artemis_cli.judge import SUMMARY_KEYS
 from judge_server import FakeJudgeServer
 
 FAST = ["--retry-base-delay", "0.01", "--retry-max-delay", "2", "--timeout", "0.5"]
+MODEL = ["--model", "judge-2025-01-01"]  # a dated name: the fake server serves it as it is
 
 
 @pytest.fixture
@@ -91,11 +92,15 @@ def test_qa_with_injected_faults(server, api_key, tmp_path):
     judged = {k: v for k, v in verdicts.items() if k not in ("q07", "q08")}
     n_yes = sum(p == "yes" for p, _ in judged.values())
     assert summary == {
-        "task": "qa", "model": "gpt-3.5-turbo", "served_models": ["gpt-3.5-turbo-0125"], "n_items": 12,
-        "n_judged": 10, "n_failed": 2, "n_cached": 0, "accuracy": n_yes / 10,
-        "mean_score": sum(s for _, s in judged.values()) / 10, "failed_ids": ["q07", "q08"],
+        "task": "qa", "model": "gpt-3.5-turbo", "base_url": server.base_url, "temperature": None,
+        "prompt_hash": summary["prompt_hash"], "served_models": ["gpt-3.5-turbo-0125"], "n_items": 12,
+        "n_judged": 10, "n_failed": 2, "n_cached": 0, "n_missing_predictions": None, "accuracy": n_yes / 10,
+        "mean_score": sum(s for _, s in judged.values()) / 10, "score_max": 5,
+        "mean_score_failures_as_zero": sum(s for _, s in judged.values()) / 12, "dimension_scores": None,
+        "failed_ids": ["q07", "q08"],
     }
-    assert "unpinned alias" in result.stderr
+    assert len(summary["prompt_hash"]) == 16
+    assert "retired on 2026-10-23" in result.stderr  # a known retirement is said up front
     assert json.loads((out / "summary.json").read_text()) == summary
 
     lines = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
@@ -152,14 +157,14 @@ def test_video_chatgpt_dimensions(server, tmp_path):
     # Same items, another dimension: another prompt, so new cache keys and new calls.
     server.reset_counts()
     server.answers.update({"v_a_0": '{"score": 5}', "v_a_1": '{"score": 5}', "v_b_0": '{"score": 2}'})
-    result = invoke([str(preds), "--task", "context", *base])
+    result = invoke([str(preds), "--task", "context", *MODEL, *base])
     assert json.loads(result.stdout)["mean_score"] == pytest.approx(4.0)
     assert server.total_requests == 3
 
     consistency = write_jsonl(tmp_path / "consistency.jsonl", [
         {"video_name": "v_c", "Q1": "what?", "Q2": "what exactly?", "A": "a", "pred1": "x [[c0]]", "pred2": "y"}])
     server.answers["c0"] = '{"score": 2}'
-    result = invoke([str(consistency), "--task", "consistency", "--output", str(tmp_path / "c"), *base])
+    result = invoke([str(consistency), "--task", "consistency", "--output", str(tmp_path / "c"), *MODEL, *base])
     assert result.exit_code == 0 and json.loads(result.stdout)["mean_score"] == 2
     line = json.loads((tmp_path / "c" / "judgments.jsonl").read_text())
     assert line["id"] == "v_c_0" and line["item"]["pred2"] == "y"
@@ -172,17 +177,17 @@ def test_model_prompt_change_dry_run_and_overwrite(server, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     base = [str(preds), "--task", "qa", "--base-url", server.base_url, "--cache", str(cache), *FAST]
 
-    result = invoke([*base, "--output", str(out), "--dry-run", "--json"])
+    result = invoke([*base, *MODEL, "--output", str(out), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"task": "qa", "model": "gpt-3.5-turbo-0125", "n_items": 4, "n_cached": 0,
+    assert json.loads(result.stdout) == {"task": "qa", "model": "judge-2025-01-01", "n_items": 4, "n_cached": 0,
                                          "calls_needed": 4, "est_prompt_tokens": json.loads(result.stdout)[
                                              "est_prompt_tokens"], "est_completion_tokens": 56}
     assert json.loads(result.stdout)["est_prompt_tokens"] > 4 * 100
     assert server.total_requests == 0 and not out.exists()
 
-    assert invoke([*base, "--output", str(out)]).exit_code == 0
+    assert invoke([*base, *MODEL, "--output", str(out)]).exit_code == 0
     assert server.total_requests == 4
-    dry = json.loads(invoke([*base, "--output", str(out), "--dry-run", "--json"]).stdout)
+    dry = json.loads(invoke([*base, *MODEL, "--output", str(out), "--dry-run", "--json"]).stdout)
     assert dry["calls_needed"] == 0 and dry["n_cached"] == 4
 
     # Another model: new keys; its dry run counts every item, and the old output folder refuses to mix.
@@ -199,10 +204,10 @@ def test_model_prompt_change_dry_run_and_overwrite(server, tmp_path):
     prompt.write_text("Question: {question}\nCorrect Answer: {answer}\nPredicted Answer: {pred}\n"
                       "For example, your response should look like this: {'pred': 'yes', 'score': 4.8}.")
     server.reset_counts()
-    result = invoke([*base, "--output", str(tmp_path / "out3"), "--prompt-file", str(prompt), "--json"])
+    result = invoke([*base, *MODEL, "--output", str(tmp_path / "out3"), "--prompt-file", str(prompt), "--json"])
     assert result.exit_code == 0 and server.total_requests == 4
     server.reset_counts()
-    assert invoke([*base, "--output", str(tmp_path / "out4"), "--prompt-file", str(prompt)]).exit_code == 0
+    assert invoke([*base, *MODEL, "--output", str(tmp_path / "out4"), "--prompt-file", str(prompt)]).exit_code == 0
     assert server.total_requests == 0
 
 
@@ -212,7 +217,7 @@ def test_concurrency_is_bounded(server, tmp_path):
         server.answers[f"q{i:02d}"] = '{"pred": "no", "score": 1}'
     server.answer_delay = 0.1
     result = invoke([str(preds), "--task", "qa", "--base-url", server.base_url, "--cache", str(tmp_path / "c"),
-                     "--concurrency", "3", *FAST, "--json"])
+                     "--concurrency", "3", *MODEL, *FAST, "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["accuracy"] == 0.0
     assert 2 <= server.max_in_flight <= 3
 
@@ -224,7 +229,7 @@ def test_bad_key_aborts_and_is_redacted(monkeypatch, tmp_path):
     preds = write_jsonl(tmp_path / "qa.jsonl", qa_records(3))
     with FakeJudgeServer("sk-the-right-one") as srv:
         result = invoke([str(preds), "--task", "qa", "--base-url", srv.base_url, "--cache", str(tmp_path / "c"),
-                         "--output", str(tmp_path / "out"), *FAST])
+                         "--output", str(tmp_path / "out"), *MODEL, *FAST])
         assert srv.bad_auth >= 1
     assert result.exit_code == 1
     assert "error: the judge API refused the request" in result.stderr and "401" in result.stderr
@@ -236,13 +241,20 @@ def test_missing_key_and_bad_options(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("ARTEMIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ARTEMIS_JUDGE_MODEL", raising=False)
     preds = write_jsonl(tmp_path / "qa.jsonl", qa_records(2))
-    result = invoke([str(preds), "--task", "qa"])
+    result = invoke([str(preds), "--task", "qa", "--dry-run"])  # no default judge: the user names one
+    assert result.exit_code == 2 and result.stderr.startswith("error: no judge model: pass --model")
+    assert "hint:" in result.stderr and "--base-url" in result.stderr and "Traceback" not in result.output
+    monkeypatch.setenv("ARTEMIS_JUDGE_MODEL", "judge-from-env-2025-01-01")
+    result = invoke([str(preds), "--task", "qa", "--dry-run", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["model"] == "judge-from-env-2025-01-01"
+    result = invoke([str(preds), "--task", "qa", *MODEL])
     assert result.exit_code == 2 and "OPENAI_API_KEY is not set" in result.stderr
-    result = invoke([str(preds), "--task", "qa", "--dry-run"])
+    result = invoke([str(preds), "--task", "qa", "--dry-run", *MODEL])
     assert result.exit_code == 0 and "calls needed" in result.stdout
-    result = invoke([str(preds), "--task", "captions"])
+    result = invoke([str(preds), "--task", "captions", *MODEL])
     assert result.exit_code == 2 and "--task 'captions'" in result.stderr
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"video_name": "v", "Q": "q", "A": "a"}])
-    result = invoke([str(bad), "--task", "detail"])
+    result = invoke([str(bad), "--task", "detail", *MODEL])
     assert result.exit_code == 1 and "bad.jsonl:1: pred: Field required" in result.stderr

@@ -43,7 +43,7 @@ class ScriptedClient:
 
 
 def options(tmp_path: Path, **overrides) -> JudgeOptions:
-    values = dict(task="correctness", cache_dir=tmp_path / "cache", output_dir=tmp_path / "out",
+    values = dict(task="correctness", model="judge-m", cache_dir=tmp_path / "cache", output_dir=tmp_path / "out",
                   retry_base_delay=0.0, show_progress=False)
     values.update(overrides)
     return JudgeOptions(**values)
@@ -63,9 +63,9 @@ def test_injected_client_records_and_identical_items_share_one_call(tmp_path):
     assert summary.usage == {"prompt_tokens": 60, "completion_tokens": 12}  # every attempt is paid
     lines = [json.loads(x) for x in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in lines) == ["v_0", "v_1", "w_0", "x_0"]
-    assert {r["served_model"] for r in lines if r["status"] == "judged"} == {"gpt-3.5-turbo-served"}
+    assert {r["served_model"] for r in lines if r["status"] == "judged"} == {"judge-m-served"}
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["n_calls"] == 6 and manifest["model"] == "gpt-3.5-turbo"
+    assert manifest["n_calls"] == 6 and manifest["model"] == "judge-m"
 
 
 def test_torn_last_line_is_redone_and_unknown_errors_propagate(tmp_path):
@@ -125,9 +125,11 @@ def test_retry_after_is_capped_and_attempts_are_capped(monkeypatch):
 
 
 def test_pin_warning():
-    assert "unpinned" in pin_warning("gpt-3.5-turbo")
-    for pinned in ("gpt-3.5-turbo-0125", "gpt-4o-2024-08-06", "claude-x-20240620"):
+    assert "unpinned" in pin_warning("gpt-4o")
+    for pinned in ("gpt-4.1-2025-04-14", "claude-x-20240620", "llama-3.3-70b@20250101"):
         assert pin_warning(pinned) is None
+    for retired in ("gpt-3.5-turbo", "gpt-3.5-turbo-0125"):  # a known retirement is said, alias or not
+        assert "retired on 2026-10-23" in pin_warning(retired)
 
 
 def test_kill_and_resume(monkeypatch, tmp_path):

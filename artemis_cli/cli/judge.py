@@ -10,9 +10,8 @@ import typer
 from artemis_cli.cli.options import JsonFlag, Overwrite
 from artemis_cli.judge.tasks import JUDGE_TASKS, placeholder_help
 
-DEFAULT_JUDGE_MODEL = "gpt-3.5-turbo-0125"  # dated: judge scores of an alias drift as its model changes
-
-app = typer.Typer(help="GPT-assisted evaluation: video QA accuracy/score and the five Video-ChatGPT dimensions.",
+app = typer.Typer(help="LLM-judged evaluation (any OpenAI-compatible model you name): video QA, the five "
+                       "Video-ChatGPT dimensions, VideoRefer-Bench-D and PLM-VideoBench RCap; compare two judges.",
                   no_args_is_help=True)
 
 _TASK_HELP = "; ".join(f"{name}: {task.about}" for name, task in JUDGE_TASKS.items()) + "."
@@ -28,12 +27,14 @@ def gpt_cmd(
                                                      "pred; Video-ChatGPT: video_name, Q, A, pred (consistency: "
                                                      "Q1, Q2, A, pred1, pred2).")],
     task: Annotated[str, typer.Option("--task", help=_TASK_HELP)],
-    model: Annotated[str, typer.Option("--model", help="Judge model, recorded in run.json and summary.json. The "
-                                       "default is a dated snapshot, so results stay comparable (the paper used "
-                                       "the unpinned gpt-3.5-turbo, whose model changes over time).")
-                     ] = DEFAULT_JUDGE_MODEL,
+    model: Annotated[Optional[str], typer.Option("--model", envvar="ARTEMIS_JUDGE_MODEL", show_envvar=True,
+                                                 help="Judge model (required: there is no default, since hosted "
+                                                      "judges retire; the paper's gpt-3.5-turbo left the API on "
+                                                      "2026-10-23). A dated snapshot, or an open-weight model "
+                                                      "behind --base-url. Recorded in every output.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (Azure, vLLM, "
-                                                                       "a local server). Key: OPENAI_API_KEY.")] = None,
+                                                    "llama.cpp, Ollama, a local server). Key: OPENAI_API_KEY "
+                                                    "(a local server needs none).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight at once.")] = 8,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, max=100,
                                               help="Calls per item at most (API faults and unusable replies "
@@ -45,7 +46,9 @@ def gpt_cmd(
     retry_max_delay: Annotated[float, typer.Option("--retry-max-delay", min=0.0,
                                                    help="Longest wait between attempts (caps Retry-After too).")] = 60.0,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Sampling temperature (default: "
-                                                         "the server's, as in the published scripts).")] = None,
+                                                         "the task's protocol: 0.7 for videorefer-d, 0 for plm-rcap, "
+                                                         "the server's for the others, as published). Recorded.")
+                           ] = None,
     cache: Annotated[Optional[Path], typer.Option("--cache", metavar="DIR", help="Cache folder (default "
                                                   "$ARTEMIS_CACHE/judge or ~/.cache/artemis/judge).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Output folder (default: "
@@ -56,14 +59,16 @@ def gpt_cmd(
     overwrite: Overwrite = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Judge predictions with an OpenAI chat model; cached, resumable. Exit 1 when any item failed.
+    """Judge predictions with an OpenAI-compatible chat model; cached, resumable. Exit 1 when any item failed.
 
-    Example: artemis judge gpt preds/msvd.jsonl --task qa --dry-run"""
+    Example: artemis judge gpt preds/msvd.jsonl --task qa --model gpt-4.1-2025-04-14 --dry-run"""
     from artemis_cli.cli.judge_report import print_dry_run, print_summary
     from artemis_cli.common.console import print_json, stderr
+    from artemis_cli.errors import UsageError
     from artemis_cli.judge import JudgeOptions, judge, pin_warning
     from artemis_cli.common.paths import check_output
     from artemis_cli.judge.cache import default_cache_dir
+    from artemis_cli.judge.models import CHOOSE_HINT
     from artemis_cli.judge.tasks import check_task
 
     check_output(cache if cache is not None else default_cache_dir(), kind="dir", option="--cache",
@@ -71,6 +76,8 @@ def gpt_cmd(
     if output is not None:
         check_output(output, kind="dir", option="--output", inputs={"PREDICTIONS": predictions, "--cache": cache,
                                                                    "--prompt-file": prompt_file})
+    if not model:
+        raise UsageError("no judge model: pass --model (there is no default; hosted judges retire)", hint=CHOOSE_HINT)
     options = JudgeOptions(
         task=check_task(task), model=model, base_url=base_url, concurrency=concurrency, max_attempts=max_attempts,
         timeout=timeout, retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay,
@@ -108,3 +115,26 @@ def show_prompt_cmd(
     from artemis_cli.judge.tasks import load_template
 
     sys.stdout.write(template_as_yaml(load_template(task, prompt_file)))
+
+
+@app.command("compare")
+def compare_cmd(
+    first: Annotated[Path, typer.Argument(metavar="A", exists=True, file_okay=False,
+                                          help="Output folder of one judge (`artemis judge gpt -o A ...`).")],
+    second: Annotated[Path, typer.Argument(metavar="B", exists=True, file_okay=False,
+                                           help="Output folder of another judge on the same predictions and task.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """How much swapping judge A for judge B moves the numbers: score correlation (Pearson, Spearman), mean
+    shift, exact agreement and Cohen's kappa; yes/no agreement and kappa for qa; per dimension for
+    videorefer-d. Reads both folders' verdicts; calls nothing.
+
+    Example: artemis judge compare preds/msvd.judge-qa-gpt-4o-2024-11-20 preds/msvd.judge-qa-llama3.3-70b"""
+    from artemis_cli.cli.judge_report import print_comparison
+    from artemis_cli.common.console import print_json
+    from artemis_cli.judge.compare import compare_judges
+
+    report = compare_judges(first, second)
+    if json_out:
+        print_json(report.to_json())
+    print_comparison(report, to_stderr=json_out)

@@ -123,15 +123,26 @@ def _describe(exc: Exception) -> str:
     return f"{name} ({status}): {message}" if status else f"{name}: {message}"
 
 
+def _model_gone(exc: Exception, model: str) -> bool:
+    """Whether a 404 says the model does not exist (OpenAI's ``model_not_found``; vLLM and Ollama name it)."""
+    message = str(getattr(exc, "message", "") or exc)
+    return getattr(exc, "code", None) == "model_not_found" or (model and model in message)
+
+
 def call_judge(client: Any, model: str, messages: list[dict[str, str]], task: str, policy: RetryPolicy,
                stop: threading.Event, rng: random.Random, secrets: tuple[str, ...] = (),
-               on_verdict: Callable[[Outcome], None] | None = None, temperature: float | None = None) -> Outcome:
+               on_verdict: Callable[[Outcome], None] | None = None, params: dict[str, Any] | None = None) -> Outcome:
     """Judge one item: call, parse, retry on transient faults and bad replies, at most `max_attempts` calls.
 
-    `on_verdict` runs as soon as a reply parses (the runner caches it there). Raises `JudgeAbort`
-    on 401/403/404; returns an `Outcome` with `error` set when the item failed.
+    `params` are extra request parameters (temperature, top_p, max_tokens). `on_verdict` runs as soon
+    as a reply parses (the runner caches it there). Raises `JudgeAbort` on 401/403/404 (a model that is
+    not served is named, with what to do); returns an `Outcome` with `error` set when the item failed.
     """
-    extra = {} if temperature is None else {"temperature": temperature}
+    import openai
+
+    from artemis_cli.judge.models import CHOOSE_HINT, model_gone_message
+
+    extra = dict(params or {})
     outcome = Outcome(verdict=None, attempts=0)
     for attempt in range(1, policy.max_attempts + 1):
         if stop.is_set():
@@ -146,6 +157,9 @@ def call_judge(client: Any, model: str, messages: list[dict[str, str]], task: st
             message = redact(_describe(exc), secrets)
             if kind == "raise":
                 raise
+            if kind == "abort" and isinstance(exc, openai.NotFoundError) and _model_gone(exc, model):
+                endpoint = str(getattr(client, "base_url", "") or "the OpenAI API").rstrip("/")
+                raise JudgeAbort(model_gone_message(model, endpoint, message), hint=CHOOSE_HINT) from None
             if kind == "abort":
                 raise JudgeAbort(f"the judge API refused the request: {message}",
                                  hint="check OPENAI_API_KEY, --base-url and --model") from None

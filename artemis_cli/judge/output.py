@@ -24,8 +24,9 @@ RUN_FILE = "run.json"
 SUMMARY = "summary.json"
 MANIFEST = "manifest.json"
 
-SUMMARY_KEYS = ("task", "model", "served_models", "n_items", "n_judged", "n_failed", "n_cached",
-                "accuracy", "mean_score", "failed_ids")
+SUMMARY_KEYS = ("task", "model", "base_url", "temperature", "prompt_hash", "served_models", "n_items", "n_judged",
+                "n_failed", "n_cached", "n_missing_predictions", "accuracy", "mean_score", "score_max",
+                "mean_score_failures_as_zero", "dimension_scores", "failed_ids")
 
 
 @dataclass
@@ -35,12 +36,19 @@ class JudgeSummary:
     task: str
     model: str
     n_items: int
+    base_url: str | None = None  # None: the OpenAI API
+    temperature: float | None = None  # as sent (None: the server's default)
+    prompt_hash: str | None = None
     served_models: list[str] = field(default_factory=list)
     n_judged: int = 0
     n_failed: int = 0
     n_cached: int = 0
+    n_missing_predictions: int | None = None  # ids `infer` was asked for that have no prediction line
     accuracy: float | None = None
-    mean_score: float | None = None
+    mean_score: float | None = None  # over judged items (the published scripts' denominator)
+    score_max: int = 5
+    mean_score_failures_as_zero: float | None = None  # every item, failed and missing ones counted 0
+    dimension_scores: dict[str, float] | None = None  # per-dimension means (videorefer-d)
     failed_ids: list[str] = field(default_factory=list)
     n_yes: int = 0
     n_no: int = 0
@@ -125,8 +133,14 @@ def failed_record(item: JudgeItem, outcome: Outcome) -> dict[str, Any]:
             "error": outcome.error, "errors": outcome.errors, "item": item.fields}
 
 
-def aggregate(summary: JudgeSummary, items: list[JudgeItem], records: dict[str, dict[str, Any]]) -> None:
-    """Fill counts, mean score and, for a yes/no task (qa), accuracy = yes / (yes + no) over judged items."""
+def aggregate(summary: JudgeSummary, items: list[JudgeItem], records: dict[str, dict[str, Any]],
+              expected_ids: list[str] | None = None) -> None:
+    """Fill counts, mean score (and per dimension) over judged items, the mean over every item with failed
+    and missing ones counted 0, and, for a yes/no task (qa), accuracy = yes / (yes + no) over judged items.
+
+    `expected_ids` are the ids `infer` was asked for (its manifest): those without a prediction line
+    are counted as missing predictions."""
+    spec = judge_task(summary.task)
     judged = [records[item.id] for item in items if records.get(item.id, {}).get("status") == "judged"]
     failed = [records[item.id] for item in items if records.get(item.id, {}).get("status") == "failed"]
     summary.n_judged, summary.n_failed = len(judged), len(failed)
@@ -136,6 +150,15 @@ def aggregate(summary: JudgeSummary, items: list[JudgeItem], records: dict[str, 
     summary.served_models = sorted({r["served_model"] for r in judged if r.get("served_model")})
     scores = [r["verdict"]["score"] for r in judged]
     summary.mean_score = sum(scores) / len(scores) if scores else None
+    summary.score_max = spec.score_max
+    if expected_ids is not None:
+        present = {item.id for item in items}
+        summary.n_missing_predictions = sum(1 for key in expected_ids if key not in present)
+    every = len(items) + (summary.n_missing_predictions or 0)
+    summary.mean_score_failures_as_zero = sum(scores) / every if every else None
+    if spec.dimensions:
+        summary.dimension_scores = {name: sum(r["verdict"]["scores"][name] for r in judged) / len(judged)
+                                    for name in spec.dimensions} if judged else None
     if judge_task(summary.task).yes_no:
         summary.n_yes = sum(r["verdict"]["pred"] == "yes" for r in judged)
         summary.n_no = sum(r["verdict"]["pred"] == "no" for r in judged)

@@ -1,4 +1,5 @@
-"""`judge`: GPT-assisted evaluation of video QA and the five Video-ChatGPT dimensions (`judge.tasks`).
+"""`judge`: LLM-judged evaluation of video QA, the five Video-ChatGPT dimensions and the peers' description
+benchmarks (`judge.tasks`), with any OpenAI-compatible chat model the user names.
 
 Items already in the output folder or in the cache cost nothing; the rest are judged by a bounded
 thread pool, one call (plus retries) per distinct item text. Every item ends "judged" or "failed";
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from artemis_cli.data.benchmarks import recorded_input_ids
 from artemis_cli.judge.cache import CachedVerdict, JudgeCache, default_cache_dir
 from artemis_cli.judge.client import Outcome, RetryPolicy, api_key_from_env, call_judge, make_client
 from artemis_cli.judge.items import JudgeItem, load_items
@@ -46,14 +48,14 @@ class JudgeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     task: Task
-    model: str = Field("gpt-3.5-turbo", min_length=1)
+    model: str = Field(min_length=1)  # no default: a retired default fails everyone at once (judge.models)
     base_url: Optional[str] = None
     concurrency: int = Field(8, ge=1, le=256)
     max_attempts: int = Field(6, ge=1, le=100)
     timeout: float = Field(60.0, gt=0)
     retry_base_delay: float = Field(1.0, ge=0)
     retry_max_delay: float = Field(60.0, ge=0)
-    temperature: Optional[float] = Field(None, ge=0, le=2)
+    temperature: Optional[float] = Field(None, ge=0, le=2)  # None: the task's protocol value, else the server's
     cache_dir: Optional[Path] = None
     output_dir: Optional[Path] = None
     prompt_file: Optional[Path] = None
@@ -63,17 +65,36 @@ class JudgeOptions(BaseModel):
 
 
 def pin_warning(model: str) -> str | None:
-    """A warning when `model` is an alias (not a dated snapshot) whose judgments drift over time."""
+    """A warning when `model` is an alias (not a dated snapshot) whose judgments drift over time, or a
+    model known to be retired (or retiring within 90 days)."""
+    from artemis_cli.judge.models import retirement
+
+    retired = retirement(model)
+    if retired:
+        return (f"judge model {model!r} {retired} (OpenAI's deprecations, by secondary sources): its scores "
+                "cannot be reproduced after that; measure a replacement with `artemis judge compare`")
     if _SNAPSHOT.search(model):
         return None
     return (f"model {model!r} is an unpinned alias: the model behind it changes and judge scores drift "
-            "(re-judging has moved published accuracy by several points); pass a dated snapshot such as "
-            "gpt-3.5-turbo-0125 for results comparable over time")
+            "(re-judging has moved published accuracy by several points); pass a dated snapshot (or an "
+            "open-weight judge behind --base-url) for results comparable over time")
 
 
-def prompt_hash(task: str, template: PromptTemplate, temperature: float | None) -> str:
-    """Hash of everything besides model and item text that shapes the reply (part of the cache key)."""
-    text = json.dumps({"task": task, "template": template.hash(), "temperature": temperature}, sort_keys=True)
+def request_params(task: str, temperature: float | None) -> dict[str, Any]:
+    """The request parameters of a run: `temperature` (None: the task's protocol value), the task's top_p and
+    max_tokens; only those that are set (None leaves the server's default)."""
+    spec = judge_task(task)
+    values = {"temperature": temperature if temperature is not None else spec.temperature,
+              "top_p": spec.top_p, "max_tokens": spec.max_tokens}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def prompt_hash(task: str, template: PromptTemplate, temperature: float | None, **params: Any) -> str:
+    """Hash of everything besides model and item text that shapes the reply (part of the cache key);
+    `params` (top_p, max_tokens) enter only when set, so earlier caches keep their keys."""
+    shape = {"task": task, "template": template.hash(), "temperature": temperature}
+    shape.update({name: value for name, value in params.items() if value is not None})
+    text = json.dumps(shape, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -97,9 +118,12 @@ def judge(predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]], option
         out = default_output_dir(Path(predictions), options.task, options.model)
     else:
         raise UsageError("output_dir is required when predictions are given as records")
-    phash = prompt_hash(options.task, template, options.temperature)
+    params = request_params(options.task, options.temperature)
+    phash = prompt_hash(options.task, template, params.get("temperature"), top_p=params.get("top_p"),
+                        max_tokens=params.get("max_tokens"))
     summary = JudgeSummary(task=options.task, model=options.model, n_items=len(items), output_dir=out,
-                           dry_run=options.dry_run)
+                           dry_run=options.dry_run, base_url=_safe_url(options.base_url),
+                           temperature=params.get("temperature"), prompt_hash=phash)
     warning = pin_warning(options.model)
     if warning:
         summary.warnings.append(warning)
@@ -123,19 +147,21 @@ def judge(predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]], option
     remove_stray_temps(out, {JUDGMENTS, RUN_FILE, SUMMARY, "manifest.json"})  # a killed run's, never others'
     records: dict[str, dict[str, Any]] = dict(load_judged(out / JUDGMENTS))
     with JudgeCache(cache_dir) as cache:
-        _run(items, records, out, cache, client, template, phash, options, summary, secrets)
-    aggregate(summary, items, records)
+        _run(items, records, out, cache, client, template, phash, params, options, summary, secrets)
+    expected = recorded_input_ids(Path(predictions)) if isinstance(predictions, (str, os.PathLike)) else None
+    aggregate(summary, items, records, expected)
     write_results(out, summary, {
         "task": options.task, "model": options.model, "base_url": _safe_url(options.base_url),
         "prompt_hash": phash, "prompt_file": str(options.prompt_file) if options.prompt_file else None,
-        "template": template.model_dump(), "temperature": options.temperature, "cache": str(cache.path),
+        "template": template.model_dump(), "temperature": params.get("temperature"), "request_params": params,
+        "protocol": judge_task(options.task).protocol or None, "cache": str(cache.path),
         "concurrency": options.concurrency, "max_attempts": options.max_attempts, "timeout": options.timeout,
     })
     return summary
 
 
 def _run(items: list[JudgeItem], records: dict[str, dict[str, Any]], out: Path, cache: JudgeCache, client: Any,
-         template: PromptTemplate, phash: str, options: JudgeOptions, summary: JudgeSummary,
+         template: PromptTemplate, phash: str, params: dict[str, Any], options: JudgeOptions, summary: JudgeSummary,
          secrets: tuple[str, ...]) -> None:
     from artemis_cli.common.jsonl_writer import ResumableJsonl
 
@@ -178,7 +204,7 @@ def _run(items: list[JudgeItem], records: dict[str, dict[str, Any]], out: Path, 
         def work(content_hash: str, item: JudgeItem) -> Outcome:
             return call_judge(client, options.model, template.render(item.fields), options.task, policy, stop,
                               random.Random(), secrets, on_verdict=lambda o: save(content_hash, o),
-                              temperature=options.temperature)
+                              params=params)
 
         pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="judge")
         futures: dict[Future, str] = {}

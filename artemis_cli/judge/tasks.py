@@ -1,9 +1,11 @@
 """The judge tasks: one `JudgeTask` per task in one list, `JUDGE_TASKS`.
 
 A task names the prediction record it reads (`data.benchmarks.PREDICTIONS`: its roles are the
-prompt's placeholders), its default prompt (the published rubric in our own words, asking for a
-JSON object), its reply schema (a 0-5 ``score``, with a yes/no ``pred`` for QA) and so its
-aggregation (the mean score, and for a yes/no task the accuracy). `judge gpt --task`, the prompt
+prompt's placeholders), its default prompt (for the Artemis paper's tasks the published rubric in our
+own words, asking for a JSON object; for the peers' benchmarks their published prompt as it is), its
+reply schema (a 0-5 ``score``, with a yes/no ``pred`` for QA; 0-10 for RCap; four dimension lines for
+VideoRefer-Bench-D) and so its aggregation (the mean score, per dimension, and for a yes/no task the
+accuracy), and its request parameters. `judge gpt --task`, the prompt
 checks, the reply parser, the summary and the demo all read this list, so a new task is one entry.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from artemis_cli.data.benchmarks import PREDICTIONS, PredictionSchema
 from artemis_cli.errors import UsageError
@@ -20,7 +23,13 @@ from artemis_cli.judge.prompts import PromptTemplate, placeholders_in, read_temp
 
 @dataclass(frozen=True)
 class JudgeTask:
-    """One judge task: what it reads, what it asks, what a reply must hold and how replies add up."""
+    """One judge task: what it reads, what it asks, what a reply must hold and how replies add up.
+
+    `reply` is ``json`` (a JSON object with a ``score`` in 0..`score_max`, and ``pred`` yes/no for a
+    `yes_no` task) or ``dimensions`` (numbered ``N. <dimension>: <score>`` lines, one per `dimensions`
+    entry, the VideoRefer-Bench-D format; the item's score is their mean). `temperature`, `top_p` and
+    `max_tokens` are the protocol's request parameters (None: the server's default), recorded with
+    every run."""
 
     name: str
     prediction: PredictionSchema
@@ -28,6 +37,13 @@ class JudgeTask:
     yes_no: bool = False  # the reply also says "pred": yes/no, and the summary gives the accuracy
     completion_tokens: int = 6  # a reply's size, for --dry-run estimates ('{"score": 4}')
     about: str = ""
+    reply: str = "json"
+    score_max: int = 5
+    dimensions: tuple[str, ...] = ()
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    max_tokens: Optional[int] = None
+    protocol: str = ""  # where the prompt and the parameters come from
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -106,6 +122,58 @@ _CONSISTENCY = PromptTemplate(
 )
 
 
+# VideoRefer-Bench-D's published judge prompt (DAMO-NLP-SG/VideoRefer videorefer/eval/videorefer_bench_d/
+# system.txt), kept as published, literal "\\n" in the format example included, so scores stay comparable.
+BENCH_D_DIMENSIONS = ("Subject Correspondence", "Appearance Description", "Temporal Description",
+                      "Hallucination Detection")
+_BENCH_D = PromptTemplate(
+    system=(
+        "You are an advanced intelligent chatbot specialized in evaluating the factual accuracy of generative "
+        "outputs related to object-based video descriptions.\n"
+        "Your primary task is to meticulously compare the predicted answer with the correct answer and assess "
+        "their factual consistency. To accomplish this, you will evaluate the descriptions across four key "
+        "dimensions:\n"
+        "1. Subject Correspondence: Assess whether the subject of the input description accurately matches the "
+        "subject indicated in the ground truth description.\n"
+        "2. Appearance Description: Evaluate the accuracy of the appearance details, including color, shape, "
+        "size, texture, and any other relevant visual attributes.\n"
+        "3. Temporal Description: Analyze whether the depiction of the object's motion aligns with the actual "
+        "movements described in the correct answer.\n"
+        "4. Hallucination Detection: Identify any discrepancies by determining if the description includes "
+        "facts, actions, or elements that do not exist in reality, such as imaginative interpretations or "
+        "incorrect inferences.\n"
+        "Please assign a score for each of these four dimensions, using an integer from 0 to 5, where 5 "
+        "indicates a perfect match and 0 signifies no relevance at all. Accompany your assessments with brief "
+        "explanations to clarify your scoring rationale.\n"
+        "### OUTPUT FORMAT(EXAMPLE)\n"
+        "1. Subject Correspondence: 5\\nExplanation: xxx\n"
+        "2. Appearance Description: 4\\nExplanation: xxx\n"
+        "3. Temporal Description: 5\\nExplanation: xxx\n"
+        "4. Hallucination Detection: 3\\nExplanation: xxx"
+    ),
+    user="##Correct answer: {answer}\n##Predicted answer: {pred}\n",
+)
+
+# PLM-VideoBench RCap's published caption judge (lmms-eval plm_videobench/eval_utils.py get_caption_judge_prompt).
+_RCAP = PromptTemplate(
+    system=(
+        "Your task is to score a predicted caption from a model for how similar it is to the ground truth caption, "
+        "providing a single integer score between 0-10 indicating the similarity and an explanation. "
+        "Focus on whether the information in the ground truth caption is present and accurately represented in "
+        "the predicted caption. "
+        "A score of 10 indicates that the predicted caption accurately represents all the information present in "
+        "the ground truth caption. "
+        "Subtract points for missing and inaccurate information, with lower scores for more significant errors. "
+        "Do not penalize extra information in the predicted caption unless it contradicts the ground truth caption. "
+        "Do not penalize minor differences in phrasing or word choice. "
+        'Respond in the following JSON format: {"score": <int>, "explanation": "<str>"} '
+        "where score is between 0-10 and explanation is a short sentence."
+    ),
+    user="Please score the following predicted caption. Respond with only the JSON.\nPredicted caption: {pred}\n"
+         "Ground truth caption: {answer}\n\n",
+)
+
+
 JUDGE_TASKS: dict[str, JudgeTask] = {task.name: task for task in (
     JudgeTask("qa", PREDICTIONS["qa"], _QA, yes_no=True, completion_tokens=14,
               about="yes/no + score 0-5: accuracy and mean score"),
@@ -114,6 +182,15 @@ JUDGE_TASKS: dict[str, JudgeTask] = {task.name: task for task in (
     JudgeTask("context", PREDICTIONS["vcg"], _CONTEXT, about="contextual understanding, 0-5"),
     JudgeTask("temporal", PREDICTIONS["vcg"], _TEMPORAL, about="temporal understanding, 0-5"),
     JudgeTask("consistency", PREDICTIONS["consistency"], _CONSISTENCY, about="consistency of two answers, 0-5"),
+    JudgeTask("videorefer-d", PREDICTIONS["description"], _BENCH_D, reply="dimensions", dimensions=BENCH_D_DIMENSIONS,
+              temperature=0.7, top_p=0.95, max_tokens=800, completion_tokens=160,
+              about="VideoRefer-Bench-D: four dimensions 0-5 (SC/AD/TD/HD) and their mean",
+              protocol="VideoRefer's published system prompt and sampling (temperature 0.7, top_p 0.95); the "
+                       "published scripts used GPT-4o (gpt-4o-2024-08-06)"),
+    JudgeTask("plm-rcap", PREDICTIONS["description"], _RCAP, score_max=10, temperature=0.0, max_tokens=256,
+              completion_tokens=40, about="PLM-VideoBench RCap: similarity 0-10 (reported /10)",
+              protocol="lmms-eval's plm_videobench caption judge (temperature 0, max_tokens 256); the published "
+                       "judge is Llama-3.3-70B-Instruct behind an OpenAI-compatible URL"),
 )}
 
 
@@ -159,6 +236,6 @@ def load_template(task: "str | JudgeTask", prompt_file: str | os.PathLike | None
 
 # Views of the list for callers that want plain names.
 TASKS = tuple(JUDGE_TASKS)
-DIMENSIONS = tuple(name for name, task in JUDGE_TASKS.items() if not task.yes_no)
+DIMENSIONS = tuple(name for name, task in JUDGE_TASKS.items() if task.prediction.name in ("vcg", "consistency"))
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {name: task.placeholders for name, task in JUDGE_TASKS.items()}
 DEFAULT_TEMPLATES: dict[str, PromptTemplate] = {name: task.template for name, task in JUDGE_TASKS.items()}
