@@ -135,7 +135,7 @@ def test_a_new_qa_dataset_is_one_registry_entry(sample, tiny_artemis_dir, tmp_pa
     assert rejected.exit_code == 2 and "expected one of msvd, msrvtt, activitynet, tgif, nextqa" in rejected.output
 
     client = EchoJudge()
-    summary = judge(out, JudgeOptions(task="qa", cache_dir=tmp_path / "cache", output_dir=tmp_path / "judged",
+    summary = judge(out, JudgeOptions(task="qa", model="m", cache_dir=tmp_path / "cache", output_dir=tmp_path / "judged",
                                       show_progress=False), client=client)
     distinct = {(line["question"], line["answer"], line["pred"]) for line in lines}  # identical items share a call
     assert summary.n_judged == len(lines) and summary.accuracy == 1.0 and client.calls == len(distinct)

@@ -221,7 +221,7 @@ def test_score_names_an_empty_predictions_file(tmp_path):
 def test_judge_gpt_predictions_help_existence_and_cache_file(tmp_path):
     help_text = invoke(["judge", "gpt", "--help"]).output
     assert "PREDICTIONS" in help_text and "Predictions (.jsonl" in help_text
-    assert "gpt-3.5-turbo-0125" in help_text  # the default judge model is a dated snapshot
+    assert "ARTEMIS_JUDGE_MODEL" in help_text  # no default judge model (hosted judges retire): the user names one
     one_error(invoke(["judge", "gpt", tmp_path / "missing.jsonl", "--task", "qa", "--dry-run"]), 2, "does not exist")
     predictions = tmp_path / "preds.jsonl"
     predictions.write_text(json.dumps({"id": "q1", "question": "q?", "answer": "a", "pred": "a"}) + "\n")
@@ -230,6 +230,7 @@ def test_judge_gpt_predictions_help_existence_and_cache_file(tmp_path):
     for extra in ([], ["--dry-run"]):
         one_error(invoke(["judge", "gpt", predictions, "--task", "qa", "--cache", cache, *extra]), 2, "--cache",
                   "is a file")
-    dry = invoke(["judge", "gpt", predictions, "--task", "qa", "--cache", tmp_path / "c", "--dry-run", "--json"])
+    dry = invoke(["judge", "gpt", predictions, "--task", "qa", "--cache", tmp_path / "c", "--dry-run", "--json",
+                  "--model", "judge-2025-01-01"])
     assert dry.exit_code == 0, dry.output
-    assert json.loads(dry.stdout)["model"] == "gpt-3.5-turbo-0125"
+    assert json.loads(dry.stdout)["model"] == "judge-2025-01-01"

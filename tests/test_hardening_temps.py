@@ -76,7 +76,7 @@ def test_judge_rerun_removes_its_stray_temps(tmp_path):
     ours = plant(out, "run.json", "summary.json", "manifest.json")
     other = plant(out, "notes.md")
     records = [{"video_name": "v", "Q": "q", "A": "a", "pred": "p"}]
-    judge(records, JudgeOptions(task="correctness", cache_dir=tmp_path / "cache", output_dir=out,
+    judge(records, JudgeOptions(task="correctness", model="m", cache_dir=tmp_path / "cache", output_dir=out,
                                 show_progress=False), client=client)
     assert json.loads((out / "summary.json").read_text())["n_judged"] == 1
     assert not any(p.exists() for p in ours) and all(p.exists() for p in other)
