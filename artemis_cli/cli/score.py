@@ -1,4 +1,5 @@
-"""`artemis score`: COCO caption metrics for a VideoRefBench prediction file."""
+"""`artemis score`: COCO caption metrics for a VideoRefBench prediction file (Artemis' and PixelRefer's filters),
+and multiple-choice accuracy for VideoRefer-Bench-Q."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import typer
 
 from artemis_cli.cli.options import JsonFlag, Seed, SkipBad
 from artemis_cli.data.benchmarks import PREDICTIONS
+from artemis_cli.metrics.protocol import PROTOCOLS
 
 ALL_METRICS = "bleu,meteor,rouge,cider,spice"
 CAPTION = PREDICTIONS["caption"]  # the VideoRefBench prediction line `infer` writes
+PROTOCOL_HELP = "; ".join(f"{name} ({spec.about})" for name, spec in PROTOCOLS.items())
 
 
 def score_cmd(
@@ -38,23 +41,42 @@ def score_cmd(
     bertscore_batch_size: Annotated[Optional[int], typer.Option("--bertscore-batch-size", min=1, metavar="N", help="BERTScore batch size (default 64).")] = None,
     bertscore_device: Annotated[Optional[str], typer.Option("--bertscore-device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N for the BERTScore model (default auto).")] = None,
     table: Annotated[bool, typer.Option("--table", help="Also print the paper's VideoRefBench columns (BERTScore, BLEU@4, METEOR, ROUGE_L, CIDEr, SPICE; x100) beside the published Artemis-7B row; --json adds it as paper_table.")] = False,
+    protocol: Annotated[str, typer.Option("--protocol", help="Whose caption filter: " + PROTOCOL_HELP + "; or both, side by side (--json: the first one's keys plus 'protocols').")] = "artemis",
 ) -> None:
-    """Score predictions with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr, SPICE) under the VideoRefBench protocol.
+    """Score predictions: captions with pycocoevalcap (BLEU, METEOR, ROUGE-L, CIDEr, SPICE) under the VideoRefBench
+    protocol (or PixelRefer's, or both); VideoRefer-Bench-Q answers (lines with options, answer, type, pred) by the
+    published letter regex, micro average and per type.
 
-    Example: artemis score preds/videorefbench.jsonl --per-sample preds/videorefbench.scores.jsonl"""
+    Example: artemis score preds/videorefbench.jsonl --protocol both --per-sample preds/videorefbench.scores.jsonl"""
     from pydantic import ValidationError
 
     from artemis_cli.common.paths import check_output
+    from artemis_cli.errors import UsageError
+    from artemis_cli.metrics.mcq import is_mcq_predictions
 
     if per_sample is not None:
         check_output(per_sample, kind="file", option="--per-sample", inputs={"PREDICTIONS": predictions})
+    if protocol not in (*PROTOCOLS, "both"):
+        raise UsageError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)} or both")
+    if is_mcq_predictions(predictions):
+        caption_only = {"--per-sample": per_sample, "--bertscore": bertscore, "--table": table,
+                        "--protocol": protocol != "artemis", "--bootstrap": bootstrap}
+        given = [flag for flag, value in caption_only.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)}: caption options, but {predictions} holds multiple-choice answers")
+        _score_mcq(predictions, json_out)
+        return
 
     from artemis_cli.common.config import format_validation_error
     from artemis_cli.common.console import make_progress, print_json, stderr, stdout
     from artemis_cli.errors import ConfigError
     from artemis_cli.cli.score_report import print_report
-    from artemis_cli.metrics.score import ScoreOptions, score_file
+    from artemis_cli.metrics.score import ScoreOptions, score_protocols
 
+    protocols = list(PROTOCOLS) if protocol == "both" else [protocol]
+    if protocols == ["pixelrefer"] and (no_length_filter or keep_duplicates):
+        raise UsageError("--no-length-filter / --keep-duplicates switch Artemis' protocol; pixelrefer keeps every "
+                         "record and has no length filter already")
     try:
         options = ScoreOptions(
             metrics=[m.strip() for m in metrics.split(",") if m.strip()], length_filter=not no_length_filter,
@@ -72,22 +94,41 @@ def score_cmd(
         def on_step(description: str, index: int, total: int) -> None:
             bar.update(task, description=description, completed=index, total=total)
 
-        report = score_file(predictions, options, per_sample_path=per_sample, progress=on_step)
+        reports = score_protocols(predictions, options, protocols, per_sample_path=per_sample, progress=on_step)
+    from artemis_cli.cli.score_report import print_side_by_side
     from artemis_cli.cli.score_table import build_paper_table, print_bertscore
     from artemis_cli.metrics.paper import paper_table_json
 
+    report = reports[protocols[0]]
     if json_out:
         document = report.to_json()
         if table:
             document["paper_table"] = paper_table_json(report)
+        if len(reports) > 1:
+            document["protocols"] = {name: {"protocol": name, **r.to_json()} for name, r in reports.items()}
         print_json(document)
     console = stderr if json_out else stdout
-    print_report(report, console)
+    if len(reports) > 1:
+        print_side_by_side(reports, console)
+    else:
+        print_report(report, console)
     print_bertscore(report, console)
     if table:
         console.print(build_paper_table(report))
     if per_sample is not None:
         stderr.print(f"per-record values: {per_sample}")
+
+
+def _score_mcq(predictions: Path, json_out: bool) -> None:
+    """Multiple-choice predictions (VideoRefer-Bench-Q): accuracy by the published letter regex."""
+    from artemis_cli.cli.score_report import print_mcq
+    from artemis_cli.common.console import print_json, stderr, stdout
+    from artemis_cli.metrics.mcq import score_mcq_file
+
+    report = score_mcq_file(predictions)
+    if json_out:
+        print_json(report.to_json())
+    print_mcq(report, stderr if json_out else stdout)
 
 
 def bertscore_options(enabled: bool, **given):

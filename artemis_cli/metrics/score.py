@@ -19,7 +19,7 @@ from artemis_cli.common.atomic import atomic_open
 from artemis_cli.errors import InputError
 from artemis_cli.metrics import coco
 from artemis_cli.metrics.bertscore import BertScoreOptions
-from artemis_cli.metrics.protocol import CAPTION, MAX_PRED_CHARS, MIN_PRED_CHARS, Pair, prepare_pairs
+from artemis_cli.metrics.protocol import CAPTION, MAX_PRED_CHARS, MIN_PRED_CHARS, PROTOCOLS, Pair, prepare_pairs
 
 MetricGroup = Literal["bleu", "meteor", "rouge", "cider", "spice"]
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
@@ -35,6 +35,7 @@ class ScoreOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metrics: list[MetricGroup] = Field(default_factory=lambda: list(METRIC_GROUPS), min_length=1)
+    protocol: Literal[tuple(PROTOCOLS)] = "artemis"  # whose filter (metrics.protocol.PROTOCOLS)
     length_filter: bool = True  # drop predictions of <= 5 or >= 300 characters (the paper's protocol)
     keep_duplicates: bool = False  # score every record, instead of the last one per id
     id_field: str = Field(CAPTION.roles["video"], min_length=1)
@@ -57,7 +58,18 @@ class ScoreOptions(BaseModel):
             raise ValueError("id_field, ref_field and pred_field must be three different fields")
         if self.bootstrap == 1:
             raise ValueError("bootstrap needs at least 2 resamples (0 turns it off)")
+        if self.protocol != "artemis" and (not self.length_filter or self.keep_duplicates):
+            raise ValueError(f"length_filter / keep_duplicates switch Artemis' protocol; the {self.protocol} "
+                             "protocol has its own")
         return self
+
+    def for_protocol(self, name: str) -> "ScoreOptions":
+        """These options under protocol `name` (its own filter switches)."""
+        spec = PROTOCOLS[name]
+        if name == "artemis":
+            return self.model_copy(update={"protocol": name})
+        return self.model_copy(update={"protocol": name, "length_filter": spec.length_filter,
+                                       "keep_duplicates": spec.keep_duplicates})
 
 
 @dataclass
@@ -77,6 +89,7 @@ class ScoreReport:
     per_sample: list[dict[str, Any]] = field(default_factory=list)
     java: str = ""
     bertscore: Optional[dict[str, Any]] = None  # P / R / F1 means, bert-score's settings hash and settings
+    n_truncated: int = 0  # predictions cut by the protocol (PixelRefer: to 100 words)
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON: counts, ``metrics`` (raw 0-1), ``unavailable``; ``n_skipped_bad``
@@ -93,6 +106,8 @@ class ScoreReport:
             out["ci"] = {name: list(bounds) for name, bounds in self.ci.items()}
         if self.bertscore is not None:
             out["bertscore"] = dict(self.bertscore)
+        if self.options.protocol != "artemis":
+            out.update(protocol=self.options.protocol, n_truncated=self.n_truncated)
         return out
 
 
@@ -119,7 +134,8 @@ def score(records: Iterable[Any], options: Optional[ScoreOptions] = None, *,
     options = options or ScoreOptions()
     prepared = prepare_pairs(_located(records), id_field=options.id_field, ref_field=options.ref_field,
                              pred_field=options.pred_field, keep_duplicates=options.keep_duplicates,
-                             length_filter=options.length_filter, skip_bad=options.skip_bad)
+                             length_filter=options.length_filter, skip_bad=options.skip_bad,
+                             truncate_words=PROTOCOLS[options.protocol].truncate_words)
     if not prepared.pairs:
         raise InputError(_nothing_to_score(prepared.n_input, prepared.n_dropped_length, len(prepared.skipped)),
                          hint="pass --no-length-filter to keep every prediction" if prepared.n_dropped_length else None)
@@ -144,7 +160,7 @@ def score(records: Iterable[Any], options: Optional[ScoreOptions] = None, *,
         options=options, n_input=prepared.n_input, n_scored=len(prepared.pairs),
         n_dropped_length=prepared.n_dropped_length, n_dropped_duplicate=prepared.n_dropped_duplicate,
         metrics=metrics, unavailable=unavailable, skipped=prepared.skipped, ci=ci,
-        per_sample=per_sample, java=java, bertscore=bert,
+        per_sample=per_sample, java=java, bertscore=bert, n_truncated=prepared.n_truncated,
     )
 
 
@@ -243,6 +259,23 @@ def score_file(path: str | os.PathLike, options: Optional[ScoreOptions] = None, 
     if per_sample_path is not None:
         write_per_sample(report, per_sample_path)
     return report
+
+
+def score_protocols(path: str | os.PathLike, options: ScoreOptions, protocols: list[str], *,
+                    per_sample_path: str | os.PathLike | None = None,
+                    progress: Optional[ProgressCallback] = None) -> dict[str, ScoreReport]:
+    """`score_file` under each caption protocol in `protocols` (side by side); per-sample rows of all of
+    them go to one file, each with its ``protocol``."""
+    reports = {name: score_file(path, options.for_protocol(name), progress=progress) for name in protocols}
+    if per_sample_path is not None:
+        if len(reports) == 1:
+            write_per_sample(next(iter(reports.values())), per_sample_path)
+        else:
+            with atomic_open(per_sample_path, "w") as handle:
+                for name, report in reports.items():
+                    for row in report.per_sample:
+                        handle.write(json.dumps({"protocol": name, **row}, ensure_ascii=False) + "\n")
+    return reports
 
 
 def _is_json_list(path: Path) -> bool:
