@@ -11,9 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "artemis_cli"
 STAGES = ("features", "train", "infer", "judge", "metrics", "ownvideo", "web", "serve", "demo")
 # The only stage -> stage imports, each a stage built on another's library (docs/architecture.md):
 # the demo runs the whole pipeline; the web page and the server are front ends over the own-video
-# `Referrer`; own-video referring extracts one video's clip feature through `features`.
+# `Referrer`; own-video referring extracts one video's clip feature through `features`; `infer`'s
+# single-frame mode of VideoRefer-Bench tracks the key frame's box with the own-video trackers.
 BUILT_ON = {"demo": set(STAGES) - {"demo", "web", "serve"}, "web": {"ownvideo"}, "serve": {"ownvideo"},
-            "ownvideo": {"features"}}
+            "ownvideo": {"features"}, "infer": {"ownvideo"}}
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -1,4 +1,5 @@
-"""`artemis infer ...`: VideoRefBench, video QA, the Video-ChatGPT benchmark, and `merge` of shards.
+"""`artemis infer ...`: VideoRefBench, video QA, the Video-ChatGPT benchmark, the peers' region benchmarks
+(VideoRefer-Bench-D/Q, PLM-VideoBench RCap), and `merge` of shards.
 
 The three run commands share their model/decoding/sharding options through `run_options`, which
 appends them to each command's signature, so each option is declared once.
@@ -132,6 +133,27 @@ def _check_paths(task: dict, output: Path, options: dict) -> None:
     check_output(output, kind="file", option="--output", inputs=inputs)
 
 
+NumTracked = Annotated[int, typer.Option("--num-tracked", min=1, help="Tracked frames per record before k-means "
+                                                                     "(8 as published).")]
+CropCorrect = Annotated[bool, typer.Option("--crop-correct-boxes", help="Map boxes into CLIP's centre crop. Default "
+                                           "off: the published quirk (boxes divided by the frame size) that the "
+                                           "released weights were trained with.")]
+ExactBoxes = Annotated[bool, typer.Option("--exact-boxes", help="Divide the pixel boxes by the frame size exactly. "
+                                          "Default off: the published code divides integer boxes in fp16 (up to "
+                                          "2.4e-4 off), as the released weights were trained.")]
+Videos = Annotated[Path, typer.Option("--videos", exists=True, file_okay=False, help="Folder the records' 'video' "
+                                      "paths are relative to (video files or frame folders).")]
+PeerFeatures = Annotated[Path, typer.Option("--features", exists=True, file_okay=False, help="Clip features of those "
+                                            "videos (<video name>.pkl, as `artemis features extract` writes; "
+                                            "--frames for frame folders).")]
+PeerQuestion = Annotated[Optional[str], typer.Option("--question", help="Ask this instead of Artemis' published "
+                                                     "\"What is the <bbox> doing in this video?\" (one <bbox>).")]
+FrameMode = Annotated[str, typer.Option("--frame-mode", help="multi: every annotated frame's mask box as the track "
+                                        "(the peers' multi-frame mode); single: only the frame_idx frame's box.")]
+Tracker = Annotated[Optional[str], typer.Option("--tracker", help="With --frame-mode single: track the frame_idx box "
+                                                "over the annotated frames (csrt or kcf; needs artemis[track]).")]
+
+
 @app.command("videorefbench")
 @run_options
 def videorefbench_cmd(
@@ -141,14 +163,9 @@ def videorefbench_cmd(
                                             help="DATA_ROOT (or its Artemis_data folder): clip_path and frame_path "
                                                  "are relative to Artemis_data.")],
     output: Output,
-    num_tracked: Annotated[int, typer.Option("--num-tracked", min=1, help="Tracked frames per record before "
-                                                                         "k-means (8 as published).")] = 8,
-    crop_correct: Annotated[bool, typer.Option("--crop-correct-boxes", help="Map boxes into CLIP's centre crop. "
-                                               "Default off: the published quirk (boxes divided by the frame size) "
-                                               "that the released weights were trained with.")] = False,
-    exact_boxes: Annotated[bool, typer.Option("--exact-boxes", help="Divide the pixel boxes by the frame size "
-                                              "exactly. Default off: the published code divides integer boxes in "
-                                              "fp16 (up to 2.4e-4 off), as the released weights were trained.")] = False,
+    num_tracked: NumTracked = 8,
+    crop_correct: CropCorrect = False,
+    exact_boxes: ExactBoxes = False,
     run: dict = None,
 ) -> None:
     """Describe the boxed target of each VideoRefBench record. Output lines: video_name, groundtruth,
@@ -156,6 +173,82 @@ def videorefbench_cmd(
 
     Example: artemis infer videorefbench --annotations /data/annotations/videorefbench_json/hc_stvg_val.json --data-root /data/DATA_ROOT --model ./checkpoints/Artemis-7b -o preds/videorefbench.jsonl"""
     _run({"kind": "videorefbench", "annotations": annotations, "data_root": data_root}, output, run,
+         num_tracked=num_tracked, crop_correct=crop_correct, exact_boxes=exact_boxes)
+
+
+@app.command("videorefer-d")
+@run_options
+def videorefer_d_cmd(
+    annotations: Annotated[Path, typer.Option("--annotations", exists=True, dir_okay=False,
+                                              help="VideoRefer-Bench-D.json (400 records with COCO RLE masks).")],
+    videos: Videos,
+    features: PeerFeatures,
+    output: Output,
+    frame_mode: FrameMode = "multi",
+    tracker: Tracker = None,
+    question: PeerQuestion = None,
+    num_tracked: NumTracked = 8,
+    crop_correct: CropCorrect = False,
+    exact_boxes: ExactBoxes = False,
+    run: dict = None,
+) -> None:
+    """Describe the masked object of each VideoRefer-Bench-D record (masks -> boxes -> Artemis' track).
+    Output lines: id, video, caption, pred (ready for `artemis judge gpt --task videorefer-d`).
+
+    Example: artemis infer videorefer-d --annotations VideoRefer-Bench-D.json --videos Panda-70M --features clip_feature --model ./checkpoints/Artemis-7b -o preds/videorefer_d.jsonl"""
+    _run({"kind": "videorefer-d", "annotations": annotations, "videos": videos, "features": features,
+          "frame_mode": frame_mode, "tracker": tracker, "question": question}, output, run,
+         num_tracked=num_tracked, crop_correct=crop_correct, exact_boxes=exact_boxes)
+
+
+@app.command("videorefer-q")
+@run_options
+def videorefer_q_cmd(
+    annotations: Annotated[Path, typer.Option("--annotations", exists=True, dir_okay=False,
+                                              help="VideoRefer-Bench-Q.json (1,000 multiple-choice questions).")],
+    videos: Videos,
+    features: PeerFeatures,
+    output: Output,
+    frame_mode: FrameMode = "multi",
+    tracker: Tracker = None,
+    num_tracked: NumTracked = 8,
+    crop_correct: CropCorrect = False,
+    exact_boxes: ExactBoxes = False,
+    run: dict = None,
+) -> None:
+    """Answer each VideoRefer-Bench-Q question about its first masked object (the one <bbox> Artemis
+    takes; further objects are named in words). Output lines: id, video, question, options, answer,
+    type, n_regions, pred (ready for `artemis score`).
+
+    Example: artemis infer videorefer-q --annotations VideoRefer-Bench-Q.json --videos VideoRefer-Bench-Q --features clip_feature --model ./checkpoints/Artemis-7b -o preds/videorefer_q.jsonl"""
+    _run({"kind": "videorefer-q", "annotations": annotations, "videos": videos, "features": features,
+          "frame_mode": frame_mode, "tracker": tracker}, output, run,
+         num_tracked=num_tracked, crop_correct=crop_correct, exact_boxes=exact_boxes)
+
+
+@app.command("plm-rcap")
+@run_options
+def plm_rcap_cmd(
+    annotations: Annotated[Path, typer.Option("--annotations", exists=True, dir_okay=False,
+                                              help="RCap items (the rcap test split as .json or .jsonl: uid, video, "
+                                                   "masklet_id, total_frames, caption, start_frame, end_frame).")],
+    metadata: Annotated[Path, typer.Option("--metadata", exists=True, dir_okay=False,
+                                           help="metadata_test.jsonl: the per-frame boxes of each masklet.")],
+    videos: Videos,
+    features: PeerFeatures,
+    output: Output,
+    question: PeerQuestion = None,
+    num_tracked: NumTracked = 8,
+    crop_correct: CropCorrect = False,
+    exact_boxes: ExactBoxes = False,
+    run: dict = None,
+) -> None:
+    """Describe each PLM-VideoBench RCap masklet from its boxes from start_frame to end_frame (the 6 fps
+    SA-V videos). Output lines: id, video, caption, pred (ready for `artemis judge gpt --task plm-rcap`).
+
+    Example: artemis infer plm-rcap --annotations rcap_test.jsonl --metadata metadata_test.jsonl --videos sav_6fps --features clip_feature --model ./checkpoints/Artemis-7b -o preds/plm_rcap.jsonl"""
+    _run({"kind": "plm-rcap", "annotations": annotations, "metadata": metadata, "videos": videos,
+          "features": features, "question": question}, output, run,
          num_tracked=num_tracked, crop_correct=crop_correct, exact_boxes=exact_boxes)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from artemis_cli.common.devices import DeviceName, resolve_device
 from artemis_cli.errors import InputError, UsageError
@@ -76,7 +76,53 @@ class VCGTask(BaseModel):
         return self.set
 
 
-Task = Annotated[Union[VideoRefBenchTask, QATask, VCGTask], Field(discriminator="kind")]
+def _region_names() -> tuple[str, ...]:
+    from artemis_cli.data.benchmarks import BENCHMARKS
+
+    return tuple(name for name, spec in BENCHMARKS.items() if spec.command == name and "videos" in spec.inputs)
+
+
+class RegionTask(BaseModel):
+    """A peer benchmark answered through the RoI path (`data.benchmarks.region_benchmark`): its records,
+    their videos and the videos' clip features; `metadata` for PLM-VideoBench RCap. Each check names
+    its field, so the CLI reports the option."""
+
+    model_config = _STRICT
+    kind: Literal[_region_names()]
+    annotations: Path
+    videos: Path
+    features: Path
+    metadata: Optional[Path] = Field(None, validate_default=True)
+    frame_mode: Literal["multi", "single"] = Field("multi", validate_default=True)
+    tracker: Optional[Literal["csrt", "kcf"]] = Field(None, validate_default=True)
+    question: Optional[str] = Field(None, validate_default=True)
+
+    @property
+    def benchmark(self) -> str:
+        return self.kind
+
+    @field_validator("metadata", "frame_mode", "tracker", "question")
+    @classmethod
+    def _fits_the_benchmark(cls, value: Any, info: ValidationInfo) -> Any:
+        from artemis_cli.common.media import BBOX_TOKEN
+        from artemis_cli.data.benchmarks import spec_of
+
+        kind = info.data.get("kind")
+        if kind is None:
+            return value
+        name, inputs = info.field_name, spec_of(kind).inputs
+        if name == "metadata" and "metadata" in inputs and value is None:
+            raise ValueError(f"{kind} needs its metadata file (the per-frame boxes)")
+        if name not in inputs and value not in (None, "multi"):
+            raise ValueError(f"{kind} takes no {name.replace('_', ' ')}")
+        if name == "tracker" and value is not None and info.data.get("frame_mode") != "single":
+            raise ValueError("only single-frame mode tracks (multi-frame mode has every mask's box)")
+        if name == "question" and value is not None and value.count(BBOX_TOKEN) != 1:
+            raise ValueError(f"must contain exactly one {BBOX_TOKEN} (the target), found {value.count(BBOX_TOKEN)}")
+        return value
+
+
+Task = Annotated[Union[VideoRefBenchTask, QATask, VCGTask, RegionTask], Field(discriminator="kind")]
 
 
 class InferConfig(BaseModel):
@@ -146,6 +192,8 @@ def load_samples(task: Task) -> list[BenchmarkSample]:
         raise InputError(f"{task.data_root}: data root is not a folder")
     if "features" in inputs and not task.features.is_dir():
         raise InputError(f"{task.features}: features folder not found")
+    if "videos" in inputs and not task.videos.is_dir():
+        raise InputError(f"{task.videos}: videos folder not found")
     return spec.read(benchmark=spec, **inputs)
 
 

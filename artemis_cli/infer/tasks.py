@@ -28,7 +28,8 @@ def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed:
     A referring record goes through `model.inputs.referring_inputs`, as in training (``train=False``: the
     published VideoRefBench prompt and frame choice), with the record's own question dropped, since
     the published benchmark always asks the fixed one; its random draws come from a generator seeded
-    by the run seed and the sample id."""
+    by the run seed and the sample id. A peer benchmark's sample keeps its question (Bench-Q's MCQ, a
+    `--question`, else the same fixed one) and reads its RoI frames from its video."""
     from artemis_cli.common.media import IMAGE_TOKEN
     from artemis_cli.model.conversation import chat_prompt, tokenize_prompt
     from artemis_cli.model.generation import GenerationRequest, request_seed
@@ -36,8 +37,16 @@ def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed:
 
     mm = loaded.model.mm
     if sample.referring is not None:
-        record = sample.referring.model_copy(update={"question": None})
-        inputs = referring_inputs(record, clip=sample.root / record.clip_path, frame_dir=sample.root / record.frame_path,
+        if sample.video is not None:  # a peer benchmark: its question (or the default), frames from its video
+            from artemis_cli.data.frames import VideoFrameReader
+
+            record, frames = sample.referring, VideoFrameReader(sample.video)
+            if sample.track_with:
+                record = track_from_key_frame(record, frames, sample.track_with)
+        else:
+            record = sample.referring.model_copy(update={"question": None})
+            frames = sample.root / record.frame_path
+        inputs = referring_inputs(record, clip=sample.root / record.clip_path, frame_dir=frames,
                                   tokenizer=loaded.tokenizer, image_processor=loaded.image_processor,
                                   rng=random.Random(request_seed(seed, sample.id)), train=False,
                                   num_boxes=mm.tracked_roi_tokens(prompt.num_tracked), num_tracked=prompt.num_tracked,
@@ -51,3 +60,13 @@ def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed:
         ids = tokenize_prompt(chat_prompt(IMAGE_TOKEN + "\n" + question, prompt.template), loaded.tokenizer)
         requests.append(GenerationRequest(input_ids=ids, media=[video], seed=request_seed(seed, sample.id, index)))
     return requests
+
+
+def track_from_key_frame(record, frames, tracker: str):
+    """Single-frame mode with a tracker: the key frame's box propagated over the record's annotated frames
+    (read from `frames`, a `VideoFrameReader`) by the own-video trackers; a lost frame stays untracked."""
+    from artemis_cli.ownvideo.trackers import track_boxes
+
+    key = record.frame_id.index(record.key_frame_id)
+    boxes = track_boxes(frames.arrays(record.frame_id), key, list(record.key_frame_box), tracker=tracker)
+    return record.model_copy(update={"track_list": [list(box) if box else [] for box in boxes]})
