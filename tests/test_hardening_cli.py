@@ -67,7 +67,7 @@ def _score(f, tmp):
 def _judge(f, tmp):
     preds = tmp / "preds.jsonl"
     preds.write_text(json.dumps({"id": "q1", "question": "q?", "answer": "a", "pred": "a"}) + "\n")
-    return ["judge", "gpt", preds, "--task", "qa", "--cache", tmp / "cache", "--dry-run"]
+    return ["judge", "gpt", preds, "--task", "qa", "--cache", tmp / "cache", "--dry-run", "--model", "judge-2025-01-01"]
 
 
 SUCCESS: dict[str, Callable] = {

@@ -293,7 +293,7 @@ def test_outputs_feed_score_and_judge_unchanged(sharp, data, tmp_path, monkeypat
     with FakeJudgeServer("sk-test-infer") as server:
         server.answers["?"] = '{"pred": "yes", "score": 4}'
         judged = invoke(["judge", "gpt", qa, "--task", "qa", "--base-url", server.base_url, "--cache",
-                         tmp_path / "cache", "--json"])
+                         tmp_path / "cache", "--json", "--model", "judge-2025-01-01"])
     assert judged.exit_code == 0, judged.output
     summary = json.loads(judged.stdout)
     assert summary["n_items"] == summary["n_judged"] == 4 and summary["accuracy"] == 1.0
@@ -301,7 +301,8 @@ def test_outputs_feed_score_and_judge_unchanged(sharp, data, tmp_path, monkeypat
         out = tmp_path / f"{qset}.jsonl"
         assert invoke(["infer", "vcgbench", "--set", qset, "--annotations", data.vcg[qset], "--features",
                        data.features, "--model", folder, "--output", out, "--max-new-tokens", 4]).exit_code == 0
-        dry = invoke(["judge", "gpt", out, "--task", task, "--dry-run", "--json", "--cache", tmp_path / "cache"])
+        dry = invoke(["judge", "gpt", out, "--task", task, "--dry-run", "--json", "--cache", tmp_path / "cache",
+                      "--model", "judge-2025-01-01"])
         assert dry.exit_code == 0, dry.output
         assert json.loads(dry.stdout)["calls_needed"] == 2
 

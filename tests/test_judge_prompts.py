@@ -134,7 +134,7 @@ def test_a_new_judge_task_is_one_entry(tmp_path, monkeypatch):
     shown = CliRunner().invoke(app, ["judge", "show-prompt", "--task", "fluency"])
     assert shown.exit_code == 0 and "Rate the fluency" in shown.stdout
     dry = CliRunner().invoke(app, ["judge", "gpt", str(preds), "--task", "fluency", "--dry-run", "--json",
-                                   "--cache", str(tmp_path / "cache")])
+                                   "--cache", str(tmp_path / "cache"), "--model", "m"])
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout)["calls_needed"] == 2
     unknown = CliRunner().invoke(app, ["judge", "show-prompt", "--task", "fluent"])

@@ -145,7 +145,7 @@ def test_kill_and_resume(monkeypatch, tmp_path):
             srv.answers[f"q{i:02d}"] = json.dumps({"pred": "yes" if i % 2 else "no", "score": i % 5})
         srv.hold_after = answered_before_kill  # later requests hang until the process is killed
         args = ["judge", "gpt", str(preds), "--task", "qa", "--base-url", srv.base_url, "--cache", str(cache),
-                "--output", str(out), "--concurrency", "2", "--timeout", "30", "--json"]
+                "--output", str(out), "--concurrency", "2", "--timeout", "30", "--json", "--model", "judge-m"]
         log = (tmp_path / "run.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "artemis_cli", *args], env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
