@@ -87,12 +87,12 @@ def test_second_question_costs_no_tracking_or_extraction(referrer, clip, monkeyp
         raise AssertionError("a cache hit must not track or extract")
 
     monkeypatch.setattr(pipeline, "run_loop", refuse)
-    monkeypatch.setattr(trackers, "track_opencv", refuse)
+    monkeypatch.setattr(trackers.OpenCVTracker, "propose", refuse)
     start = time.perf_counter()
     again = referrer.prepare(target_of(clip, frame=5))
     answer = referrer.ask(again, "How does the <bbox> move?", decoding=GREEDY)
     seconds = time.perf_counter() - start
-    assert again.cache_hit and again.timings == {"decode": 0.0, "track": 0.0, "features": 0.0}
+    assert again.cache_hit and again.timings == {"decode": 0.0, "track": 0.0, "frames": 0.0, "features": 0.0}
     assert again.record == first.record
     assert answer.answer and seconds < 3.0
     track = again.track_json()

@@ -85,30 +85,39 @@ def test_sam2_propagates_a_box_prompt_with_a_shrunken_random_model(tmp_path):
         load_sam2(str(tmp_path), "cpu", torch.float32)
 
 
-def test_read_frames_with_a_stride_keeps_the_key_frame(tmp_path):
+def test_a_stride_tracks_every_kth_frame_and_the_key_frame_and_frames_are_read_one_by_one(tmp_path):
     from artemis_cli.data.synthetic_tracking import save_video
-    from artemis_cli.ownvideo.video import read_frames
+    from artemis_cli.ownvideo.tracking import KeyBox, track_video_keys
+    from artemis_cli.ownvideo.video import iter_selected, probe
 
-    small = make_tracking_video(seed=2, n_frames=11, width=64, height=48)
+    small = make_tracking_video(seed=2, n_frames=11, width=160, height=96)
+    box = tuple(small.objects["walker"].boxes[5])
     for path in (save_video(small, tmp_path / "v.mp4"), save_video(small, tmp_path / "frames")):
-        decoded = read_frames(path, stride=4, key_frame=5)
-        assert decoded.indices == [0, 4, 5, 8] and decoded.num_frames == 11 and decoded.frame_size == (64, 48)
-        assert decoded.frames[2].shape == (48, 64, 3)
+        info = probe(path)
+        assert info.frame_size == (160, 96) and info.header_frames == 11
+        result = track_video_keys(info, [KeyBox(5, box)], stride=4)
+        assert result.indices == [0, 4, 5, 8] and result.num_frames == 11 and result.frame_size == (160, 96)
+        picked = dict(iter_selected(info, [8, 0]))
+        assert sorted(picked) == [0, 8] and picked[8].shape == (96, 160, 3)
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif", ".png"])
 def test_previews(tmp_path, suffix):
     from PIL import Image
 
-    from artemis_cli.ownvideo.preview import render_preview
-    from artemis_cli.ownvideo.record import build_record, write_frames
+    from artemis_cli.ownvideo.preview import Preview
+    from artemis_cli.ownvideo.record import build_record
 
     small = make_tracking_video(seed=3, n_frames=6, width=96, height=64)
     boxes = small.objects["walker"].boxes[:5] + [None]
-    write_frames(tmp_path / "frames", list(small.frames), list(range(6)), 6)
     record = build_record(video_name="v", frame_path="frames", clip_path="v.pkl", indices=range(6), boxes=boxes,
                           num_frames=6, key_frame=1, key_box=boxes[1])
-    out = render_preview(tmp_path / f"preview{suffix}", tmp_path / "frames", record, list(range(6)), 1)
+    track = {"frames": list(range(6)), "states": ["tracked", "key", "tracked", "tracked", "tracked", "lost"],
+             "confidence": [0.9, 1.0, 0.9, 0.5, 0.9, 0.1]}
+    preview = Preview(tmp_path / f"preview{suffix}", record, list(range(6)), [1], track)
+    for index, frame in enumerate(small.frames):  # one at a time, as they are decoded
+        preview.add(index, frame)
+    out = preview.close()
     if suffix == ".mp4":
         import av
 
@@ -119,6 +128,8 @@ def test_previews(tmp_path, suffix):
         edge = np.abs(frames[1][y1, x1:x2].astype(int) - small.frames[1][y1, x1:x2].astype(int)).mean()
         inside = np.abs(frames[1][y1 + 6, x1 + 4:x2 - 4].astype(int) - small.frames[1][y1 + 6, x1 + 4:x2 - 4]).mean()
         assert edge > 40 > inside  # the key box's top edge is drawn, its inside left alone
+        border = frames[5][30, :3].astype(int)  # the dropped frame: a red border
+        assert border[:, 0].mean() > 150 and border[:, 1].mean() < 100
     else:
         with Image.open(out) as image:
             assert image.format == suffix[1:].upper()

@@ -7,16 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from rich.markup import escape
+
 from artemis_cli import STARTED
 from artemis_cli.cli.options import Device, Dtype, JsonFlag, Overwrite
+from artemis_cli.ownvideo.trackers import TRACKER_HELP
 
 Video = Annotated[Optional[Path], typer.Argument(metavar="VIDEO", help="A video file or a folder of frame images.",
                                                  show_default=False)]
-BoxOpt = Annotated[Optional[str], typer.Option("--box", metavar="X1,Y1,X2,Y2",
-                                               help="The target's box in pixels of the key frame.")]
-FrameOpt = Annotated[int, typer.Option("--frame", min=0, help="Key frame (0-based) the box is drawn on.")]
-TrackerOpt = Annotated[str, typer.Option("--tracker", help="csrt (CPU, no weights), kcf (faster, less accurate) "
-                                                           "or sam2 (SAM 2 via transformers; needs --tracker-model).")]
+BoxOpt = Annotated[Optional[list[str]], typer.Option("--box", metavar="X1,Y1,X2,Y2",
+                                                     help="The target's box in pixels of the key frame. Repeat it "
+                                                          "(each with its --frame) to correct the track: each key box "
+                                                          "governs the frames nearest to it.")]
+FrameOpt = Annotated[Optional[list[int]], typer.Option("--frame", min=0, help="Key frame (0-based) of the --box at "
+                                                                              "the same position (default 0).")]
+TrackerOpt = Annotated[str, typer.Option("--tracker", help=TRACKER_HELP + ".")]
 TrackerModel = Annotated[Optional[str], typer.Option("--tracker-model", help="SAM 2 checkpoint: a local folder or "
                                                                             "hub id (facebook/sam2.1-hiera-tiny).")]
 Stride = Annotated[int, typer.Option("--stride", min=1, help="Track every K-th frame (the key frame always).")]
@@ -52,13 +57,23 @@ def _validated(model_cls, what: str, **values):
         raise ConfigError(what, format_validation_error(exc)) from None
 
 
-def _box(box: Optional[str]):
-    from artemis_cli.errors import UsageError
+def _target(video: Optional[Path], boxes: Optional[list[str]], frames: Optional[list[int]]):
+    """The `Target` of VIDEO and the repeated --box / --frame options (paired in order)."""
+    from artemis_cli.ownvideo.referrer import make_target
     from artemis_cli.ownvideo.video import parse_box
 
-    if box is None:
-        raise UsageError("--box X1,Y1,X2,Y2 is required", hint="the target's box in pixels of the --frame")
-    return parse_box(box)
+    return make_target(_video(video), [parse_box(box) for box in boxes or []], frames or [])
+
+
+def _key_options(target) -> dict:
+    """The config fields (box, frame, more_keys) of a `Target`."""
+    return {"box": target.box, "frame": target.frame, "more_keys": list(target.more)}
+
+
+def _report_track(stderr, quality: str, warnings: list[str]) -> None:
+    stderr.print(quality, soft_wrap=True)
+    for line in warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
 
 def _video(video: Optional[Path]) -> Path:
@@ -95,7 +110,7 @@ def track_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="The record (a JSON list of one "
                                          "VideoRef record); frames and clip feature go to Artemis_data/<name>/ "
                                          "beside it.")] = Path("track.json"),
-    frame: FrameOpt = 0,
+    frame: FrameOpt = None,
     tracker: TrackerOpt = "csrt",
     tracker_model: TrackerModel = None,
     stride: Stride = 1,
@@ -114,7 +129,7 @@ def track_cmd(
     from artemis_cli.common.console import print_json, stderr
     from artemis_cli.ownvideo.track import TrackConfig, track_video
 
-    config = _validated(TrackConfig, "track options", video=_video(video), box=_box(box), frame=frame,
+    config = _validated(TrackConfig, "track options", video=_video(video), **_key_options(_target(video, box, frame)),
                         output=output, tracker=tracker, tracker_model=tracker_model, stride=stride,
                         clip_model=None if clip_model.lower() == "none" else clip_model, preview=preview,
                         cache_dir=cache_dir, device=device, overwrite=overwrite)
@@ -122,11 +137,11 @@ def track_cmd(
     if json_out:
         print_json(summary.to_json())
         return
-    track = summary.track
-    stderr.print(f"tracked on {track['tracked']}/{len(track['frames'])} frames "
-                 f"(decode {summary.timings['decode']:.2f} s, track {summary.timings['track']:.2f} s, "
-                 f"features {summary.timings['features']:.2f} s)")
-    stderr.print(f"wrote {summary.output}" + (f" and {summary.preview}" if summary.preview else ""), soft_wrap=True)
+    _report_track(stderr, summary.quality, summary.warnings)
+    stderr.print(f"decode {summary.timings['decode']:.2f} s, track {summary.timings['track']:.2f} s, features "
+                 f"{summary.timings['features']:.2f} s")
+    stderr.print(f"wrote {summary.output}, {summary.manifest}" + (f" and {summary.preview}" if summary.preview else ""),
+                 soft_wrap=True)
     for line in summary.next_commands:
         stderr.print(f"next: {line}", soft_wrap=True)
 
@@ -136,12 +151,12 @@ def ask_cmd(
     question: Annotated[Optional[str], typer.Argument(metavar="QUESTION", help="With one <bbox> where the target "
                         "is meant (default: the VideoRefBench question).", show_default=False)] = None,
     box: BoxOpt = None,
-    frame: FrameOpt = 0,
+    frame: FrameOpt = None,
     model: Model = None,
     model_base: ModelBase = None,
     image_tower: ImageTower = None,
     batch: Annotated[Optional[Path], typer.Option("--batch", dir_okay=False, help="Answer every line "
-                     "{id, video, frame, box, question} of a JSONL file into -o (batched, resumable).")] = None,
+                     "{id, video, frame, box, keys?, question} of a JSONL file into -o (batched, resumable).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False, help="Answers of --batch "
                       "(.jsonl; beside it <name>.errors.jsonl and <name>.manifest.json).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Requests per generation batch "
@@ -175,7 +190,7 @@ def ask_cmd(
     if batch is not None:
         from artemis_cli.ownvideo.ask import AskBatchConfig, ask_batch
 
-        if video is not None or box is not None or question is not None or preview is not None:
+        if video is not None or box or frame or question is not None or preview is not None:
             raise UsageError("--batch takes its videos, boxes and questions from the file",
                              hint="drop VIDEO / QUESTION / --box / --preview")
         if output is None:
@@ -196,7 +211,7 @@ def ask_cmd(
 
     if output is not None:
         raise UsageError("-o is for --batch answers", hint="--json prints one answer as JSON")
-    config = _validated(AskConfig, "ask options", video=_video(video), box=_box(box), frame=frame,
+    config = _validated(AskConfig, "ask options", video=_video(video), **_key_options(_target(video, box, frame)),
                         question=DEFAULT_QUESTION if question is None else question, options=options,
                         decoding=decoding, preview=preview)
     result = ask_video(config, started=STARTED)
@@ -204,6 +219,7 @@ def ask_cmd(
         print_json(result)
         return
     typer.echo(result["answer"])
+    _report_track(stderr, result["quality"], result["warnings"])
     timings = result["timings"]
     stderr.print(f"start-up {timings['startup']:.2f} s (imports {timings['imports']:.2f}, model load "
                  f"{timings['startup'] - timings['imports']:.2f}), question {timings['question']:.2f} s (decode "
@@ -214,7 +230,7 @@ def ask_cmd(
 def chat_cmd(
     video: Video = None,
     box: BoxOpt = None,
-    frame: FrameOpt = 0,
+    frame: FrameOpt = None,
     model: Model = None,
     model_base: ModelBase = None,
     image_tower: ImageTower = None,
@@ -242,12 +258,11 @@ def chat_cmd(
 
     from artemis_cli.common.console import stderr
     from artemis_cli.ownvideo.chat import HELP, ChatSession, run_chat
-    from artemis_cli.ownvideo.referrer import Target
 
     options = _model_options(model, model_base, image_tower, device, dtype, quantize, tracker, tracker_model, stride,
                              cache_dir)
     decoding = _decoding(sample, temperature, top_k, top_p, max_new_tokens, seed)
-    target = Target(_video(video), _box(box), frame)
+    target = _target(video, box, frame)
     referrer = options.referrer()
     import time
 

@@ -21,6 +21,12 @@ VISIBLE_FRACTION = 0.5  # an object with less of its area inside the frame count
 class TrackedObject:
     name: str
     boxes: list[Optional[list[float]]]  # per frame [x1, y1, x2, y2] clipped to the frame, None when gone
+    # where it is, hidden or not (None only when out of the frame or the shot): a box there is not on
+    # another object, even while the object is hidden (defaults to `boxes`)
+    positions: Optional[list[Optional[list[float]]]] = None
+
+    def where(self) -> list[Optional[list[float]]]:
+        return self.positions if self.positions is not None else self.boxes
 
     def visible_frames(self) -> list[int]:
         return [index for index, box in enumerate(self.boxes) if box is not None]
@@ -159,3 +165,92 @@ def save_video(video: TrackingVideo, path: Path, fps: int = 10) -> Path:
     for index, frame in enumerate(video.frames):
         save_jpeg(path / f"{index:05d}.jpg", frame, quality=92)
     return path
+
+
+# ---- scenarios a tracker must not get wrong (tests/test_ownvideo_integrity.py, benchmarks/track.py) ------
+SCENARIOS = ("lookalike", "hidden", "cut")
+
+
+def _covered_fraction(box, cover) -> float:
+    """How much of `box` the box `cover` hides."""
+    ix = max(0.0, min(box[2], cover[2]) - max(box[0], cover[0]))
+    iy = max(0.0, min(box[3], cover[3]) - max(box[1], cover[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+def make_scenario(name: str, seed: int = 0, n_frames: int = 60, width: int = 320, height: int = 180) -> TrackingVideo:
+    """A generated video with a trap for trackers, and the true box of each object per frame (None when it
+    is gone or more than half hidden). The object to track is always ``target``:
+
+    - ``lookalike``: a ``twin`` with the target's very texture walks the other way and crosses in front
+      of it mid-video (a tracker that follows the twin has switched identity);
+    - ``hidden``: the target walks behind a wide wall that hides it completely for a while, then comes out;
+    - ``cut``: half-way the shot cuts to another scene that holds a ``twin`` (same texture) elsewhere;
+      the target is not in the second shot (None there).
+    """
+    if name not in SCENARIOS:
+        raise ValueError(f"scenario {name!r}: expected one of {', '.join(SCENARIOS)}")
+    rng = np.random.default_rng(seed)
+    palette = np.array([[230, 40, 40], [250, 220, 30], [30, 30, 200], [240, 240, 240]], dtype=np.float32)
+    backgrounds = [_background(rng, width, height), _background(rng, width, height)]
+    texture = _object_texture(rng, 64, palette)
+    size = int(height * 0.24)
+    last = max(n_frames - 1, 1)
+    wall = (int(width * 0.42), 0, int(width * 0.58), height)
+    wall_texture = rng.uniform(60, 110, size=(height, wall[2] - wall[0], 3)).astype(np.float32)
+    frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+    target_boxes: list[Optional[list[float]]] = []
+    target_positions: list[Optional[list[float]]] = []
+    twin_boxes: list[Optional[list[float]]] = []
+    for t in range(n_frames):
+        progress = t / last
+        second_shot = name == "cut" and t >= n_frames // 2
+        frame = backgrounds[1 if second_shot else 0].copy()
+        cx = width * (0.15 + 0.7 * progress)
+        cy = height * (0.5 + 0.06 * np.sin(progress * 2 * np.pi))
+        target = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
+        twin = None
+        if name == "lookalike":
+            tx = width * (0.85 - 0.7 * progress)
+            twin = (tx - size / 2, cy + 2 - size / 2, tx + size / 2, cy + 2 + size / 2)
+        elif second_shot:
+            tx, ty, ts = width * (0.3 + 0.3 * progress), height * 0.35, size * 1.1
+            twin = (tx - ts / 2, ty - ts / 2, tx + ts / 2, ty + ts / 2)
+        if not second_shot:
+            _paste(frame, texture, target)
+        if twin is not None:
+            _paste(frame, texture, twin)  # in front of the target
+        if name == "hidden":
+            frame[:, wall[0]:wall[2]] = wall_texture
+        frame += rng.normal(0, 3, size=frame.shape).astype(np.float32)
+        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
+        visible = None if second_shot else visible_box(target, width, height)
+        target_positions.append(visible)
+        cover = twin if name == "lookalike" else (wall if name == "hidden" else None)
+        if visible is not None and cover is not None and _covered_fraction(target, cover) > 0.5:
+            visible = None
+        target_boxes.append(visible)
+        twin_boxes.append(visible_box(twin, width, height) if twin is not None else None)
+    objects = {"target": TrackedObject("target", target_boxes, target_positions)}
+    if name in ("lookalike", "cut"):
+        objects["twin"] = TrackedObject("twin", twin_boxes)
+    return TrackingVideo(frames=frames, objects=objects, occluder=wall if name == "hidden" else (0, 0, 0, 0))
+
+
+def track_errors(boxes, target: TrackedObject, iou: float = 0.3) -> dict:
+    """How a track compares with the truth: frames where a box is reported away from the target (on
+    another object, or on anything once the target left the frame or the shot), frames where the target is
+    visible and a box is on it, and that coverage of its visible frames."""
+    wrong = covered = 0
+    truth, where = target.boxes, target.where()
+    for frame, box in enumerate(boxes):
+        if box is None:
+            continue
+        if truth[frame] is not None and box_iou(box, truth[frame]) >= iou:
+            covered += 1
+        elif where[frame] is None or box_iou(box, where[frame]) < iou:
+            wrong += 1
+    visible = sum(1 for box in truth if box is not None)
+    return {"wrong": wrong, "covered": covered, "visible": visible, "reported": sum(b is not None for b in boxes),
+            "coverage": covered / visible if visible else 0.0}

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from artemis_cli.common.devices import DeviceName
 from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
-from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
+from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, ExtraKey
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -51,6 +51,7 @@ class AskConfig(BaseModel):
     video: Path
     box: tuple[float, float, float, float]
     frame: int = Field(0, ge=0)
+    more_keys: list[tuple[int, tuple[float, float, float, float]]] = Field(default_factory=list)  # (frame, box)
     question: str = DEFAULT_QUESTION
     options: ModelOptions
     decoding: DecodingSettings = DecodingSettings()
@@ -74,14 +75,15 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None, started: Optiona
     referrer = config.options.referrer(loaded)
     startup = time.perf_counter() - started
     asked = time.perf_counter()
-    prepared = referrer.prepare(Target(config.video, config.box, config.frame), progress=progress)
+    prepared = referrer.prepare(Target(config.video, config.box, config.frame, tuple(config.more_keys)),
+                                progress=progress)
     answer = referrer.ask(prepared, config.question, decoding=config.decoding)
     per_question = time.perf_counter() - asked
     if config.preview is not None:
-        render_preview(config.preview, prepared.root / prepared.record["frame_path"], prepared.record,
-                       prepared.frame_indices, config.frame)
+        render_preview(config.preview, prepared)
     return {"answer": answer.answer, "question": answer.question, "model": referrer.model_name,
-            "track": prepared.track_json(), "frames_used": answer.frames_used,
+            "track": prepared.track_json(), "quality": prepared.quality_line(),
+            "warnings": prepared.warnings(answer.frames_used), "frames_used": answer.frames_used,
             "settings": {**referrer.settings(), "decoding": config.decoding.resolved(
                 referrer.loaded.model.generation_config).record()},
             "timings": {"startup": round(startup, 4), "imports": round(start - started, 4),
@@ -105,6 +107,7 @@ class AskRequest(BaseModel):
     video: StrictStr
     frame: StrictInt = Field(0, ge=0)
     box: list[Number] = Field(min_length=4, max_length=4)
+    keys: list[ExtraKey] = Field(default_factory=list)  # further key boxes (corrections)
     question: StrictStr = DEFAULT_QUESTION
 
 
@@ -253,7 +256,7 @@ def ask_batch(config: AskBatchConfig, *, loaded=None, started: Optional[float] =
                     video = video if video.is_absolute() else base / video
                     try:
                         prepared.append(referrer.prepare(Target(video, tuple(float(v) for v in request.box),
-                                                                request.frame)))
+                                                                request.frame, tuple(k.pair() for k in request.keys))))
                     except ArtemisError as exc:
                         prepared.append(exc)
                     except OSError as exc:  # an unreadable file the checks could not foresee
@@ -268,10 +271,15 @@ def ask_batch(config: AskBatchConfig, *, loaded=None, started: Optional[float] =
                         summary.failed += 1
                         _append_error(errors_path, failure)
                     else:
-                        out.write({"id": request.id, "video": request.video, "frame": request.frame,
-                                   "box": request.box, "question": result.question, "answer": result.answer,
-                                   "frames_used": result.frames_used, "prompt_tokens": result.prompt_tokens,
-                                   "completion_tokens": result.completion_tokens})
+                        line = {"id": request.id, "video": request.video, "frame": request.frame, "box": request.box,
+                                "question": result.question, "answer": result.answer,
+                                "frames_used": result.frames_used, "prompt_tokens": result.prompt_tokens,
+                                "completion_tokens": result.completion_tokens,
+                                "track_quality": item.track.get("quality"),
+                                "warnings": item.warnings(result.frames_used)}
+                        if request.keys:
+                            line["keys"] = [k.model_dump() for k in request.keys]
+                        out.write(line)
                         summary.done += 1
                     if progress is not None:
                         progress[0].advance(progress[1])

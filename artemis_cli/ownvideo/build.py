@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from artemis_cli.common.devices import DeviceName
 from artemis_cli.errors import ArtemisError, InputError, UsageError
+from artemis_cli.ownvideo.referrer import ExtraKey
 
 SOURCE = "own"
 ANNOTATION_FILE = "own_referring.json"
@@ -40,6 +42,7 @@ class ReferringRequest(BaseModel):
     video: StrictStr = Field(min_length=1)
     frame: StrictInt = Field(0, ge=0)
     box: list[Number] = Field(min_length=4, max_length=4)
+    keys: list[ExtraKey] = Field(default_factory=list)  # further key boxes (corrections)
     caption: StrictStr = Field(min_length=1)
     question: Optional[StrictStr] = None
 
@@ -69,6 +72,7 @@ class BuildSummary:
     records: int = 0
     seconds: float = 0.0
     failures: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)  # damaged videos, unsure RoI frames (built anyway)
 
     @property
     def ok(self) -> bool:
@@ -77,7 +81,7 @@ class BuildSummary:
     def to_json(self) -> dict[str, Any]:
         return {"output": str(self.output), "annotations": str(self.annotations), "videos": self.videos,
                 "skipped": self.skipped, "built": self.built, "failed": self.failed, "records": self.records,
-                "seconds": round(self.seconds, 3), "failures": self.failures[:20],
+                "seconds": round(self.seconds, 3), "failures": self.failures[:20], "warnings": self.warnings[:20],
                 "next": [f"artemis data verify-layout {self.output} --stage none --annotations "
                          f"{self.output / 'annotations'} --check-features",
                          f"artemis train stage3 -c CONFIG --set data.root={self.output} "
@@ -137,7 +141,9 @@ def build_referring(config: BuildConfig) -> BuildSummary:
     from artemis_cli.common.manifest import build_manifest
     from artemis_cli.ownvideo.cache import FeatureCache, TrackCache
     from artemis_cli.ownvideo.referrer import Target, prepare_target
+    from artemis_cli.ownvideo.record import add_frames
     from artemis_cli.ownvideo.track import sam2_for
+    from artemis_cli.ownvideo.video import iter_selected
     from artemis_cli.ownvideo.trackers import TRACKERS
     from artemis_cli.ownvideo.video import default_cache_dir
 
@@ -193,26 +199,28 @@ def build_referring(config: BuildConfig) -> BuildSummary:
                 summary.skipped += 1
                 _advance(progress)
                 continue
-            records, problems = [], []
+            records, problems, warnings = [], [], []
             feature = None
             for number, request in items:
                 try:
-                    prepared = prepare_target(Target(video, tuple(float(v) for v in request.box), request.frame),
+                    prepared = prepare_target(Target(video, tuple(float(v) for v in request.box), request.frame,
+                                                     tuple(k.pair() for k in request.keys)),
                                               tracks=tracks, features=features if feature is None else None,
                                               tracker=config.tracker, tracker_model=config.tracker_model, sam2=sam2,
                                               stride=config.stride, video_name=video_id)
+                    if feature is None:
+                        feature = prepared.root / prepared.record["clip_path"]
+                    # this record's frames the video's folder lacks, decoded straight into it (one pass)
+                    frames_dir = data / "frames" / video_id
+                    have = set(os.listdir(frames_dir)) if frames_dir.is_dir() else set()
+                    missing = [n for n, name in zip(prepared.frame_indices, prepared.record["frame_id"])
+                               if name not in have]
+                    add_frames(frames_dir, iter_selected(prepared.info, missing), prepared.num_frames)
                 except (ArtemisError, OSError) as exc:
                     message = exc.message if isinstance(exc, ArtemisError) else f"{type(exc).__name__}: {exc}"
                     problems.append({"video": request.video, "line": number, "error": message})
                     continue
-                if feature is None:
-                    feature = prepared.root / prepared.record["clip_path"]
-                frames_dir = data / "frames" / video_id
-                frames_dir.mkdir(parents=True, exist_ok=True)
-                source = prepared.root / prepared.record["frame_path"]
-                for name in prepared.record["frame_id"]:
-                    if not (frames_dir / name).is_file():
-                        shutil.copyfile(source / name, frames_dir / name)
+                warnings.extend({"video": request.video, "line": number, "warning": w} for w in prepared.warnings())
                 record = dict(prepared.record, frame_path=f"{SOURCE}/frames/{video_id}",
                               clip_path=f"{SOURCE}/clip_feature/{video_id}.pkl", caption=request.caption)
                 if request.question is not None:
@@ -226,7 +234,8 @@ def build_referring(config: BuildConfig) -> BuildSummary:
             from artemis_cli.common.atomic import atomic_write_bytes
 
             atomic_write_bytes(data / "clip_feature" / f"{video_id}.pkl", Path(feature).read_bytes())
-            atomic_write_json(done, {"video": str(video), "records": records, "problems": problems})
+            atomic_write_json(done, {"video": str(video), "records": records, "problems": problems,
+                                     "warnings": warnings})
             summary.built += 1
             _advance(progress)
     finally:
@@ -239,6 +248,7 @@ def build_referring(config: BuildConfig) -> BuildSummary:
             entry = json.loads(done.read_text(encoding="utf-8"))
             all_records.extend(entry["records"])
             failures.extend(entry.get("problems", []))  # lines that failed in a video that did not
+            summary.warnings.extend(entry.get("warnings", []))
     summary.failures = failures
     summary.records = len(all_records)
     annotations.parent.mkdir(parents=True, exist_ok=True)

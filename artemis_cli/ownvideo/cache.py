@@ -90,16 +90,23 @@ class FeatureCache:
         return target, time.perf_counter() - start
 
 
+TRACK_VERSION = 2  # the tracking algorithm: 2 = guarded, streamed, several key boxes (entries of 1 are not reused)
+STRAY_TEMP_SECONDS = 3600  # a temp folder of a cache write this old, by a process that is gone, is swept
+
+
 class TrackCache:
-    """Tracked frames and records, one folder per (video, target, tracker settings)."""
+    """Tracks, one folder per (video, key boxes, tracker settings): ``track.json`` (the record, the track's
+    confidences and cuts, decoding warnings) and ``frames/``, holding only the frames the RoI path reads
+    (the key frame and the tracked frames `sample_roi_frames` picks): a video's other frames are never kept."""
 
     def __init__(self, root: Path):
         self.root = Path(root) / "tracks"
+        self._sweep()
 
-    def key(self, video_hash: str, frame: int, box, tracker: str, tracker_model: Optional[str], stride: int) -> str:
-        return cache_key({"video": video_hash, "frame": frame, "box": [round(float(v), 2) for v in box],
+    def key(self, video_hash: str, keys, tracker: str, tracker_model: Optional[str], stride: int) -> str:
+        return cache_key({"video": video_hash, "keys": [[k.frame, [round(float(v), 2) for v in k.box]] for k in keys],
                           "tracker": tracker, "tracker_model": model_identity(tracker_model) if tracker_model else None,
-                          "stride": stride})
+                          "stride": stride, "version": TRACK_VERSION})
 
     def folder(self, key: str) -> Path:
         return self.root / key
@@ -113,17 +120,50 @@ class TrackCache:
         except (OSError, json.JSONDecodeError):
             return None
 
-    def store(self, key: str, frames, indices, num_frames: int, entry: dict) -> Path:
-        """Write frames + ``track.json`` into a temp folder, then rename it to the entry's folder."""
+    def store(self, key: str, frames, num_frames: int, entry: dict) -> Path:
+        """Write `frames` ((number, RGB) pairs) + ``track.json`` into a temp folder, then rename it into place."""
         from artemis_cli.common.atomic import atomic_write_json
         from artemis_cli.ownvideo.record import write_frames
 
         folder = self.folder(key)
         tmp = self.root / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        write_frames(tmp / "frames", frames, indices, num_frames)
-        atomic_write_json(tmp / "track.json", entry)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        try:
+            write_frames(tmp / "frames", frames, num_frames)
+            atomic_write_json(tmp / "track.json", entry)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return folder
+
+    def _sweep(self) -> list[Path]:
+        """Remove temp folders of cache writes that were killed: their process is gone and they are old."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        now = time.time()
+        for entry in os.scandir(self.root):
+            name = entry.name
+            if not (name.startswith(".") and ".tmp-" in name and entry.is_dir(follow_symlinks=False)):
+                continue
+            try:
+                pid = int(name.rsplit(".tmp-", 1)[1])
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+            except (ValueError, OSError):
+                continue
+            if age > STRAY_TEMP_SECONDS and not _alive(pid):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(Path(entry.path))
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -3,8 +3,10 @@
 Each line is a question about the current target; the conversation is kept in the model's template
 (`Referrer.ask(..., history=...)`: the first question carries the video and the boxes, so it needs its
 ``<bbox>``; an empty first line asks the default question). Commands: ``/box X1,Y1,X2,Y2 [FRAME]``
-(a new target: a new track and a new conversation), ``/reset`` (a new conversation about the same
-target), ``/save FILE`` (the transcript as JSON), ``/quit``, ``/help``.
+(a new target: a new track and a new conversation), ``/key X1,Y1,X2,Y2 FRAME`` (one more key box for the
+current target where its track went wrong: it is tracked again, the conversation starts again),
+``/reset`` (a new conversation about the same target), ``/save FILE`` (the transcript as JSON), ``/quit``,
+``/help``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Callable, Iterable, Optional
 from artemis_cli.errors import ArtemisError, UsageError
 from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target
 
-HELP = ("commands: /box X1,Y1,X2,Y2 [FRAME] (a new target), /reset (a new conversation), /save FILE "
-        "(the transcript as JSON), /quit; the first question needs one <bbox> (Enter alone asks the default)")
+HELP = ("commands: /box X1,Y1,X2,Y2 [FRAME] (a new target), /key X1,Y1,X2,Y2 FRAME (correct the track with one "
+        "more key box), /reset (a new conversation), /save FILE (the transcript as JSON), /quit; the first question "
+        "needs one <bbox> (Enter alone asks the default)")
 
 
 @dataclass
@@ -30,8 +33,11 @@ class Conversation:
         return [(turn["question"], turn["answer"]) for turn in self.turns]
 
     def to_json(self) -> dict:
-        return {"video": str(self.target.video), "frame": self.target.frame, "box": list(self.target.box),
-                "turns": self.turns}
+        out = {"video": str(self.target.video), "frame": self.target.frame, "box": list(self.target.box),
+               "turns": self.turns}
+        if self.target.more:
+            out["keys"] = [{"frame": frame, "box": list(box)} for frame, box in self.target.more]
+        return out
 
 
 class ChatSession:
@@ -54,10 +60,12 @@ class ChatSession:
     def _new_target(self, target: Target) -> None:
         start = time.perf_counter()
         self.prepared = self.referrer.prepare(target)
-        track = self.prepared.track_json()
         self.conversations.append(Conversation(target))
-        self.note(f"target: box {','.join(f'{v:g}' for v in target.box)} on frame {target.frame}, tracked on "
-                  f"{track['tracked']}/{len(track['frames'])} frames ({time.perf_counter() - start:.2f} s)")
+        keys = f" (+{len(target.more)} key box(es))" if target.more else ""
+        self.note(f"target: box {','.join(f'{v:g}' for v in target.box)} on frame {target.frame}{keys} "
+                  f"({time.perf_counter() - start:.2f} s); {self.prepared.quality_line()}")
+        for line in self.prepared.warnings():
+            self.note(f"warning: {line}")
 
     def handle(self, line: str) -> bool:
         """Act on one input line; False once the session should end. Errors are reported, not raised."""
@@ -100,6 +108,18 @@ class ChatSession:
                 raise UsageError("/box X1,Y1,X2,Y2 [FRAME]")
             frame = self.current.target.frame if len(parts) == 1 else _frame(parts[1])
             self._new_target(Target(self.current.target.video, parse_box(parts[0]), frame))
+        elif name == "/key":
+            parts = rest.split()
+            if len(parts) != 2:
+                raise UsageError("/key X1,Y1,X2,Y2 FRAME (one more key box for the current target)")
+            current = self.current.target
+            frame = _frame(parts[1], "/key")
+            others = [(f, b) for f, b in current.more if f != frame]
+            if frame == current.frame:
+                self._new_target(Target(current.video, parse_box(parts[0]), frame, tuple(others)))
+            else:
+                self._new_target(Target(current.video, current.box, current.frame,
+                                        tuple(sorted(others + [(frame, parse_box(parts[0]))]))))
         elif name == "/save":
             if not rest:
                 raise UsageError("/save FILE")
@@ -122,13 +142,13 @@ class ChatSession:
                 "conversations": [c.to_json() for c in self.conversations if c.turns]}
 
 
-def _frame(text: str) -> int:
+def _frame(text: str, command: str = "/box") -> int:
     try:
         frame = int(text)
     except ValueError:
-        raise UsageError(f"/box: frame {text!r} is not a whole number") from None
+        raise UsageError(f"{command}: frame {text!r} is not a whole number") from None
     if frame < 0:
-        raise UsageError(f"/box: frame {frame}: frame indices start at 0")
+        raise UsageError(f"{command}: frame {frame}: frame indices start at 0")
     return frame
 
 

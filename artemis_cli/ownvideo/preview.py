@@ -1,9 +1,16 @@
-"""Previews of a track, to check it by eye: the box drawn on the video (.mp4 / .gif) or a contact sheet (.png)."""
+"""Previews of a track, to check it by eye: the box drawn on the video (.mp4 / .gif) or a contact sheet (.png).
+
+Frames come in one at a time (`Preview.add`), so a preview of a long video is encoded as it is decoded:
+an .mp4 streams into its encoder, a .gif keeps at most `GIF_FRAMES` small frames, a .png its thumbnails.
+Every frame says what the track did there: the box in green (yellow on a key frame), and for a dropped
+frame a red border and why (lost, ambiguous, after a cut), with the track's confidence.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -12,8 +19,12 @@ from artemis_cli.errors import UsageError
 PREVIEW_SUFFIXES = (".mp4", ".gif", ".png")
 SHEET_FRAMES = 16  # frames on a contact sheet
 SHEET_WIDTH = 240  # px per thumbnail
+GIF_FRAMES = 240  # at most, evenly spread
+GIF_WIDTH = 480  # px
+MP4_WIDTH = 1280  # px: larger videos are scaled down for the preview
 KEY_COLOUR = (255, 200, 0)
 TRACK_COLOUR = (0, 230, 60)
+LOW_COLOUR = (255, 140, 0)
 LOST_COLOUR = (230, 40, 40)
 
 
@@ -22,78 +33,149 @@ def check_preview_path(path: Optional[Path]) -> None:
         raise UsageError(f"--preview {path}: expected a .mp4, .gif or .png file")
 
 
-def _draw(image, box: Optional[Sequence[float]], label: str, key: bool, scale: float = 1.0):
-    """Draw `box` (pixels of the original frame, times `scale`) and a label on `image` (RGB)."""
-    from PIL import ImageDraw, ImageFont
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_frame(image, box: Optional[Sequence[float]], label: str, *, key: bool, state: str = "tracked",
+               confidence: float = 1.0, scale: float = 1.0):
+    """Draw `box` (pixels of the original frame, times `scale`) and a label on `image` (RGB, in place)."""
+    from PIL import ImageDraw
+
+    from artemis_cli.ownvideo.integrity import WARN
 
     draw = ImageDraw.Draw(image)
     width = max(2, round(image.size[0] / 160))
     if box:
-        draw.rectangle([float(v) * scale for v in box], outline=KEY_COLOUR if key else TRACK_COLOUR, width=width)
+        colour = KEY_COLOUR if key else (TRACK_COLOUR if confidence >= WARN else LOW_COLOUR)
+        draw.rectangle([float(v) * scale for v in box], outline=colour, width=width)
     else:
-        label += " lost"
-    size = max(10, image.size[0] // 24)
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        font = ImageFont.load_default()
+        draw.rectangle([0, 0, image.size[0] - 1, image.size[1] - 1], outline=LOST_COLOUR, width=width)
+        label += f" {state.replace('-', ' ')}"
+    if not key and box is not None:
+        label += f" {confidence:.2f}"
+    font = _font(max(10, image.size[0] // 24))
     left, top, right, bottom = draw.textbbox((4, 2), label, font=font)
     draw.rectangle([0, 0, right + 4, bottom + 2], fill=(0, 0, 0))
     draw.text((4, 2), label, fill=LOST_COLOUR if not box else (255, 255, 255), font=font)
     return image
 
 
-def render_preview(path: Path, frames_dir: Path, record: dict, frame_numbers: Sequence[int], key_frame: int,
-                   fps: float = 8.0) -> Path:
-    """Draw the record's track on its frames and write `path` (.mp4, .gif, or a .png contact sheet)."""
-    from PIL import Image
+class Preview:
+    """One preview being written: `wanted` says which frame numbers it needs, `add` takes each (in order),
+    `close` writes the file (atomically) and returns its path."""
 
-    from artemis_cli.common.atomic import atomic_write_bytes
+    def __init__(self, path: Path, record: dict, frame_numbers: Sequence[int], key_frames: Sequence[int],
+                 track: Optional[dict] = None, fps: float = 8.0):
+        check_preview_path(path)
+        self.path = Path(path)
+        self.suffix = self.path.suffix.lower()
+        self.fps = fps
+        self.key_frames = set(key_frames)
+        states = dict(zip((track or {}).get("frames", []), (track or {}).get("states", [])))
+        confidence = dict(zip((track or {}).get("frames", []), (track or {}).get("confidence", [])))
+        self.items = {number: (box, states.get(number, "tracked" if box else "lost"), confidence.get(number, 1.0))
+                      for number, box in zip(frame_numbers, record["track_list"])}
+        numbers = list(frame_numbers)
+        if self.suffix == ".png":
+            tracked = [n for n in numbers if self.items[n][0]] or numbers
+            chosen = tracked[::max(1, -(-len(tracked) // SHEET_FRAMES))][:SHEET_FRAMES]
+            missing = [n for n in sorted(self.key_frames) if n in self.items and n not in chosen]
+            chosen = sorted(set(chosen[:SHEET_FRAMES - len(missing)]) | set(missing))
+            self.wanted = chosen
+        elif self.suffix == ".gif":
+            self.wanted = numbers[::max(1, -(-len(numbers) // GIF_FRAMES))]
+        else:
+            self.wanted = numbers
+        self._want = set(self.wanted)
+        self._images: list = []
+        self._encoder = None
 
-    path = Path(path)
-    check_preview_path(path)
-    suffix = path.suffix.lower()
-    items = list(zip(record["frame_id"], record["track_list"], frame_numbers))
-    if suffix == ".png":
-        tracked = [item for item in items if item[1]] or items
-        step = max(1, -(-len(tracked) // SHEET_FRAMES))
-        chosen = tracked[::step][:SHEET_FRAMES]
-        if not any(number == key_frame for _, _, number in chosen):
-            chosen = ([item for item in items if item[2] == key_frame] + chosen)[:SHEET_FRAMES]
-            chosen.sort(key=lambda item: item[2])
-        thumbs = []
-        for name, box, number in chosen:
-            with Image.open(frames_dir / name) as image:
-                scale = SHEET_WIDTH / image.size[0]
-                thumb = image.convert("RGB").resize((SHEET_WIDTH, max(1, round(image.size[1] * scale))))
-                thumbs.append(_draw(thumb, box, f"#{number}" + (" key" if number == key_frame else ""),
-                                    number == key_frame, scale))
-        columns = min(4, len(thumbs))
-        rows = -(-len(thumbs) // columns)
-        cell_h = max(t.size[1] for t in thumbs)
-        sheet = Image.new("RGB", (columns * SHEET_WIDTH, rows * cell_h), (16, 16, 16))
-        for index, thumb in enumerate(thumbs):
-            sheet.paste(thumb, ((index % columns) * SHEET_WIDTH, (index // columns) * cell_h))
-        import io
+    def add(self, number: int, frame: np.ndarray) -> None:
+        from PIL import Image
 
+        if number not in self._want:
+            return
+        box, state, confidence = self.items[number]
+        image = Image.fromarray(frame)
+        target = {".png": SHEET_WIDTH, ".gif": GIF_WIDTH}.get(self.suffix, MP4_WIDTH)
+        scale = min(1.0, target / image.size[0]) if self.suffix == ".mp4" else target / image.size[0]
+        if scale != 1.0:
+            image = image.resize((max(2, round(image.size[0] * scale)), max(2, round(image.size[1] * scale))))
+        label = f"#{number}" + (" key" if number in self.key_frames else "")
+        draw_frame(image, box, label, key=number in self.key_frames, state=state, confidence=confidence, scale=scale)
+        if self.suffix == ".mp4":
+            self._encode(np.asarray(image))
+        else:
+            self._images.append(image)
+
+    def _encode(self, pixels: np.ndarray) -> None:
+        import av
+
+        if self._encoder is None:
+            self._buffer = io.BytesIO()
+            container = av.open(self._buffer, "w", format="mp4")
+            stream = container.add_stream("mpeg4", rate=max(1, int(round(self.fps))))
+            stream.height, stream.width = pixels.shape[0] - pixels.shape[0] % 2, pixels.shape[1] - pixels.shape[1] % 2
+            stream.pix_fmt = "yuv420p"
+            self._encoder = (container, stream)
+        container, stream = self._encoder
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[:stream.height, :stream.width]), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+
+    def close(self) -> Path:
+        from PIL import Image
+
+        from artemis_cli.common.atomic import atomic_write_bytes
+
+        if self.suffix == ".mp4":
+            if self._encoder is None:
+                raise UsageError(f"--preview {self.path}: no frame to draw")
+            container, stream = self._encoder
+            for packet in stream.encode():
+                container.mux(packet)
+            container.close()
+            atomic_write_bytes(self.path, self._buffer.getvalue())
+            return self.path
+        if not self._images:
+            raise UsageError(f"--preview {self.path}: no frame to draw")
         buffer = io.BytesIO()
-        sheet.save(buffer, format="PNG")
-        atomic_write_bytes(path, buffer.getvalue())
-        return path
-    drawn = []
-    for name, box, number in items:
-        with Image.open(frames_dir / name) as image:
-            drawn.append(_draw(image.convert("RGB"), box, f"#{number}", number == key_frame))
-    if suffix == ".gif":
-        import io
+        if self.suffix == ".gif":
+            self._images[0].save(buffer, format="GIF", save_all=True, append_images=self._images[1:],
+                                 duration=int(1000 / self.fps), loop=0)
+        else:
+            columns = min(4, len(self._images))
+            rows = -(-len(self._images) // columns)
+            cell_h = max(t.size[1] for t in self._images)
+            sheet = Image.new("RGB", (columns * SHEET_WIDTH, rows * cell_h), (16, 16, 16))
+            for index, thumb in enumerate(self._images):
+                sheet.paste(thumb, ((index % columns) * SHEET_WIDTH, (index // columns) * cell_h))
+            sheet.save(buffer, format="PNG")
+        atomic_write_bytes(self.path, buffer.getvalue())
+        return self.path
 
-        buffer = io.BytesIO()
-        drawn[0].save(buffer, format="GIF", save_all=True, append_images=drawn[1:], duration=int(1000 / fps), loop=0)
-        atomic_write_bytes(path, buffer.getvalue())
-        return path
-    from artemis_cli.data.synthetic_video import encode_mp4
 
-    frames = np.stack([np.asarray(image) for image in drawn])  # [T, H, W, 3]
-    height, width = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
-    atomic_write_bytes(path, encode_mp4(frames[:, :height, :width], fps=max(1, int(round(fps)))))
-    return path
+def render_preview(path: Path, prepared, key_frames: Optional[Sequence[int]] = None) -> Path:
+    """Draw `prepared`'s track (a `referrer.PreparedTarget`) and write `path`, decoding the frames it needs."""
+    from artemis_cli.ownvideo.video import iter_selected
+
+    keys = key_frames if key_frames is not None else [k["frame"] for k in prepared.track.get("key_boxes", [])] or [
+        prepared.target.frame]
+    preview = Preview(path, prepared.record, prepared.frame_indices, keys, prepared.track)
+    for number, frame in iter_selected(prepared.info, preview.wanted):
+        preview.add(number, frame)
+    return preview.close()
+
+
+def tee(frames: Iterable[tuple[int, np.ndarray]], preview: Optional[Preview]):
+    """`frames` passed through, each also drawn into `preview` when it wants it (one decode for both)."""
+    for number, frame in frames:
+        if preview is not None:
+            preview.add(number, frame)
+        yield number, frame

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -27,8 +27,11 @@ def frame_name(index: int, num_frames: int) -> str:
 
 def build_record(*, video_name: str, frame_path: str, clip_path: str, indices: Sequence[int],
                  boxes: Sequence[Optional[Sequence[float]]], num_frames: int, key_frame: int,
-                 key_box: Sequence[float], caption: str = "", question: Optional[str] = None) -> dict:
-    """A referring record; `boxes[i]` (None = lost) is the box on video frame `indices[i]`."""
+                 key_box: Sequence[float], caption: str = "", question: Optional[str] = None,
+                 confidence: Optional[Sequence[float]] = None, cuts: Optional[Sequence[int]] = None) -> dict:
+    """A referring record; `boxes[i]` (None = lost) is the box on video frame `indices[i]`. `confidence`
+    (per frame) and `cuts` (frame numbers that start a new shot) go beside the track as ``track_confidence``
+    and ``shot_cuts``: the readers ignore keys they do not know, so the record stays a VideoRef record."""
     record = {
         "video_name": video_name,
         "clip_path": clip_path,
@@ -41,11 +44,16 @@ def build_record(*, video_name: str, frame_path: str, clip_path: str, indices: S
     }
     if question is not None:
         record["question"] = question
+    if confidence is not None:
+        record["track_confidence"] = [round(float(c), 3) for c in confidence]
+    if cuts is not None:
+        record["shot_cuts"] = list(cuts)
     return record
 
 
-def write_frames(folder: Path, frames: Sequence[np.ndarray], indices: Sequence[int], num_frames: int) -> None:
-    """The frames as JPEG files named by `frame_name`, written into a temp folder renamed over `folder`."""
+def write_frames(folder: Path, frames: Iterable[tuple[int, np.ndarray]], num_frames: int) -> int:
+    """`frames` ((frame number, RGB array) pairs, e.g. `video.iter_selected`) as JPEG files named by
+    `frame_name`, written one at a time into a temp folder renamed over `folder`; returns how many."""
     from PIL import Image
 
     folder = Path(folder)
@@ -53,11 +61,41 @@ def write_frames(folder: Path, frames: Sequence[np.ndarray], indices: Sequence[i
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for frame, index in zip(frames, indices):
-        Image.fromarray(frame).save(tmp / frame_name(index, num_frames), format="JPEG", quality=JPEG_QUALITY)
+    count = 0
+    try:
+        for index, frame in frames:
+            Image.fromarray(frame).save(tmp / frame_name(index, num_frames), format="JPEG", quality=JPEG_QUALITY)
+            count += 1
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+    return count
+
+
+def add_frames(folder: Path, frames: Iterable[tuple[int, np.ndarray]], num_frames: int) -> int:
+    """`frames` added to an existing frame folder (a video's folder shared by several records), each JPEG
+    written to a temp name and renamed, so a killed run leaves no half file; returns how many."""
+    import tempfile
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for index, frame in frames:
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".frame-", suffix=".tmp")
+        os.close(handle)
+        try:
+            Image.fromarray(frame).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+            os.replace(tmp, folder / frame_name(index, num_frames))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        count += 1
+    return count
 
 
 def track_json(record: dict, indices: Sequence[int], key_frame: int, frame_size: tuple[int, int],
@@ -68,13 +106,16 @@ def track_json(record: dict, indices: Sequence[int], key_frame: int, frame_size:
             "tracked": sum(1 for box in record["track_list"] if box)}
 
 
-def write_track(output: Path, record: dict, frames_dir: Path, clip: Optional[Path], *, overwrite: bool = False) -> dict:
-    """Write ``output`` (a JSON list of the one record) and copy its frames (and clip feature) beside it.
+def write_track(output: Path, record: dict, frames: Iterable[tuple[int, np.ndarray]], num_frames: int,
+                clip: Optional[Path], *, manifest: Optional[dict] = None, overwrite: bool = False) -> dict:
+    """Write ``output`` (a JSON list of the one record), its frames (decoded once, straight into place) and
+    clip feature beside it, and ``<output stem>.manifest.json`` (the track's confidences, cuts, warnings
+    and settings) when `manifest` is given.
 
     Frames go to ``Artemis_data/<stem>/frames`` and the feature to ``Artemis_data/<stem>/clip_feature``
     next to `output`; the record's paths are rewritten relative to that ``Artemis_data``. Returns the
     written record. An existing output is refused unless `overwrite`."""
-    from artemis_cli.common.atomic import atomic_write_text
+    from artemis_cli.common.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
     from artemis_cli.errors import UsageError
 
     output = Path(output)
@@ -83,20 +124,18 @@ def write_track(output: Path, record: dict, frames_dir: Path, clip: Optional[Pat
     stem = output.stem
     data = output.parent / "Artemis_data" / stem
     record = dict(record, frame_path=f"{stem}/frames")
-    target_frames = data / "frames"
-    tmp = data / f".frames.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in record["frame_id"]:
-        shutil.copyfile(frames_dir / name, tmp / name)
-    if target_frames.exists():
-        shutil.rmtree(target_frames)
-    os.replace(tmp, target_frames)
+    write_frames(data / "frames", frames, num_frames)
     clip_name = f"{record['video_name']}.pkl"
     record["clip_path"] = f"{stem}/clip_feature/{clip_name}"
     if clip is not None:
-        from artemis_cli.common.atomic import atomic_write_bytes
-
         atomic_write_bytes(data / "clip_feature" / clip_name, Path(clip).read_bytes())
+    if manifest is not None:
+        atomic_write_json(manifest_path(output), manifest)
     atomic_write_text(output, json.dumps([record], indent=2, ensure_ascii=False) + "\n")
     return record
+
+
+def manifest_path(output: Path) -> Path:
+    """``track.json`` -> ``track.manifest.json``: what the track's record does not say (confidences per
+    state, cuts, decoding warnings, settings)."""
+    return Path(output).with_name(f"{Path(output).stem}.manifest.json")

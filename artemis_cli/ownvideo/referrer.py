@@ -24,7 +24,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.conversation import BBOX_TOKEN, BENCH_QUESTION
@@ -63,11 +65,46 @@ class _LRU:
 
 @dataclass(frozen=True)
 class Target:
-    """What the user points at: a box (x1, y1, x2, y2 in pixels) on frame `frame` (0-based) of `video`."""
+    """What the user points at: a box (x1, y1, x2, y2 in pixels) on frame `frame` (0-based) of `video`, and
+    optionally more key boxes on other frames (`more`: (frame, box) pairs, corrections where the track
+    went wrong). Each key box governs the frames nearest to it; the first is the record's key frame."""
 
     video: Path
     box: tuple[float, float, float, float]
     frame: int = 0
+    more: tuple[tuple[int, tuple[float, float, float, float]], ...] = ()
+
+    def key_boxes(self):
+        from artemis_cli.ownvideo.tracking import KeyBox
+
+        return [KeyBox(int(self.frame), tuple(float(v) for v in self.box))] + [
+            KeyBox(int(frame), tuple(float(v) for v in box)) for frame, box in self.more]
+
+
+class ExtraKey(BaseModel):
+    """A further key box in a request (`ask --batch`, `data build-referring`, the server): a correction."""
+
+    model_config = ConfigDict(extra="forbid")
+    frame: StrictInt = Field(ge=0)
+    box: list[Union[StrictInt, StrictFloat]] = Field(min_length=4, max_length=4)
+
+    def pair(self) -> tuple[int, tuple[float, float, float, float]]:
+        return self.frame, tuple(float(v) for v in self.box)  # type: ignore[return-value]
+
+
+def make_target(video: Path, boxes: Sequence, frames: Sequence[int]) -> Target:
+    """A `Target` from repeated ``--box`` / ``--frame`` options: paired in order; one box without a frame is
+    on frame 0. Anything else that does not pair up is a `UsageError`."""
+    boxes, frames = list(boxes), list(frames)
+    if not boxes:
+        raise UsageError("--box X1,Y1,X2,Y2 is required", hint="the target's box in pixels of the --frame")
+    if not frames:
+        frames = [0]
+    if len(boxes) != len(frames):
+        raise UsageError(f"{len(boxes)} --box but {len(frames)} --frame: give one --frame per --box",
+                         hint="e.g. --box 10,20,80,120 --frame 0 --box 300,40,380,150 --frame 250")
+    pairs = [(int(f), tuple(float(v) for v in b)) for b, f in zip(boxes, frames)]
+    return Target(Path(video), pairs[0][1], pairs[0][0], tuple(pairs[1:]))
 
 
 @dataclass
@@ -83,12 +120,37 @@ class PreparedTarget:
     frame_indices: list[int] = field(default_factory=list)  # video frame number of each record frame_id
     video_hash: str = ""
     cache_hit: bool = False
+    track: dict = field(default_factory=dict)  # `TrackResult.to_json()`: confidences, states, cuts, warnings
+    info: object = None  # the `video.VideoProbe` (to decode more of its frames: outputs, previews)
+
+    def quality_line(self) -> str:
+        """``track quality: on target ...`` (see `tracking.TrackResult.summary_line`)."""
+        from artemis_cli.ownvideo.tracking import quality_line
+
+        return quality_line(self.track)
+
+    def warnings(self, frames_used: Sequence[int] = ()) -> list[str]:
+        """Decoding warnings, and a line for each RoI frame in `frames_used` the tracker was unsure of."""
+        from artemis_cli.ownvideo.integrity import WARN
+
+        lines = list(self.track.get("decode_warnings", []))
+        confidence = dict(zip(self.track.get("frames", []), self.track.get("confidence", [])))
+        states = dict(zip(self.track.get("frames", []), self.track.get("states", [])))
+        low = [f for f in frames_used if states.get(f) != "key" and confidence.get(f, 1.0) < WARN]
+        if low:
+            lines.append(f"{len(low)} RoI frame(s) fed to the model have a low track confidence: "
+                         + ", ".join(f"frame {f} ({confidence[f]:.2f})" for f in low))
+        return lines
 
     def track_json(self) -> dict:
         """``{"frames": [...], "boxes": [[] | [x1, y1, x2, y2], ...], "key_frame": N, ...}``."""
         from artemis_cli.ownvideo.record import track_json
 
-        return track_json(self.record, self.frame_indices, self.target.frame, self.frame_size, self.num_frames)
+        out = track_json(self.record, self.frame_indices, self.target.frame, self.frame_size, self.num_frames)
+        for name in ("confidence", "states", "cuts", "key_boxes", "quality", "decode_warnings"):
+            if name in self.track:
+                out[name] = self.track[name]
+        return out
 
     def frame_number(self, frame_id) -> int:
         return self.frame_indices[self.record["frame_id"].index(frame_id)]
@@ -130,49 +192,46 @@ def _as_target(target) -> Target:
 
 
 def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", tracker_model: Optional[str] = None,
-                   sam2=None, stride: int = 1, progress: ProgressFn = None, video_name: Optional[str] = None) -> PreparedTarget:
+                   sam2=None, stride: int = 1, progress: ProgressFn = None, video_name: Optional[str] = None,
+                   limits=None, check: Optional[Callable[[int], None]] = None) -> PreparedTarget:
     """Track `target` (cached in `tracks`, a `TrackCache`) and get its clip feature (`features`, a
-    `FeatureCache`, or None to leave ``clip_path`` naming where it would be). See `Referrer.prepare`."""
+    `FeatureCache`, or None to leave ``clip_path`` naming where it would be). See `Referrer.prepare`.
+
+    The video is decoded frame by frame (`tracking.track_video_keys`), then once more up to the last RoI
+    frame to keep those frames (only them) in the cache. `limits` bound the work (`video.VideoLimits`);
+    `check(frame)` may raise to stop it (a deadline, a shutdown)."""
     from artemis_cli.ownvideo.record import build_record
-    from artemis_cli.ownvideo.trackers import track_boxes
-    from artemis_cli.ownvideo.video import check_video_path, content_hash, read_frames
+    from artemis_cli.ownvideo.tracking import track_video_keys
+    from artemis_cli.ownvideo.video import DEFAULT_LIMITS, content_hash, iter_selected, probe
 
     target = _as_target(target)
     video = Path(target.video)
-    check_video_path(video)
-    if target.frame < 0:
-        raise UsageError(f"--frame {target.frame}: frame indices start at 0")
+    limits = limits or DEFAULT_LIMITS
+    info = probe(video, limits)
     report = progress or (lambda stage, fraction: None)
     video_hash = content_hash(video)
-    key = tracks.key(video_hash, target.frame, target.box, tracker, tracker_model, stride)
-    timings = {"decode": 0.0, "track": 0.0, "features": 0.0}
+    keys = target.key_boxes()
+    key = tracks.key(video_hash, keys, tracker, tracker_model, stride)
+    timings = {"decode": 0.0, "track": 0.0, "frames": 0.0, "features": 0.0}
     entry = tracks.load(key)
     hit = entry is not None
     if entry is None:
-        from artemis_cli.ownvideo.video import check_box
-
-        start = time.perf_counter()
-        decoded = read_frames(video, stride=stride, key_frame=target.frame, progress=lambda f: report("decode", f))
-        timings["decode"] = time.perf_counter() - start
-        box = check_box(target.box, decoded.frame_size, target.frame)
-        start = time.perf_counter()
-        key_position = decoded.position(target.frame)
-        boxes = track_boxes(decoded.frames, key_position, list(box), tracker=tracker, sam2=sam2,
-                            progress=lambda f: report("track", f))
-        timings["track"] = time.perf_counter() - start
-        if boxes[key_position] is None:
-            raise UsageError(f"--box {','.join(f'{v:g}' for v in box)}: too small to track (under 2 px)")
-        if len(boxes) > 1 and sum(b is not None for b in boxes) == 1:
-            raise InputError(f"{video}: the {tracker} tracker lost the target on every frame but the key frame",
-                             hint="draw the box tighter around the target, or try another --tracker / --frame")
+        result = track_video_keys(info, keys, tracker=tracker, stride=stride, sam2=sam2, limits=limits,
+                                  progress=lambda f: report("track", f), check=check)
+        timings.update(result.seconds)
+        primary = result.keys[[k.frame for k in result.keys].index(target.frame)]
         record = build_record(video_name=video_name or video.stem, frame_path=f"tracks/{key}/frames", clip_path="",
-                              indices=decoded.indices, boxes=boxes, num_frames=decoded.num_frames,
-                              key_frame=target.frame, key_box=box)
-        entry = {"record": record, "frame_indices": decoded.indices, "frame_size": list(decoded.frame_size),
-                 "num_frames": decoded.num_frames, "video": str(video), "video_hash": video_hash,
-                 "settings": {"tracker": tracker, "tracker_model": tracker_model, "stride": stride}}
-        tracks.store(key, decoded.frames, decoded.indices, decoded.num_frames, entry)
-        del decoded
+                              indices=result.indices, boxes=result.boxes, num_frames=result.num_frames,
+                              key_frame=primary.frame, key_box=primary.box, confidence=result.confidence,
+                              cuts=result.cuts)
+        entry = {"record": record, "frame_indices": result.indices, "frame_size": list(result.frame_size),
+                 "num_frames": result.num_frames, "video": str(video), "video_hash": video_hash,
+                 "track": result.to_json(), "settings": {"tracker": tracker, "tracker_model": tracker_model,
+                                                         "stride": stride}}
+        start = time.perf_counter()
+        needed = roi_frame_numbers(record, result.indices)
+        tracks.store(key, iter_selected(info, needed, limits=limits, check=check), result.num_frames, entry)
+        timings["frames"] = time.perf_counter() - start
     record = dict(entry["record"], frame_path=f"tracks/{key}/frames")
     if video_name is not None:
         record["video_name"] = video_name
@@ -187,7 +246,18 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
     return PreparedTarget(target=target, record=record, root=tracks.root.parent,
                           frame_size=tuple(entry["frame_size"]), num_frames=int(entry["num_frames"]),
                           timings=timings, frame_indices=list(entry["frame_indices"]), video_hash=video_hash,
-                          cache_hit=hit and timings["features"] == 0.0)
+                          cache_hit=hit and timings["features"] == 0.0, track=entry.get("track", {}), info=info)
+
+
+def roi_frame_numbers(record: dict, indices: Sequence[int]) -> list[int]:
+    """The video frame numbers the RoI path reads for `record` (the key frame and the tracked frames the
+    inference sampler picks), so a cache keeps those frames only."""
+    from artemis_cli.model.sampling import sample_roi_frames
+
+    selection = sample_roi_frames(record["track_list"], record["frame_id"], key_frame_id=record["key_frame_id"],
+                                  key_frame_box=record["key_frame_box"], num_tracked=NUM_TRACKED)
+    by_name = dict(zip(record["frame_id"], indices))
+    return sorted({by_name[name] for name in selection.frame_ids})
 
 
 @dataclass

@@ -22,6 +22,7 @@ class TrackConfig(BaseModel):
     video: Path
     box: tuple[float, float, float, float]
     frame: int = Field(0, ge=0)
+    more_keys: list[tuple[int, tuple[float, float, float, float]]] = Field(default_factory=list)  # (frame, box)
     output: Path
     tracker: str = "csrt"
     tracker_model: Optional[str] = None
@@ -42,12 +43,16 @@ class TrackSummary:
     preview: Optional[Path] = None
     features: bool = True
     next_commands: list[str] = field(default_factory=list)
+    quality: str = ""  # the one-line track quality summary
+    warnings: list[str] = field(default_factory=list)  # decoding damage
+    manifest: Optional[Path] = None
 
     def to_json(self) -> dict[str, Any]:
         return {"output": str(self.output), "record": self.record, "track": self.track,
                 "timings": {k: round(v, 4) for k, v in self.timings.items()},
                 "preview": str(self.preview) if self.preview else None, "features": self.features,
-                "next": self.next_commands}
+                "quality": self.quality, "warnings": self.warnings,
+                "manifest": str(self.manifest) if self.manifest else None, "next": self.next_commands}
 
 
 def check_output(output: Path, video: Path, suffixes: tuple[str, ...] = (".json",)) -> None:
@@ -73,14 +78,17 @@ def sam2_for(tracker: str, tracker_model: Optional[str], device: str):
 
 
 def track_video(config: TrackConfig, progress=None) -> TrackSummary:
-    """Track `config.box` through `config.video`, write the record (``-o``), its frames and clip feature
-    beside it, and the preview; return what was written (see `record.write_track` for the layout)."""
+    """Track the key boxes through `config.video`, write the record (``-o``), its frames and clip feature
+    beside it, its manifest (confidences, cuts, warnings, settings) and the preview; return what was written
+    (see `record.write_track` for the layout). The frames are decoded once more, straight into the output
+    (and the preview): nothing is copied through the cache."""
+    from artemis_cli.common.manifest import build_manifest
     from artemis_cli.ownvideo.cache import FeatureCache, TrackCache
-    from artemis_cli.ownvideo.preview import check_preview_path, render_preview
-    from artemis_cli.ownvideo.record import write_track
+    from artemis_cli.ownvideo.preview import Preview, check_preview_path, tee
+    from artemis_cli.ownvideo.record import manifest_path, write_track
     from artemis_cli.ownvideo.referrer import Target, prepare_target
     from artemis_cli.ownvideo.trackers import TRACKERS
-    from artemis_cli.ownvideo.video import check_video_path, default_cache_dir
+    from artemis_cli.ownvideo.video import check_video_path, default_cache_dir, iter_selected
 
     if config.tracker not in TRACKERS:
         raise UsageError(f"--tracker {config.tracker!r}: expected one of {', '.join(TRACKERS)}")
@@ -93,15 +101,21 @@ def track_video(config: TrackConfig, progress=None) -> TrackSummary:
     tracks = TrackCache(cache)
     features = FeatureCache(cache, config.clip_model, device=config.device) if config.clip_model else None
     sam2 = sam2_for(config.tracker, config.tracker_model, config.device)
-    prepared = prepare_target(Target(config.video, config.box, config.frame), tracks=tracks, features=features,
-                              tracker=config.tracker, tracker_model=config.tracker_model, sam2=sam2,
-                              stride=config.stride, progress=progress)
-    frames_dir = prepared.root / prepared.record["frame_path"]
+    target = Target(config.video, config.box, config.frame, tuple(config.more_keys))
+    prepared = prepare_target(target, tracks=tracks, features=features, tracker=config.tracker,
+                              tracker_model=config.tracker_model, sam2=sam2, stride=config.stride, progress=progress)
     clip = prepared.root / prepared.record["clip_path"] if features is not None else None
-    record = write_track(config.output, prepared.record, frames_dir, clip, overwrite=config.overwrite)
-    preview = None
-    if config.preview is not None:
-        preview = render_preview(config.preview, frames_dir, record, prepared.frame_indices, config.frame)
+    preview = (Preview(config.preview, prepared.record, prepared.frame_indices,
+                       [k["frame"] for k in prepared.track.get("key_boxes", [])], prepared.track)
+               if config.preview is not None else None)
+    manifest = build_manifest("track", settings={"tracker": config.tracker, "tracker_model": config.tracker_model,
+                                                 "stride": config.stride, "clip_model": config.clip_model,
+                                                 "video": str(config.video), "video_hash": prepared.video_hash},
+                              track=prepared.track)
+    frames = tee(iter_selected(prepared.info, prepared.frame_indices), preview)
+    record = write_track(config.output, prepared.record, frames, prepared.num_frames, clip, manifest=manifest,
+                         overwrite=config.overwrite)
+    written_preview = preview.close() if preview is not None else None
     root = config.output.parent
     next_commands = [f"artemis infer videorefbench --annotations {config.output} --data-root {root} --model MODEL "
                      "-o preds.jsonl"]
@@ -109,4 +123,6 @@ def track_video(config: TrackConfig, progress=None) -> TrackSummary:
         next_commands.insert(0, f"(no clip feature written: rerun with --clip-model to write {root}/Artemis_data/"
                                 f"{record['clip_path']})")
     return TrackSummary(output=config.output, record=record, track=prepared.track_json(), timings=prepared.timings,
-                        preview=preview, features=features is not None, next_commands=next_commands)
+                        preview=written_preview, features=features is not None, next_commands=next_commands,
+                        quality=prepared.quality_line(), warnings=prepared.warnings(),
+                        manifest=manifest_path(config.output))

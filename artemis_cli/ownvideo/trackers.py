@@ -1,11 +1,12 @@
-"""Propagate one box through a video: OpenCV CSRT / KCF (CPU, no weights) or SAM 2 (transformers).
+"""The trackers that propose a box per frame: OpenCV CSRT / KCF (CPU, no weights) and SAM 2 (transformers).
 
-`track_boxes` tracks forward and backward from the key frame and returns one box per frame, or
-`None` where the target is lost: the tracker reports failure, the box collapses (under
-`MIN_SIDE` px), less than half of it lies inside the frame, or (OpenCV trackers) its colours no
-longer look like the key frame's box. The last check is what marks an object that has left the frame:
-CSRT keeps reporting a box on the background it slid onto, and the published track lists have `[]`
-there.
+They only propose: `integrity.Guard` decides what is reported (see `tracking`, which drives them frame by
+frame). What each is good for, measured on generated and real footage (benchmarks/RESULTS.md):
+
+- ``csrt`` (default): the most accurate on CPU; holds scale and partial occlusion.
+- ``kcf``: faster per frame but loses walking people within a few frames on real footage; with the guard
+  it re-acquires them (and drops what it cannot), so it is kept for long, easy videos where speed counts.
+- ``sam2``: a segmentation model propagating a mask (GPU); needs ``--tracker-model``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from artemis_cli.errors import InputError, UsageError
+from artemis_cli.errors import UsageError
 
 TRACKERS = ("csrt", "kcf", "sam2")
+TRACKER_HELP = ("csrt (default; CPU, no weights, the most accurate), kcf (faster, weaker on people; the "
+                "guard re-acquires what it loses) or sam2 (SAM 2 via transformers, for GPUs; needs "
+                "--tracker-model)")
 MIN_SIDE = 2.0  # px: a thinner box has collapsed
 MIN_INSIDE = 0.7  # fraction of a tracked box that must lie inside the frame: an exiting target's box lags
 # behind it and shrinks against the edge, so 70% of the box inside is about half of the target
-MIN_SIMILARITY = 0.35  # histogram correlation with the key frame's box below which the target is lost
 Box = list[float]
 Progress = Optional[Callable[[float], None]]
 
@@ -38,22 +41,6 @@ def clip_box(box: Sequence[float], width: int, height: int) -> Optional[Box]:
     return [round(cx1, 2), round(cy1, 2), round(cx2, 2), round(cy2, 2)]
 
 
-def _histogram(frame_bgr: np.ndarray, box: Box) -> np.ndarray:
-    import cv2
-
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    patch = frame_bgr[max(y1, 0):max(y2, y1 + 1), max(x1, 0):max(x2, x1 + 1)]
-    hsv = cv2.cvtColor(patch, cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [18, 8], [0, 180, 0, 256])
-    return cv2.normalize(hist, hist).flatten()
-
-
-def _similarity(a: np.ndarray, b: np.ndarray) -> float:
-    import cv2
-
-    return float(cv2.compareHist(a, b, cv2.HISTCMP_CORREL))
-
-
 def make_opencv_tracker(name: str):
     """A fresh OpenCV tracker (contrib build); a missing build is a `UsageError` naming the extra."""
     try:
@@ -69,42 +56,25 @@ def make_opencv_tracker(name: str):
     return cls.create()
 
 
-def _opencv_direction(frames_bgr: list[np.ndarray], order: Sequence[int], key: int, box: Box, name: str,
-                      template: np.ndarray, out: list[Optional[Box]], advance: Callable[[], None]) -> None:
-    height, width = frames_bgr[key].shape[:2]
-    tracker = make_opencv_tracker(name)
-    x1, y1, x2, y2 = box
-    tracker.init(frames_bgr[key], (int(round(x1)), int(round(y1)), max(1, int(round(x2 - x1))),
-                                   max(1, int(round(y2 - y1)))))
-    for index in order:
-        ok, (x, y, w, h) = tracker.update(frames_bgr[index])
-        found = clip_box((x, y, x + w, y + h), width, height) if ok else None
-        if found is not None and _similarity(template, _histogram(frames_bgr[index], found)) < MIN_SIMILARITY:
-            found = None
-        out[index] = found
-        advance()
+class OpenCVTracker:
+    """CSRT or KCF as a step tracker: `start(frame, box)`, then `propose(frame)` per frame (BGR)."""
 
+    def __init__(self, name: str):
+        self.name = name
+        self._tracker = None
 
-def track_opencv(frames: Sequence[np.ndarray], key: int, box: Box, name: str = "csrt",
-                 progress: Progress = None) -> list[Optional[Box]]:
-    """CSRT or KCF from `frames[key]` (RGB [H, W, 3] uint8) forward to the end and backward to the start."""
-    import cv2
+    def start(self, frame_bgr: np.ndarray, box: Sequence[float]) -> None:
+        x1, y1, x2, y2 = box
+        self._tracker = make_opencv_tracker(self.name)
+        self._tracker.init(frame_bgr, (int(round(x1)), int(round(y1)), max(1, int(round(x2 - x1))),
+                                       max(1, int(round(y2 - y1)))))
 
-    frames_bgr = [cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) for frame in frames]
-    out: list[Optional[Box]] = [None] * len(frames)
-    height, width = frames_bgr[key].shape[:2]
-    out[key] = clip_box(box, width, height)
-    template = _histogram(frames_bgr[key], out[key] or list(box))
-    done = [1]
-
-    def advance() -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(done[0] / len(frames))
-
-    _opencv_direction(frames_bgr, range(key + 1, len(frames)), key, box, name, template, out, advance)
-    _opencv_direction(frames_bgr, range(key - 1, -1, -1), key, box, name, template, out, advance)
-    return out
+    def propose(self, frame_bgr: np.ndarray) -> Optional[Box]:
+        ok, (x, y, w, h) = self._tracker.update(frame_bgr)
+        if not ok:
+            return None
+        height, width = frame_bgr.shape[:2]
+        return clip_box((x, y, x + w, y + h), width, height)
 
 
 def load_sam2(tracker_model: Optional[str], device: str, dtype):
@@ -117,13 +87,12 @@ def load_sam2(tracker_model: Optional[str], device: str, dtype):
     except ImportError:
         raise UsageError("--tracker sam2 needs transformers with SAM 2 (>= 4.56)",
                          hint="pip install -U 'transformers>=4.56'") from None
-    from pathlib import Path
+    from artemis_cli.common.hub import resolve_model_folder
 
-    if not Path(tracker_model).expanduser().is_dir() and "/" not in tracker_model:
-        raise UsageError(f"--tracker-model {tracker_model}: no such folder (and not a hub id)")
+    folder = str(resolve_model_folder(tracker_model, option="--tracker-model"))
     try:
-        model = Sam2VideoModel.from_pretrained(tracker_model, dtype=dtype).to(device).eval()
-        processor = Sam2VideoProcessor.from_pretrained(tracker_model)
+        model = Sam2VideoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+        processor = Sam2VideoProcessor.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--tracker-model {tracker_model}: cannot load a SAM 2 video model "
                          f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})",
@@ -139,9 +108,10 @@ def mask_box(mask: np.ndarray) -> Optional[Box]:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-def track_sam2(frames: Sequence[np.ndarray], key: int, box: Box, model, processor,
-               progress: Progress = None) -> list[Optional[Box]]:
-    """SAM 2: a box prompt on the key frame, masks propagated forward and backward, each mask's box."""
+def sam2_proposals(frames: Sequence[np.ndarray], key: int, box: Box, model, processor,
+                   progress: Progress = None) -> list[Optional[Box]]:
+    """SAM 2's box per frame (RGB `frames`): a box prompt on `frames[key]`, masks propagated forward and
+    backward, each mask's bounding box (None: no mask). The key frame keeps `box`."""
     import torch
 
     height, width = frames[key].shape[:2]
@@ -159,7 +129,7 @@ def track_sam2(frames: Sequence[np.ndarray], key: int, box: Box, model, processo
                 masks = processor.post_process_masks([output.pred_masks], original_sizes=[[height, width]],
                                                      binarize=True)[0]  # [objects, 1, H, W]
                 found = mask_box(masks[0].reshape(height, width).cpu().numpy())
-                if output.frame_idx != key:  # the key frame keeps the user's box, as with CSRT / KCF
+                if output.frame_idx != key:
                     out[output.frame_idx] = clip_box(found, width, height) if found is not None else None
                 done[0] += 1
                 if progress is not None:
@@ -169,15 +139,9 @@ def track_sam2(frames: Sequence[np.ndarray], key: int, box: Box, model, processo
 
 def track_boxes(frames: Sequence[np.ndarray], key: int, box: Box, *, tracker: str = "csrt",
                 sam2=None, progress: Progress = None) -> list[Optional[Box]]:
-    """One box (or None = lost) per frame of `frames` (RGB uint8), the key frame's being `box`.
+    """One box (None: dropped) per frame of in-memory `frames` (RGB uint8), the key frame's being `box`:
+    the guarded tracking of `tracking.track_frames` (frames in memory; videos go through
+    `tracking.track_video_keys`, frame by frame)."""
+    from artemis_cli.ownvideo.tracking import KeyBox, track_frames
 
-    `sam2` is the `(model, processor)` pair from `load_sam2` when `tracker` is ``sam2``."""
-    if tracker not in TRACKERS:
-        raise UsageError(f"--tracker {tracker!r}: expected one of {', '.join(TRACKERS)}")
-    if not frames:
-        raise InputError("no frames to track")
-    if tracker == "sam2":
-        if sam2 is None:
-            raise UsageError("--tracker sam2 needs its model (load_sam2)")
-        return track_sam2(frames, key, box, *sam2, progress=progress)
-    return track_opencv(frames, key, box, tracker, progress=progress)
+    return track_frames(frames, [KeyBox(key, tuple(box))], tracker=tracker, sam2=sam2, progress=progress).boxes

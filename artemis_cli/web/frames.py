@@ -25,65 +25,40 @@ class VideoInfo:
     height: int
 
 
-def _open(path: Path):
-    try:
-        import av
-    except ImportError:
-        raise InputError("reading videos needs PyAV", hint="pip install 'artemis[video]'") from None
-    try:
-        container = av.open(str(path))
-    except Exception as exc:  # av.error.InvalidDataError and friends: not a video at all
-        reason = getattr(exc, "strerror", None) or type(exc).__name__  # without the server-side path
-        raise InputError(f"{path.name} is not a video that can be decoded ({reason})",
-                         hint="upload an .mp4, .avi, .mov, .mkv or .webm video") from None
-    if not container.streams.video:
-        container.close()
-        raise InputError(f"{path.name} has no video stream", hint="upload a video file")
-    return container
+def _named(path: Path, exc: InputError) -> InputError:
+    """The error with the file named by its name only (the page never shows server paths)."""
+    return InputError(exc.message.replace(str(path), path.name), hint=exc.hint)
 
 
 def probe_video(path: Path) -> VideoInfo:
-    """Count the frames (by decoding: container headers are often wrong) and read their size.
-    Raises `InputError` for a file that is not a decodable video or has no frames."""
-    container = _open(path)
-    count, width, height = 0, 0, 0
+    """Count the frames (by decoding: container headers are often wrong) and read their size, frame by frame
+    (`ownvideo.video`, the reader the tracker uses). Raises `InputError` for a file that is not a decodable
+    video or has no frames."""
+    from artemis_cli.ownvideo.video import DecodeReport, iter_frames, probe
+
+    path = Path(path)
     try:
-        for frame in container.decode(video=0):
-            if count == 0:
-                width, height = frame.width, frame.height
-            count += 1
-    except Exception as exc:
-        if count == 0:
-            raise InputError(f"{path.name}: no frame could be decoded ({type(exc).__name__})",
-                             hint="upload another video, or re-encode this one as H.264 mp4") from None
-        # a damaged tail: the frames before it are usable
-    finally:
-        container.close()
-    if count == 0:
-        raise InputError(f"{path.name} holds no video frames", hint="upload another video")
-    return VideoInfo(count, width, height)
+        info = probe(path)
+        report = DecodeReport()
+        for _ in iter_frames(info, report):
+            pass
+    except InputError as exc:
+        raise _named(path, exc) from None
+    except UsageError:  # not a file of a video kind
+        raise InputError(f"{path.name} is not a video that can be decoded",
+                         hint="upload an .mp4, .avi, .mov, .mkv or .webm video") from None
+    return VideoInfo(report.decoded, *info.frame_size)
 
 
 def read_frames(path: Path, indices: Iterable[int]) -> dict[int, np.ndarray]:
     """Frames `indices` (0-based, decode order) as [H, W, 3] uint8 RGB arrays, in one pass."""
-    wanted = set(int(i) for i in indices)
-    if not wanted:
-        return {}
-    last = max(wanted)
-    frames: dict[int, np.ndarray] = {}
-    container = _open(path)
+    from artemis_cli.ownvideo.video import iter_selected, probe
+
+    path = Path(path)
     try:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted:
-                frames[index] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
-            if index >= last:
-                break
-    finally:
-        container.close()
-    missing = sorted(wanted - set(frames))
-    if missing:
-        raise InputError(f"{path.name}: frame {missing[0]} could not be decoded", hint="pick an earlier frame")
-    return frames
+        return dict(iter_selected(probe(path), indices))
+    except InputError as exc:
+        raise _named(path, exc) from None
 
 
 def editor_scale(info: VideoInfo, min_width: int = EDITOR_MIN_WIDTH) -> int:

@@ -1,0 +1,369 @@
+"""Tracking a target through a video frame by frame, from one or several key boxes, under the guard.
+
+`track_video_keys` decodes the video once, in order, keeping nothing but the frame at hand (memory does
+not grow with the video's length). Each key box governs the frames nearer to it than to any other key
+(`segments`): its tracker runs forward from the key frame through its frames as they are decoded, and
+backward over the frames before it, which the pass spools to disk (small JPEGs at tracking size) and then
+reads in reverse. Tracking runs on a copy scaled to at most `TRACK_SIDE` px (boxes are mapped back to the
+video's pixels). Every decoded frame also feeds the shot-cut detector. `integrity.Guard` judges each
+proposal, so every tracked frame gets a box or `None`, a confidence and a state:
+
+    key          the user's box
+    tracked      the tracker's box, believed
+    reacquired   the target found again (near where it should be) after it was lost or the tracker strayed
+    lost         no box believed (the target is hidden, left, or the tracker is elsewhere)
+    ambiguous    two places look like the target: none is reported until one clearly is
+    cut          a shot cut: the track ends here in this direction
+    after-cut    beyond a cut, until another key box governs
+
+`track_frames` does the same over frames already in memory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from artemis_cli.errors import InputError, UsageError
+from artemis_cli.ownvideo.integrity import WARN, CutDetector, Guard
+from artemis_cli.ownvideo.video import DEFAULT_LIMITS, DecodeReport, Frame, VideoLimits, VideoProbe, iter_frames
+
+TRACK_SIDE = 640  # px: the longer side of the copy trackers run on
+Box = list[float]
+Progress = Optional[Callable[[float], None]]
+
+
+@dataclass(frozen=True)
+class KeyBox:
+    """A box the user drew: (x1, y1, x2, y2) in pixels of video frame `frame`."""
+
+    frame: int
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class TrackResult:
+    """The track over the tracked frames (`indices`, video frame numbers): a box or None per frame, its
+    confidence and state (see the module doc), the shot cuts, and what decoding met."""
+
+    indices: list[int]
+    boxes: list[Optional[Box]]
+    confidence: list[float]
+    states: list[str]
+    cuts: list[int]  # frame numbers that start a new shot
+    keys: list[KeyBox]
+    num_frames: int
+    frame_size: tuple[int, int]
+    fps: Optional[float] = None
+    decode: DecodeReport = field(default_factory=DecodeReport)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def quality(self) -> dict:
+        """Counts for the one-line summary and the manifest."""
+        states = Counter(self.states)
+        on_target = sum(box is not None for box in self.boxes)
+        low = sum(1 for box, conf, state in zip(self.boxes, self.confidence, self.states)
+                  if box is not None and state != "key" and conf < WARN)
+        return {"frames": len(self.indices), "on_target": on_target, "dropped": len(self.indices) - on_target,
+                "lost": states["lost"], "ambiguous": states["ambiguous"],
+                "after_cut": states["cut"] + states["after-cut"], "reacquired": states["reacquired"],
+                "low_confidence": low, "cuts": len(self.cuts), "key_boxes": len(self.keys),
+                "decode_warnings": len(self.decode.warnings)}
+
+    def summary_line(self) -> str:
+        """``track quality: on target 245/795 frames (31%), dropped 550 (...), ...``."""
+        return quality_line(self.to_json())
+
+    def at(self, frame: int) -> tuple[Optional[Box], float, str]:
+        position = self.indices.index(frame)
+        return self.boxes[position], self.confidence[position], self.states[position]
+
+    def to_json(self) -> dict:
+        """What the manifest keeps beside the record: per tracked frame its confidence and state, the cuts,
+        the key boxes, the decoding warnings and the quality counts."""
+        return {"frames": self.indices, "confidence": self.confidence, "states": self.states, "cuts": self.cuts,
+                "key_boxes": [{"frame": k.frame, "box": list(k.box)} for k in self.keys],
+                "num_frames": self.num_frames, "decoded_frames": self.decode.decoded,
+                "decode_warnings": self.decode.warnings, "quality": self.quality()}
+
+
+def quality_line(track: dict) -> str:
+    """``track quality: on target 245/795 frames (31%), dropped 550 (...), ...`` from `TrackResult.to_json()`."""
+    q = track.get("quality")
+    if not q:
+        return "track quality: not recorded (a track made by an earlier version)"
+    share = 100 * q["on_target"] / max(q["frames"], 1)
+    why = [f"{q[k]} {name}" for k, name in (("lost", "lost"), ("ambiguous", "ambiguous"),
+                                             ("after_cut", "after a cut")) if q[k]]
+    parts = [f"on target {q['on_target']}/{q['frames']} frames ({share:.0f}%)",
+             f"dropped {q['dropped']}" + (f" ({', '.join(why)})" if why else "")]
+    parts.append(f"{q['cuts']} shot cut(s)")
+    if q["reacquired"]:
+        parts.append(f"re-acquired on {q['reacquired']} frame(s)")
+    if q["low_confidence"]:
+        parts.append(f"{q['low_confidence']} low-confidence")
+    parts.append(f"{q['key_boxes']} key box(es)")
+    return "track quality: " + ", ".join(parts)
+
+
+def segments(keys: Sequence[KeyBox]) -> list[tuple[int, KeyBox, Optional[int]]]:
+    """(first frame, key, last frame or None = the end) of each key box's frames: each frame goes to the
+    nearest key frame (a tie to the earlier one)."""
+    ordered = sorted(keys, key=lambda k: k.frame)
+    out = []
+    for position, key in enumerate(ordered):
+        first = 0 if position == 0 else (ordered[position - 1].frame + key.frame) // 2 + 1
+        last = None if position == len(ordered) - 1 else (key.frame + ordered[position + 1].frame) // 2
+        out.append((first, key, last))
+    return out
+
+
+def check_keys(keys: Sequence[KeyBox], frame_size: tuple[int, int]) -> list[KeyBox]:
+    """The key boxes, checked (inside the frame, big enough, one per frame) and sorted by frame."""
+    from artemis_cli.ownvideo.video import check_box
+
+    if not keys:
+        raise UsageError("--box: at least one key box is needed")
+    seen: set[int] = set()
+    checked = []
+    for key in keys:
+        if key.frame < 0:
+            raise UsageError(f"--frame {key.frame}: frame indices start at 0")
+        if key.frame in seen:
+            raise UsageError(f"--frame {key.frame}: two key boxes on one frame", hint="give one box per --frame")
+        seen.add(key.frame)
+        checked.append(KeyBox(key.frame, check_box(key.box, frame_size, key.frame)))
+    return sorted(checked, key=lambda k: k.frame)
+
+
+class _Spool:
+    """Frames kept for the backward passes: small JPEGs in a temp folder, read back in reverse."""
+
+    def __init__(self):
+        self._folder: Optional[tempfile.TemporaryDirectory] = None
+
+    def put(self, index: int, frame_bgr: np.ndarray) -> None:
+        import cv2
+
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="artemis-track-")
+        ok, data = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        Path(self._folder.name, f"{index}.jpg").write_bytes(data.tobytes())
+
+    def get(self, index: int) -> np.ndarray:
+        import cv2
+
+        data = np.frombuffer(Path(self._folder.name, f"{index}.jpg").read_bytes(), dtype=np.uint8)
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+    def close(self) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+
+class _Direction:
+    """One key box tracked in one direction: a tracker proposing, the guard judging."""
+
+    def __init__(self, tracker_name: str, frame: np.ndarray, box: Box, index: int, step: int):
+        from artemis_cli.ownvideo.trackers import OpenCVTracker
+
+        self.tracker = OpenCVTracker(tracker_name) if tracker_name != "sam2" else None
+        if self.tracker is not None:
+            self.tracker.start(frame, box)
+        self.guard = Guard(frame, list(box), index, stride=step)
+        self.ended = False
+
+    def step(self, frame: np.ndarray, index: int, cut: bool, proposed: Optional[Box] = None):
+        """(box or None, confidence, state, earlier frames to take back) on `frame`; `cut`: a shot cut since
+        the previous tracked frame."""
+        if self.ended:
+            return None, 0.0, "after-cut", []
+        if cut:
+            self.ended = True
+            return None, 0.0, "cut", []
+        if self.tracker is not None:
+            proposed = self.tracker.propose(frame)
+        verdict = self.guard.judge(frame, index, proposed)
+        if verdict.restart and self.tracker is not None:
+            self.tracker.start(frame, verdict.box)
+        return verdict.box, verdict.confidence, verdict.state, verdict.retract
+
+
+def _record(results: dict, index: int, step, factor: float, size: tuple[int, int]) -> None:
+    """Store one step's verdict (mapped to video pixels), and take back the frames it retracts."""
+    from artemis_cli.ownvideo.trackers import clip_box
+
+    box, confidence, state, retract = step
+    results[index] = (clip_box(_scaled(box, 1 / factor), *size) if box else None, confidence, state)
+    for earlier in retract:
+        results[earlier] = (None, results[earlier][1], "lost")
+
+
+def _scaled(box: Sequence[float], factor: float) -> Box:
+    return [float(v) * factor for v in box]
+
+
+def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[KeyBox], *, tracker: str,
+           stride: int, sam2, progress: Progress, total_hint: Optional[int]) -> tuple[dict, list[int], int, dict]:
+    """The shared core: {frame: (box, confidence, state)} over the tracked frames, the cuts, the frame
+    count and the seconds spent decoding / tracking."""
+    from artemis_cli.ownvideo.trackers import clip_box
+
+    width, height = info_size
+    factor = min(1.0, TRACK_SIDE / max(width, height))
+    size = (max(8, int(round(width * factor))), max(8, int(round(height * factor))))
+    scale_back = width / size[0], height / size[1]
+    key_frames = {k.frame for k in keys}
+    plan = segments(keys)
+    detector = CutDetector()
+    cut_flags = bytearray()
+    spool = _Spool()
+    results: dict[int, tuple[Optional[Box], float, str]] = {}
+    forward: dict[int, _Direction] = {}
+    small_keys: dict[int, np.ndarray] = {}
+    sam2_frames: dict[int, list] = {k.frame: [] for k in keys}  # sam2: each segment's frames, in memory
+    last_tracked: dict[int, int] = {}
+    decode_seconds, started = 0.0, time.perf_counter()
+    segment = 0
+    count = 0
+    iterator = iter(frames)
+    while True:
+        tick = time.perf_counter()
+        frame = next(iterator, None)
+        decode_seconds += time.perf_counter() - tick
+        if frame is None:
+            break
+        index = frame.index
+        count = index + 1
+        cut_flags.append(detector.step(frame.bgr(CutDetector.THUMB)))
+        if progress is not None and total_hint and index % 16 == 0:
+            progress(min(0.99, index / total_hint))
+        if index % stride and index not in key_frames:
+            continue
+        while plan[segment][2] is not None and index > plan[segment][2]:
+            segment += 1
+        first, key, last = plan[segment]
+        small = frame.bgr(size)
+        key_box = _scaled(key.box, factor)
+        if tracker == "sam2":
+            sam2_frames[key.frame].append((index, small))
+            continue
+        if index < key.frame:
+            spool.put(index, small)
+        elif index == key.frame:
+            small_keys[index] = small
+            forward[index] = _Direction(tracker, small, key_box, index, stride)
+            results[index] = (list(key.box), 1.0, "key")
+            last_tracked[index] = index
+        else:
+            cut = any(cut_flags[last_tracked[key.frame] + 1:index + 1])
+            _record(results, index, forward[key.frame].step(small, index, cut), factor, (width, height))
+            last_tracked[key.frame] = index
+    try:
+        for key in keys:
+            if key.frame >= count:
+                raise UsageError(f"--frame {key.frame}: the video has {count} frame(s) (0..{count - 1})")
+        if tracker == "sam2":
+            _track_sam2(sam2_frames, keys, factor, stride, cut_flags, results, sam2, (width, height))
+        else:
+            for first, key, last in plan:  # backward from each key over its spooled frames
+                frames_before = [i for i in range(key.frame - 1, first - 1, -1) if i % stride == 0]
+                if not frames_before:
+                    continue
+                direction = _Direction(tracker, small_keys[key.frame], _scaled(key.box, factor), key.frame, stride)
+                previous = key.frame
+                for index in frames_before:
+                    cut = any(cut_flags[index + 1:previous + 1])
+                    _record(results, index, direction.step(spool.get(index), index, cut), factor, (width, height))
+                    previous = index
+    finally:
+        spool.close()
+    cuts = [index for index, flag in enumerate(cut_flags) if flag]
+    seconds = {"decode": decode_seconds, "track": time.perf_counter() - started - decode_seconds}
+    if progress is not None:
+        progress(1.0)
+    return results, cuts, count, seconds
+
+
+def _track_sam2(frames_by_key: dict, keys: Sequence[KeyBox], factor: float, stride: int, cut_flags: bytearray,
+                results: dict, sam2, full_size: tuple[int, int]) -> None:
+    """SAM 2 proposes over each segment's frames (held in memory); the guard judges, without restarts."""
+    import cv2
+
+    from artemis_cli.ownvideo.trackers import clip_box, sam2_proposals
+
+    if sam2 is None:
+        raise UsageError("--tracker sam2 needs its model (load_sam2)")
+    width, height = full_size
+    for key in keys:
+        items = frames_by_key[key.frame]
+        indices = [index for index, _ in items]
+        key_position = indices.index(key.frame)
+        rgb = [cv2.cvtColor(small, cv2.COLOR_BGR2RGB) for _, small in items]
+        proposals = sam2_proposals(rgb, key_position, _scaled(key.box, factor), *sam2)
+        results[key.frame] = (list(key.box), 1.0, "key")
+        for order in (range(key_position + 1, len(items)), range(key_position - 1, -1, -1)):
+            direction = _Direction("sam2", items[key_position][1], _scaled(key.box, factor), key.frame, stride)
+            previous = key.frame
+            for position in order:
+                index = indices[position]
+                low, high = sorted((previous, index))
+                cut = any(cut_flags[low + 1:high + 1])
+                _record(results, index, direction.step(items[position][1], index, cut, proposals[position]), factor,
+                        (width, height))
+                previous = index
+        items.clear()
+
+
+def _result(results: dict, cuts: list[int], count: int, keys: Sequence[KeyBox], frame_size, fps, report,
+            seconds) -> TrackResult:
+    indices = sorted(results)
+    return TrackResult(indices=indices, boxes=[results[i][0] for i in indices],
+                       confidence=[round(float(results[i][1]), 3) for i in indices],
+                       states=[results[i][2] for i in indices], cuts=cuts, keys=list(keys), num_frames=count,
+                       frame_size=frame_size, fps=fps, decode=report, seconds=seconds)
+
+
+def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str = "csrt", stride: int = 1,
+                     sam2=None, limits: VideoLimits = DEFAULT_LIMITS, progress: Progress = None,
+                     check: Optional[Callable[[int], None]] = None) -> TrackResult:
+    """Track the key boxes through the video `info` (see the module doc), decoding it once."""
+    from artemis_cli.ownvideo.trackers import TRACKERS
+
+    if tracker not in TRACKERS:
+        raise UsageError(f"--tracker {tracker!r}: expected one of {', '.join(TRACKERS)}")
+    if stride < 1:
+        raise UsageError(f"--stride {stride}: must be >= 1")
+    keys = check_keys(keys, info.frame_size)
+    report = DecodeReport()
+    frames = iter_frames(info, report, limits=limits, check=check)
+    results, cuts, count, seconds = _track(frames, info.frame_size, keys, tracker=tracker, stride=stride, sam2=sam2,
+                                           progress=progress, total_hint=info.header_frames)
+    if sum(box is not None for box, _, _ in results.values()) == len(keys) and len(results) > len(keys):
+        raise InputError(f"{info.path}: the {tracker} tracker lost the target on every frame but the key frame(s)",
+                         hint="draw the box tighter around the target, or try another --tracker / --frame")
+    return _result(results, cuts, count, keys, info.frame_size, info.fps, report, seconds)
+
+
+def track_frames(frames: Sequence[np.ndarray], keys: Sequence[KeyBox], *, tracker: str = "csrt", stride: int = 1,
+                 sam2=None, progress: Progress = None) -> TrackResult:
+    """`track_video_keys` over frames already in memory (RGB [H, W, 3] uint8, all one size)."""
+    if not len(frames):
+        raise InputError("no frames to track")
+    height, width = frames[0].shape[:2]
+    keys = check_keys(keys, (width, height))
+
+    def source() -> Iterator[Frame]:
+        for index, array in enumerate(frames):
+            yield Frame(index, array)
+
+    results, cuts, count, seconds = _track(source(), (width, height), keys, tracker=tracker, stride=stride,
+                                           sam2=sam2, progress=progress, total_hint=len(frames))
+    return _result(results, cuts, count, keys, (width, height), None, DecodeReport(decoded=count), seconds)
