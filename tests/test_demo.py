@@ -110,7 +110,7 @@ def test_a_failing_step_stops_the_demo_names_it_and_a_rerun_resumes_there(tmp_pa
     result = cli.invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 1
     assert "error: demo step 'model make-tiny' failed: the sample could not be written" in result.stderr
-    assert "hint: check the disk" in result.stderr and f"artemis demo --out {out}" in result.stderr
+    assert "hint: check the disk" in result.stderr and f"artemis demo -o {out}" in result.stderr
     assert calls == ["make-sample", "make-tiny"]
     assert report_rows(out) == {"data make-sample": "ok", "model make-tiny": "failed", "score": "not run"}
     assert "**Failed at step 'model make-tiny'**" in (out / "report.md").read_text()
