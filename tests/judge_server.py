@@ -36,6 +36,7 @@ class FakeJudgeServer:
         self.hold_after: int | None = None  # after this many final answers, hold requests until `release`
         self.gone_models: set[str] = set()  # models answered with OpenAI's 404 model_not_found
         self.bodies: dict[str, dict] = {}  # the last request body per item (model, messages, parameters)
+        self.responder = None  # request body -> answer, for items without an entry in `answers`
         self.release = threading.Event()
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -160,7 +161,10 @@ class FakeJudgeServer:
                     self.close_connection = True  # no reply at all: the client never got (or paid for) one
                     return
                 time.sleep(server.answer_delay)
-                if self._send(200, self._completion(model, server.answers[item])):
+                answer = server.answers.get(item)
+                if answer is None and server.responder is not None:
+                    answer = server.responder(server.bodies[item])
+                if self._send(200, self._completion(model, answer if answer is not None else server.answers[item])):
                     with server.lock:
                         server.answered[item] += 1
 

@@ -8,13 +8,15 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "artemis_cli"
-STAGES = ("features", "train", "infer", "judge", "metrics", "ownvideo", "web", "serve", "demo")
+STAGES = ("features", "train", "infer", "judge", "metrics", "ownvideo", "web", "serve", "demo", "lmms_plugin")
 # The only stage -> stage imports, each a stage built on another's library (docs/architecture.md):
 # the demo runs the whole pipeline; the web page and the server are front ends over the own-video
 # `Referrer`; own-video referring extracts one video's clip feature through `features`; `infer`'s
-# single-frame mode of VideoRefer-Bench tracks the key frame's box with the own-video trackers.
-BUILT_ON = {"demo": set(STAGES) - {"demo", "web", "serve"}, "web": {"ownvideo"}, "serve": {"ownvideo"},
-            "ownvideo": {"features"}, "infer": {"ownvideo"}}
+# single-frame mode of VideoRefer-Bench tracks the key frame's box with the own-video trackers; the
+# lmms-eval plugin is a front end that answers with `infer`'s inputs and scores with `judge` and `metrics`.
+BUILT_ON = {"demo": set(STAGES) - {"demo", "web", "serve", "lmms_plugin"}, "web": {"ownvideo"},
+            "serve": {"ownvideo"}, "ownvideo": {"features"}, "infer": {"ownvideo"},
+            "lmms_plugin": {"infer", "judge", "metrics"}}
 
 
 def import_graph() -> dict[str, set[str]]:

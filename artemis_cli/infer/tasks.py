@@ -30,8 +30,6 @@ def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed:
     the published benchmark always asks the fixed one; its random draws come from a generator seeded
     by the run seed and the sample id. A peer benchmark's sample keeps its question (Bench-Q's MCQ, a
     `--question`, else the same fixed one) and reads its RoI frames from its video."""
-    from artemis_cli.common.media import IMAGE_TOKEN
-    from artemis_cli.model.conversation import chat_prompt, tokenize_prompt
     from artemis_cli.model.generation import GenerationRequest, request_seed
     from artemis_cli.model.inputs import load_video_feature, referring_inputs
 
@@ -55,11 +53,19 @@ def build_requests(sample: BenchmarkSample, loaded, prompt: PromptOptions, seed:
         return [GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=request_seed(seed, sample.id),
                                   roi_seed=inputs.roi_seed, roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)]
     video = load_video_feature(sample.feature, mm.mm_hidden_size)
-    requests = []
-    for index, question in enumerate(sample.questions):
-        ids = tokenize_prompt(chat_prompt(IMAGE_TOKEN + "\n" + question, prompt.template), loaded.tokenizer)
-        requests.append(GenerationRequest(input_ids=ids, media=[video], seed=request_seed(seed, sample.id, index)))
-    return requests
+    return [video_question(question, video, loaded.tokenizer, prompt.template, request_seed(seed, sample.id, index))
+            for index, question in enumerate(sample.questions)]
+
+
+def video_question(question: str, video, tokenizer, template: str, seed: int):
+    """One question about a whole video (its clip feature `video`, [T, C]): the published QA prompt
+    (``<image>`` and the question in one user turn) as a `GenerationRequest`."""
+    from artemis_cli.common.media import IMAGE_TOKEN
+    from artemis_cli.model.conversation import chat_prompt, tokenize_prompt
+    from artemis_cli.model.generation import GenerationRequest
+
+    ids = tokenize_prompt(chat_prompt(IMAGE_TOKEN + "\n" + question, template), tokenizer)
+    return GenerationRequest(input_ids=ids, media=[video], seed=seed)
 
 
 def track_from_key_frame(record, frames, tracker: str):
