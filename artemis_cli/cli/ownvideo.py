@@ -24,7 +24,7 @@ FrameOpt = Annotated[Optional[list[int]], typer.Option("--frame", min=0, help="K
 TrackerOpt = Annotated[str, typer.Option("--tracker", help=TRACKER_HELP + ".")]
 TrackerModel = Annotated[Optional[str], typer.Option("--tracker-model", help="SAM 2 checkpoint: a local folder or "
                                                                             "hub id (facebook/sam2.1-hiera-tiny).")]
-Stride = Annotated[int, typer.Option("--stride", min=1, help="Track every K-th frame (the key frame always).")]
+Stride = Annotated[Optional[int], typer.Option("--stride", min=1, help="Track every K-th frame (the key frames always; default: about 10 frames a second of video).", show_default=False)]
 Preview = Annotated[Optional[Path], typer.Option("--preview", dir_okay=False, help="Draw the track: FILE.mp4 / "
                                                  ".gif (the video) or .png (a contact sheet of tracked frames).")]
 CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", file_okay=False, help="Feature and track cache "
@@ -113,7 +113,7 @@ def track_cmd(
     frame: FrameOpt = None,
     tracker: TrackerOpt = "csrt",
     tracker_model: TrackerModel = None,
-    stride: Stride = 1,
+    stride: Stride = None,
     clip_model: Annotated[str, typer.Option("--clip-model", help="CLIP tower of the clip feature (the published "
                                             "recipe's default); 'none' writes no feature.")] = "openai/clip-vit-large-patch14",
     preview: Preview = None,
@@ -163,7 +163,7 @@ def ask_cmd(
                                                       "with --batch (default 4 on CPU, 16 on a GPU).")] = None,
     tracker: TrackerOpt = "csrt",
     tracker_model: TrackerModel = None,
-    stride: Stride = 1,
+    stride: Stride = None,
     preview: Preview = None,
     cache_dir: CacheDir = None,
     quantize: Quantize = "none",
@@ -236,7 +236,7 @@ def chat_cmd(
     image_tower: ImageTower = None,
     tracker: TrackerOpt = "csrt",
     tracker_model: TrackerModel = None,
-    stride: Stride = 1,
+    stride: Stride = None,
     cache_dir: CacheDir = None,
     quantize: Quantize = "none",
     max_new_tokens: MaxNew = 1024,
@@ -286,7 +286,7 @@ def build_referring_cmd(
                                             "recipe's default).")] = "openai/clip-vit-large-patch14",
     tracker: TrackerOpt = "csrt",
     tracker_model: TrackerModel = None,
-    stride: Stride = 1,
+    stride: Stride = None,
     cache_dir: CacheDir = None,
     device: Device = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild OUT's own earlier output (never an "

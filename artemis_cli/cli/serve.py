@@ -35,7 +35,7 @@ def serve_cmd(
                                                 "gives no max_tokens.")] = 1024,
     quantize: Quantize = "none",
     tracker: Annotated[str, typer.Option("--tracker", help="csrt, kcf or sam2.")] = "csrt",
-    stride: Annotated[int, typer.Option("--stride", min=1, help="Track every N-th frame.")] = 1,
+    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Track every N-th frame (default: about 10 frames a second of video).", show_default=False)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", file_okay=False, help="Track/feature caches "
                                                       "and uploaded videos (default $ARTEMIS_CACHE or "
                                                       "~/.cache/artemis).")] = None,

@@ -254,3 +254,35 @@ def track_errors(boxes, target: TrackedObject, iou: float = 0.3) -> dict:
     visible = sum(1 for box in truth if box is not None)
     return {"wrong": wrong, "covered": covered, "visible": visible, "reported": sum(b is not None for b in boxes),
             "coverage": covered / visible if visible else 0.0}
+
+
+def write_long_video(path: Path, *, seconds: float, width: int = 1280, height: int = 720, fps: int = 30,
+                     seed: int = 0, codec: str = "h264") -> TrackedObject:
+    """Encode a long video frame by frame (nothing held but the frame at hand) with one textured target
+    wandering over a textured background; returns the target's true box per frame. For the memory and
+    latency benchmarks of the own-video path (benchmarks/ownvideo.py) and the long-video test."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    background = _background(rng, width, height).astype(np.uint8)
+    palette = np.array([[230, 40, 40], [250, 220, 30], [30, 30, 200], [240, 240, 240]], dtype=np.float32)
+    texture = _object_texture(rng, 64, palette)
+    size = int(height * 0.2)
+    frames = int(round(seconds * fps))
+    boxes: list[Optional[list[float]]] = []
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            phase = 2 * np.pi * t / max(frames, 1)
+            cx = width * (0.5 + 0.35 * np.sin(phase * 3))
+            cy = height * (0.5 + 0.3 * np.sin(phase * 2 + 1))
+            box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
+            frame = background.copy()
+            _paste(frame, texture, box)
+            boxes.append(visible_box(box, width, height))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return TrackedObject("target", boxes)

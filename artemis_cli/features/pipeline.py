@@ -74,12 +74,15 @@ class VideoDataset:
         source = job.sources[index]
         if not job.overwrite and output_is_valid(job.out_path(source), job.expected_shape):
             return {"index": index, "status": "skipped"}
+        def shrink(frames):  # [t, H, W, 3] -> [t, S, S, 3], a few frames at a time as they are decoded
+            if frames.shape[1] * frames.shape[2] > job.size * job.size:
+                return resize_nearest_numpy(frames, job.size)
+            return frames
+
         try:
-            frames, reader = read_sampled_frames(source, job.num_frames)  # [T, H, W, 3] uint8
+            frames, reader = read_sampled_frames(source, job.num_frames, shrink if job.shrink_in_worker else None)
         except DecodeError as exc:
             return {"index": index, "status": "failed", "reason": str(exc)}
-        if job.shrink_in_worker and frames.shape[1] * frames.shape[2] > job.size * job.size:
-            frames = resize_nearest_numpy(frames, job.size)  # [T, S, S, 3]
         return {"index": index, "status": "ok", "reader": reader,
                 "frames": torch.from_numpy(np.ascontiguousarray(frames))}
 

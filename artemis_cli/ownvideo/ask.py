@@ -35,7 +35,7 @@ class ModelOptions(BaseModel):
     quantize: str = "none"
     tracker: str = "csrt"
     tracker_model: Optional[str] = None
-    stride: int = Field(1, ge=1)
+    stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
     cache_dir: Optional[Path] = None
 
     def referrer(self, loaded=None):

@@ -192,7 +192,7 @@ def _as_target(target) -> Target:
 
 
 def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", tracker_model: Optional[str] = None,
-                   sam2=None, stride: int = 1, progress: ProgressFn = None, video_name: Optional[str] = None,
+                   sam2=None, stride: Optional[int] = None, progress: ProgressFn = None, video_name: Optional[str] = None,
                    limits=None, check: Optional[Callable[[int], None]] = None) -> PreparedTarget:
     """Track `target` (cached in `tracks`, a `TrackCache`) and get its clip feature (`features`, a
     `FeatureCache`, or None to leave ``clip_path`` naming where it would be). See `Referrer.prepare`.
@@ -201,7 +201,7 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
     frame to keep those frames (only them) in the cache. `limits` bound the work (`video.VideoLimits`);
     `check(frame)` may raise to stop it (a deadline, a shutdown)."""
     from artemis_cli.ownvideo.record import build_record
-    from artemis_cli.ownvideo.tracking import track_video_keys
+    from artemis_cli.ownvideo.tracking import resolve_stride, track_video_keys
     from artemis_cli.ownvideo.video import DEFAULT_LIMITS, content_hash, iter_selected, probe
 
     target = _as_target(target)
@@ -211,10 +211,18 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
     report = progress or (lambda stage, fraction: None)
     video_hash = content_hash(video)
     keys = target.key_boxes()
+    stride = resolve_stride(stride, info.fps)
     key = tracks.key(video_hash, keys, tracker, tracker_model, stride)
     timings = {"decode": 0.0, "track": 0.0, "frames": 0.0, "features": 0.0}
     entry = tracks.load(key)
     hit = entry is not None
+    extraction = None
+    if entry is None and features is not None and not features.path(video_hash).is_file():
+        from artemis_cli.ownvideo.tracking import check_keys
+
+        check_keys(keys, info.frame_size)  # a bad box fails before any work starts
+        # the clip feature does not depend on the track: extracted meanwhile, on the other core
+        extraction = _Background(lambda: features.get(video, video_hash))
     if entry is None:
         result = track_video_keys(info, keys, tracker=tracker, stride=stride, sam2=sam2, limits=limits,
                                   progress=lambda f: report("track", f), check=check)
@@ -237,7 +245,7 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
         record["video_name"] = video_name
     report("track", 1.0)
     if features is not None:
-        clip, seconds = features.get(video, video_hash)
+        clip, seconds = extraction.result() if extraction is not None else features.get(video, video_hash)
         timings["features"] = seconds
         record["clip_path"] = f"features/{clip.name}"
     else:
@@ -247,6 +255,28 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
                           frame_size=tuple(entry["frame_size"]), num_frames=int(entry["num_frames"]),
                           timings=timings, frame_indices=list(entry["frame_indices"]), video_hash=video_hash,
                           cache_hit=hit and timings["features"] == 0.0, track=entry.get("track", {}), info=info)
+
+
+class _Background:
+    """`work()` in a thread; `result()` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, work: Callable[[], object]):
+        self._value: object = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name="clip-features", daemon=True)
+        self._thread.start()
+
+    def _run(self, work) -> None:
+        try:
+            self._value = work()
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def roi_frame_numbers(record: dict, indices: Sequence[int]) -> list[int]:
@@ -274,7 +304,7 @@ class Referrer:
 
     def __init__(self, model: str | None = None, model_base: str | None = None, *, image_tower: str | None = None,
                  device: str = "auto", dtype: str = "auto", tracker: str = "csrt",
-                 tracker_model: str | None = None, stride: int = 1, cache_dir: Path | None = None,
+                 tracker_model: str | None = None, stride: Optional[int] = None, cache_dir: Path | None = None,
                  quantize: str = "none", loaded=None, show_progress: bool = False):
         from artemis_cli.model.loading import resolve_tower
         from artemis_cli.ownvideo.cache import FeatureCache, TrackCache
@@ -286,7 +316,7 @@ class Referrer:
             raise UsageError(f"--tracker {tracker!r}: expected one of {', '.join(TRACKERS)}")
         if quantize not in QUANTIZE:
             raise UsageError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE)}")
-        if stride < 1:
+        if stride is not None and stride < 1:
             raise UsageError(f"--stride {stride}: must be >= 1")
         if loaded is None:
             if model is None:
@@ -436,7 +466,7 @@ class Referrer:
     def settings(self) -> dict:
         """What decides the answers besides the question and decoding (for --json and manifests)."""
         return {"model": self.model_name, "tracker": self.tracker, "tracker_model": self.tracker_model,
-                "stride": self.stride, "clip_model": self.clip_model, "quantize": self.quantize,
+                "stride": self.stride or "auto", "clip_model": self.clip_model, "quantize": self.quantize,
                 "device": str(self.loaded.model.device),
                 "dtype": str(self.loaded.model.dtype).replace("torch.", ""), "template": TEMPLATE,
                 "num_tracked": NUM_TRACKED}

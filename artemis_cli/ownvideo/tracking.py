@@ -35,6 +35,7 @@ from artemis_cli.ownvideo.integrity import WARN, CutDetector, Guard
 from artemis_cli.ownvideo.video import DEFAULT_LIMITS, DecodeReport, Frame, VideoLimits, VideoProbe, iter_frames
 
 TRACK_SIDE = 640  # px: the longer side of the copy trackers run on
+TRACK_FPS = 10.0  # tracked frames per second of video when no stride is given (a 30 fps video: every 3rd)
 Box = list[float]
 Progress = Optional[Callable[[float], None]]
 
@@ -110,6 +111,16 @@ def quality_line(track: dict) -> str:
         parts.append(f"{q['low_confidence']} low-confidence")
     parts.append(f"{q['key_boxes']} key box(es)")
     return "track quality: " + ", ".join(parts)
+
+
+def resolve_stride(stride: Optional[int], fps: Optional[float]) -> int:
+    """`stride`, or (None) the one that tracks about `TRACK_FPS` frames a second of video: the RoI path reads
+    nine frames, and trackers hold a target fine at that rate, at a third of the work of 30 fps."""
+    if stride is not None:
+        if stride < 1:
+            raise UsageError(f"--stride {stride}: must be >= 1")
+        return int(stride)
+    return max(1, int(round(fps / TRACK_FPS))) if fps else 1
 
 
 def segments(keys: Sequence[KeyBox]) -> list[tuple[int, KeyBox, Optional[int]]]:
@@ -242,15 +253,16 @@ def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[K
             break
         index = frame.index
         count = index + 1
-        cut_flags.append(detector.step(frame.bgr(CutDetector.THUMB)))
+        tracked = index % stride == 0 or index in key_frames
+        small = frame.bgr(size) if tracked else None
+        cut_flags.append(detector.step(frame.thumbnail(CutDetector.THUMB)))
         if progress is not None and total_hint and index % 16 == 0:
             progress(min(0.99, index / total_hint))
-        if index % stride and index not in key_frames:
+        if not tracked:
             continue
         while plan[segment][2] is not None and index > plan[segment][2]:
             segment += 1
         first, key, last = plan[segment]
-        small = frame.bgr(size)
         key_box = _scaled(key.box, factor)
         if tracker == "sam2":
             sam2_frames[key.frame].append((index, small))
@@ -331,7 +343,7 @@ def _result(results: dict, cuts: list[int], count: int, keys: Sequence[KeyBox], 
                        frame_size=frame_size, fps=fps, decode=report, seconds=seconds)
 
 
-def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str = "csrt", stride: int = 1,
+def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str = "csrt", stride: Optional[int] = None,
                      sam2=None, limits: VideoLimits = DEFAULT_LIMITS, progress: Progress = None,
                      check: Optional[Callable[[int], None]] = None) -> TrackResult:
     """Track the key boxes through the video `info` (see the module doc), decoding it once."""
@@ -339,8 +351,7 @@ def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str =
 
     if tracker not in TRACKERS:
         raise UsageError(f"--tracker {tracker!r}: expected one of {', '.join(TRACKERS)}")
-    if stride < 1:
-        raise UsageError(f"--stride {stride}: must be >= 1")
+    stride = resolve_stride(stride, info.fps)
     keys = check_keys(keys, info.frame_size)
     report = DecodeReport()
     frames = iter_frames(info, report, limits=limits, check=check)

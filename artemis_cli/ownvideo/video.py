@@ -86,6 +86,18 @@ class Frame:
     def __init__(self, index: int, source):
         self.index = index
         self._source = source  # an av.VideoFrame, or an RGB [H, W, 3] uint8 array (a folder's image)
+        self._scaled: Optional[np.ndarray] = None  # the last `bgr(size)` asked for
+
+    def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
+        """A small BGR copy for whole-picture comparisons (shot cuts): cheap, from a scaled copy when there
+        is one, else straight from the decoder."""
+        import cv2
+
+        if self._scaled is not None:
+            return cv2.resize(self._scaled, tuple(size), interpolation=cv2.INTER_AREA)
+        if isinstance(self._source, np.ndarray):
+            return cv2.resize(cv2.cvtColor(self._source, cv2.COLOR_RGB2BGR), tuple(size), interpolation=cv2.INTER_AREA)
+        return self._source.reformat(width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR").to_ndarray()
 
     def rgb(self) -> np.ndarray:
         """[H, W, 3] uint8 RGB at full size."""
@@ -99,13 +111,12 @@ class Frame:
 
         if isinstance(self._source, np.ndarray):
             image = cv2.cvtColor(self._source, cv2.COLOR_RGB2BGR)
-            if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
-                image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
-            return image
-        if size is None:
-            return self._source.to_ndarray(format="bgr24")
-        return self._source.reformat(width=size[0], height=size[1], format="bgr24",
-                                     interpolation="AREA").to_ndarray()
+        else:
+            image = self._source.to_ndarray(format="bgr24")
+        if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
+            image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+        self._scaled = image
+        return image
 
 
 def frame_files(folder: Path) -> list[Path]:

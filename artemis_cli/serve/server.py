@@ -48,7 +48,7 @@ class ServeConfig(BaseModel):
     max_new_tokens: int = Field(1024, ge=1)
     quantize: Quantize = "none"
     tracker: str = "csrt"
-    stride: int = Field(1, ge=1)
+    stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
     cache_dir: Optional[Path] = None
     device: DeviceName = "auto"
     dtype: str = "auto"

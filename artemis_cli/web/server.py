@@ -28,7 +28,7 @@ class Backend:
     image_tower: Optional[str] = None
     device: str = "auto"
     tracker_model: Optional[str] = None
-    stride: int = 1
+    stride: Optional[int] = None  # None: about `TRACK_FPS` tracked frames a second
     cache_dir: Optional[Path] = None
     _referrers: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
