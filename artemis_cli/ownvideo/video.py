@@ -248,7 +248,8 @@ def iter_frames(info: VideoProbe, report: DecodeReport, *, limits: VideoLimits =
     av.logging.set_level(av.logging.ERROR)
     index = -1
     try:
-        with av.logging.Capture() as logs, av.open(str(info.path)) as container:
+        # not thread-local: with frame threading the decoder reports from its own threads
+        with av.logging.Capture(local=False) as logs, av.open(str(info.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             try:
