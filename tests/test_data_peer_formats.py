@@ -53,10 +53,10 @@ def test_verify_layout_checks_each_format_with_one_line_errors(peers, tmp_path):
     items = [json.loads(line) for line in peers.rcap.read_text().splitlines()]
     items[1]["end_frame"] = 40
     del items[0]["caption"]
-    (folder / "rcap.json").write_text(json.dumps(items))
+    (folder / "rcap_test.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))  # as published
     metadata = [json.loads(line) for line in peers.metadata.read_text().splitlines()]
     metadata[0]["bbox"]["3"] = [5, 5, 2, 2]
-    (folder / "metadata.json").write_text(json.dumps(metadata))
+    (folder / "metadata.json").write_text(json.dumps(metadata))  # a JSON list works too
     result = CliRunner().invoke(app, ["data", "verify-layout", str(tmp_path), "--annotations", str(folder),
                                       "--stage", "none", "--json"])
     assert result.exit_code == 1, result.output
@@ -67,8 +67,8 @@ def test_verify_layout_checks_each_format_with_one_line_errors(peers, tmp_path):
         ("q.json", 0, "annotation[0].2.segmentation.counts"):
             "not a compressed COCO RLE string (characters outside '0'..'o')",
         ("q.json", 1, "Question"): "1 <region> mark(s) but 2 annotated object(s)",
-        ("rcap.json", 0, "caption"): "missing required field (plm_rcap record)",
-        ("rcap.json", 1, "end_frame"): "40 is not within the video's 12 frame(s)",
+        ("rcap_test.jsonl", 0, "caption"): "missing required field (plm_rcap record)",
+        ("rcap_test.jsonl", 1, "end_frame"): "40 is not within the video's 12 frame(s)",
         ("metadata.json", 0, "bbox.3"): "box [5, 5, 2, 2] needs x1 < x2 and y1 < y2",
     }
     assert report["counts"]["records_by_kind"] == {"plm_metadata": 2, "plm_rcap": 2, "videorefer_d": 2,

@@ -24,7 +24,7 @@ from artemis_cli.data.records import RECORD_FORMATS, RecordFormat, recognise_for
 from artemis_cli.data.report import Report
 from artemis_cli.errors import InputError
 
-ANNOTATION_SUFFIXES = (".json",)
+ANNOTATION_SUFFIXES = (".json", ".jsonl")  # JSON lists; JSON Lines as PLM-VideoBench publishes its files
 
 
 class ReferenceResolver:
@@ -163,10 +163,10 @@ class AnnotationChecker:
 
     def check_file(self, path: Path) -> AnnotationFile:
         info = AnnotationFile(path)
-        from artemis_cli.common.jsonio import load_json
+        from artemis_cli.common.jsonio import iter_jsonl, load_json
 
         try:
-            data = load_json(path)
+            data = [record for _, record in iter_jsonl(path)] if path.suffix.lower() == ".jsonl" else load_json(path)
         except InputError as exc:
             self.report.error("json", str(path), None, None, exc.message)
             return info
@@ -230,7 +230,7 @@ class AnnotationChecker:
 
 
 def find_annotation_files(folder: Path, report: Report) -> list[Path]:
-    """Every `.json` file under `folder`, recursively, in a stable order."""
+    """Every `.json` / `.jsonl` file under `folder`, recursively, in a stable order."""
     if not folder.exists():
         report.error("annotation_file", str(folder), None, None, "annotations folder does not exist")
         return []
