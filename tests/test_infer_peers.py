@@ -202,3 +202,29 @@ def test_unanswered_questions_count_as_wrong(peers, tiny_artemis_dir, tmp_path):
     report = json.loads(invoke(["score", output, "--json"]).stdout)
     assert report["n_missing_predictions"] == 1 and report["n_questions"] == 3
     assert report["per_type"]["(not answered)"] == {"n": 1, "correct": 0, "accuracy": 0.0}
+
+
+def test_bench_q_by_option_loglikelihood(peers, tiny_artemis, tiny_artemis_dir, tmp_path):
+    """--answer-by loglikelihood writes the most likely option (the argmax of each option's log p after the
+    prompt) and says so in every line; score reports how the answers were made."""
+    from types import SimpleNamespace
+
+    from artemis_cli.infer.loglik import continuation_logprob
+
+    output = tmp_path / "q.jsonl"
+    result = invoke(["infer", "videorefer-q", *inputs(peers, "videorefer-q"), "--answer-by", "loglikelihood",
+                     "--model", tiny_artemis_dir, "-o", output, *RUN])
+    assert result.exit_code == 0, result.output
+    records = lines(output)
+    assert all(r["scoring"] == "loglikelihood" and r["pred"] in r["options"] for r in records)
+    model, tokenizer, processor = tiny_artemis
+    loaded = SimpleNamespace(model=model, tokenizer=tokenizer, image_processor=processor)
+    spec = BENCHMARKS["videorefer-q"]
+    samples = spec.read(benchmark=spec, annotations=peers.bench_q, videos=peers.videos, features=peers.features,
+                        answer_by="loglikelihood")
+    for sample, record in zip(samples, records):
+        request, = build_requests(sample, loaded, PromptOptions(), seed=0)
+        scores = [continuation_logprob(loaded, request, " " + option)[0] for option in sample.choices]
+        assert record["pred"] == sample.choices[scores.index(max(scores))]
+    report = json.loads(invoke(["score", output, "--json"]).stdout)
+    assert report["scoring"] == ["loglikelihood"] and report["n_first_char"] == 0

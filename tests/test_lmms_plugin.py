@@ -48,7 +48,8 @@ def lmms_venv(tmp_path_factory) -> Path:
     python = folder / "bin" / "python"
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], 60).stdout.strip())
     (site / "artemis_parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = _run([python, "-m", "pip", "download", "--no-deps", "-q", "-d", folder.parent / "probe", LMMS_EVAL], 180)
+    probe = _run([python, "-m", "pip", "download", "--no-deps", "-q", "--retries", "1", "--timeout", "15", "-d",
+                  folder.parent / "probe", LMMS_EVAL], 180)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         pytest.skip(f"the package index is unreachable, so {LMMS_EVAL} cannot be installed ({last})")

@@ -211,6 +211,10 @@ def videorefer_q_cmd(
     output: Output,
     frame_mode: FrameMode = "multi",
     tracker: Tracker = None,
+    answer_by: Annotated[str, typer.Option("--answer-by", help="generate: Artemis writes its answer (scored by the "
+                                           "published letter regex); loglikelihood: the option whose text is most "
+                                           "likely after the prompt (recorded as 'scoring' in each line).")
+                         ] = "generate",
     num_tracked: NumTracked = 8,
     crop_correct: CropCorrect = False,
     exact_boxes: ExactBoxes = False,
@@ -218,11 +222,11 @@ def videorefer_q_cmd(
 ) -> None:
     """Answer each VideoRefer-Bench-Q question about its first masked object (the one <bbox> Artemis
     takes; further objects are named in words). Output lines: id, video, question, options, answer,
-    type, n_regions, pred (ready for `artemis score`).
+    type, n_regions, scoring, pred (ready for `artemis score`).
 
     Example: artemis infer videorefer-q --annotations VideoRefer-Bench-Q.json --videos VideoRefer-Bench-Q --features clip_feature --model ./checkpoints/Artemis-7b -o preds/videorefer_q.jsonl"""
     _run({"kind": "videorefer-q", "annotations": annotations, "videos": videos, "features": features,
-          "frame_mode": frame_mode, "tracker": tracker}, output, run,
+          "frame_mode": frame_mode, "tracker": tracker, "answer_by": answer_by}, output, run,
          num_tracked=num_tracked, crop_correct=crop_correct, exact_boxes=exact_boxes)
 
 

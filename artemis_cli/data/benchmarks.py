@@ -68,8 +68,9 @@ PREDICTIONS: dict[str, PredictionSchema] = {
     "description": PredictionSchema("description", ("id", "video", "caption", "pred"), ("pred",),
                                     {"answer": "caption", "pred": "pred"}),
     # VideoRefer-Bench-Q: a multiple-choice answer, scored by its letter (`metrics.mcq`).
-    "mcq": PredictionSchema("mcq", ("id", "video", "question", "options", "answer", "type", "n_regions", "pred"),
-                            ("pred",), {"question": "question", "answer": "answer", "pred": "pred"}),
+    # `scoring`: how the answer was made, generated or the most likely option (``answer_by``).
+    "mcq": PredictionSchema("mcq", ("id", "video", "question", "options", "answer", "type", "n_regions", "scoring",
+                                    "pred"), ("pred",), {"question": "question", "answer": "answer", "pred": "pred"}),
 }
 
 
@@ -87,6 +88,7 @@ class BenchmarkSample:
     root: Optional[Path] = None  # what its clip_path / frame_path are relative to
     video: Optional[Path] = None  # a peer benchmark's video (file or frame folder): its RoI frames come from it
     track_with: Optional[str] = None  # a tracker to propagate the key frame's box over the annotated frames
+    choices: tuple[str, ...] = ()  # answer by the most likely of these (option log-likelihood), not by generating
     problem: Optional[str] = None
 
     def result(self, preds: list[str]) -> dict[str, Any]:
@@ -357,10 +359,11 @@ def _object_track(frames: dict[str, Any], key: str, mode: str, where: str) -> tu
 
 def videorefer_samples(benchmark: "str | BenchmarkSpec", annotations: Path, videos: Path, features: Path,
                        frame_mode: str = "multi", tracker: Optional[str] = None,
-                       question: Optional[str] = None) -> list[BenchmarkSample]:
+                       question: Optional[str] = None, answer_by: str = "generate") -> list[BenchmarkSample]:
     """VideoRefer-Bench-D / -Q records -> samples. `frame_mode` ``multi`` gives Artemis every annotated
     frame's box (the masks' boxes); ``single`` only the `frame_idx` frame's, tracked over the annotated
-    frames with `tracker` when given. Bench-Q's RoI is its first annotated object (see `mcq_question`).
+    frames with `tracker` when given. Bench-Q's RoI is its first annotated object (see `mcq_question`);
+    its answer is generated, or with `answer_by` ``loglikelihood`` the most likely option.
     Ids: the record's `id`, else its position ``#k``."""
     spec = spec_of(benchmark)
     is_mcq = spec.prediction.name == "mcq"
@@ -380,7 +383,7 @@ def videorefer_samples(benchmark: "str | BenchmarkSpec", annotations: Path, vide
         if is_mcq:
             text, regions = mcq_question(get("Question") or "", list(get("options") or [])) if record else (None, 0)
             fields = {"video": get("video"), "question": get("Question"), "options": get("options"),
-                      "answer": get("Answer"), "type": get("type"), "n_regions": regions}
+                      "answer": get("Answer"), "type": get("type"), "n_regions": regions, "scoring": answer_by}
         else:
             text, fields = question, {"video": get("video"), "caption": get("caption")}
         if problem:
@@ -392,10 +395,13 @@ def videorefer_samples(benchmark: "str | BenchmarkSpec", annotations: Path, vide
         except InputError as exc:
             samples.append(_failed(spec, sample_id, fields, exc.message))
             continue
-        samples.append(_region_sample(spec, sample_id, fields, video=videos / record.video, features=features,
-                                      frame_ids=frame_ids, track=track, key_frame=int(record.frame_idx),
-                                      key_box=key_box, question=question if not is_mcq else text,
-                                      track_with=tracker if frame_mode == "single" else None))
+        sample = _region_sample(spec, sample_id, fields, video=videos / record.video, features=features,
+                                frame_ids=frame_ids, track=track, key_frame=int(record.frame_idx), key_box=key_box,
+                                question=question if not is_mcq else text,
+                                track_with=tracker if frame_mode == "single" else None)
+        if is_mcq and answer_by == "loglikelihood":
+            sample.choices = tuple(record.options)
+        samples.append(sample)
     return samples
 
 
@@ -491,7 +497,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
     region_benchmark("videorefer-d", "VideoRefer-Bench-D", videorefer_samples, "description", ("videorefer_d",),
                      ("frame_mode", "tracker", "question"), judge_tasks=("videorefer-d",)),
     region_benchmark("videorefer-q", "VideoRefer-Bench-Q", videorefer_samples, "mcq", ("videorefer_q",),
-                     ("frame_mode", "tracker")),
+                     ("frame_mode", "tracker", "answer_by")),
     region_benchmark("plm-rcap", "PLM-VideoBench RCap", rcap_samples, "description", ("plm_rcap", "plm_metadata"),
                      ("question",), judge_tasks=("plm-rcap",)),
 )}

@@ -106,6 +106,12 @@ class BatchRunner:
 
         if not items:
             return
+        by_choice = [item for item in items if item[0].choices]
+        if by_choice:
+            self.choose(by_choice)
+            items = [item for item in items if not item[0].choices]
+            if not items:
+                return
         requests = [request for _, reqs in items for request in reqs]
         try:
             texts = generate_texts(self.loaded.model, self.loaded.tokenizer, requests, self.decoding)
@@ -132,6 +138,18 @@ class BatchRunner:
         for sample, reqs in items:
             self._finish(sample, texts[position:position + len(reqs)])
             position += len(reqs)
+
+    def choose(self, items: list[tuple[BenchmarkSample, list]]) -> None:
+        """Answer multiple-choice samples by their most likely option (`infer.loglik`), one at a time."""
+        from artemis_cli.infer.loglik import choose_option
+
+        for sample, requests in items:
+            try:
+                best, _ = choose_option(self.loaded, requests[0], list(sample.choices))
+            except ArtemisError as exc:
+                self.fail(sample, exc.message, "loglikelihood")
+                continue
+            self._finish(sample, [sample.choices[best]])
 
     def auto_batch_size(self, samples: list[BenchmarkSample]) -> int:
         """`generation.auto_batch_size` for these samples; on CUDA the first one is loaded to size its prompt."""

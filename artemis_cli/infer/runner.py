@@ -96,12 +96,13 @@ class RegionTask(BaseModel):
     frame_mode: Literal["multi", "single"] = Field("multi", validate_default=True)
     tracker: Optional[Literal["csrt", "kcf"]] = Field(None, validate_default=True)
     question: Optional[str] = Field(None, validate_default=True)
+    answer_by: Literal["generate", "loglikelihood"] = Field("generate", validate_default=True)
 
     @property
     def benchmark(self) -> str:
         return self.kind
 
-    @field_validator("metadata", "frame_mode", "tracker", "question")
+    @field_validator("metadata", "frame_mode", "tracker", "question", "answer_by")
     @classmethod
     def _fits_the_benchmark(cls, value: Any, info: ValidationInfo) -> Any:
         from artemis_cli.common.media import BBOX_TOKEN
@@ -113,7 +114,7 @@ class RegionTask(BaseModel):
         name, inputs = info.field_name, spec_of(kind).inputs
         if name == "metadata" and "metadata" in inputs and value is None:
             raise ValueError(f"{kind} needs its metadata file (the per-frame boxes)")
-        if name not in inputs and value not in (None, "multi"):
+        if name not in inputs and value not in (None, "multi", "generate"):
             raise ValueError(f"{kind} takes no {name.replace('_', ' ')}")
         if name == "tracker" and value is not None and info.data.get("frame_mode") != "single":
             raise ValueError("only single-frame mode tracks (multi-frame mode has every mask's box)")
