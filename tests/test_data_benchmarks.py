@@ -87,8 +87,13 @@ def test_registry_holds_every_published_benchmark_with_its_prediction_record():
     assert BENCHMARKS["activitynet"].feature_prefix == "v_" and BENCHMARKS["msvd"].feature_prefix == ""
     assert BENCHMARKS["consistency"].prediction is PREDICTIONS["consistency"]
     assert {task for spec in BENCHMARKS.values() for task in spec.judge_tasks} == {
-        "qa", "correctness", "detail", "context", "temporal", "consistency"}
-    assert [spec.name for spec in BENCHMARKS.values() if spec.needs_roi] == ["videorefbench"]
+        "qa", "correctness", "detail", "context", "temporal", "consistency", "videorefer-d", "plm-rcap"}
+    assert [spec.name for spec in BENCHMARKS.values() if spec.needs_roi] == ["videorefbench", "videorefer-d",
+                                                                            "videorefer-q", "plm-rcap"]
+    for name in ("videorefer-d", "videorefer-q", "plm-rcap"):  # the peers' benchmarks: one command each
+        assert names(name) == [name] and BENCHMARKS[name].output_stem == name.replace("-", "_")
+    assert BENCHMARKS["videorefer-q"].prediction is PREDICTIONS["mcq"]
+    assert BENCHMARKS["plm-rcap"].prediction is BENCHMARKS["videorefer-d"].prediction is PREDICTIONS["description"]
 
 
 class EchoJudge:
