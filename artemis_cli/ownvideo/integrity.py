@@ -38,7 +38,7 @@ LOST_LIMIT = 20  # tracked frames after which a lost target is not searched for 
 WARN = 0.6  # below: reported, but counted (and, for a RoI frame, warned about) as low confidence
 TEMPLATE_SIDE = 24  # px: the grey template's longer side
 PEAK_MIN = 0.5  # a template-match peak below this is not a candidate
-AMBIGUOUS = 0.75  # a second candidate with at least this share of the best appearance makes a frame ambiguous
+AMBIGUOUS = 0.88  # a second candidate with at least this share of the best appearance makes a frame ambiguous
 UNKNOWN_SPEED = 0.6  # box diagonals per tracked frame a target may move before its velocity is known
 MAX_LOST_RADIUS = 3.0  # box diagonals: the farthest the search goes from the prediction
 CROWD_DISTANCE = 1.1  # box diagonals: a look-alike this near makes identity uncertain
@@ -330,7 +330,7 @@ class Guard:
         best = trackers[0] if trackers else max(candidates, key=lambda c: c.score)
         diagonal = _diagonal(best.box)
         rivals = [c for c in candidates if c is not best and box_iou(c.box, best.box) < 0.3
-                  and c.appearance >= AMBIGUOUS * max(best.appearance, self._typical)
+                  and c.appearance >= AMBIGUOUS * best.appearance
                   and np.linalg.norm(_centre(c.box) - _centre(best.box)) < CROWD_DISTANCE * diagonal]
         if rivals and best.score >= ACCEPT:
             # a look-alike beside the target: from here identity rests on the motion from before

@@ -1,12 +1,14 @@
 """Tracking a target through a video frame by frame, from one or several key boxes, under the guard.
 
 `track_video_keys` decodes the video once, in order, keeping nothing but the frame at hand (memory does
-not grow with the video's length). Each key box governs the frames nearer to it than to any other key
-(`segments`): its tracker runs forward from the key frame through its frames as they are decoded, and
-backward over the frames before it, which the pass spools to disk (small JPEGs at tracking size) and then
-reads in reverse. Tracking runs on a copy scaled to at most `TRACK_SIDE` px (boxes are mapped back to the
-video's pixels). Every decoded frame also feeds the shot-cut detector. `integrity.Guard` judges each
-proposal, so every tracked frame gets a box or `None`, a confidence and a state:
+not grow with the video's length). Each key box is tracked forward from its frame as the frames are
+decoded, up to the next key box, and backward down to the previous one over frames the pass spools to disk
+(small JPEGs at tracking size, read back in reverse); a shot cut stops either direction. Between two key
+boxes a frame takes the believed verdict, the nearer key's when both are (`_merge`). Tracking runs on a
+copy scaled to at most `TRACK_SIDE` px (boxes are mapped back to the video's pixels), on every
+`resolve_stride`-th frame (about `TRACK_FPS` a second by default). Every decoded frame also feeds the
+shot-cut detector. `integrity.Guard` judges each proposal, so every tracked frame gets a box or `None`,
+a confidence and a state:
 
     key          the user's box
     tracked      the tracker's box, believed
@@ -123,18 +125,6 @@ def resolve_stride(stride: Optional[int], fps: Optional[float]) -> int:
     return max(1, int(round(fps / TRACK_FPS))) if fps else 1
 
 
-def segments(keys: Sequence[KeyBox]) -> list[tuple[int, KeyBox, Optional[int]]]:
-    """(first frame, key, last frame or None = the end) of each key box's frames: each frame goes to the
-    nearest key frame (a tie to the earlier one)."""
-    ordered = sorted(keys, key=lambda k: k.frame)
-    out = []
-    for position, key in enumerate(ordered):
-        first = 0 if position == 0 else (ordered[position - 1].frame + key.frame) // 2 + 1
-        last = None if position == len(ordered) - 1 else (key.frame + ordered[position + 1].frame) // 2
-        out.append((first, key, last))
-    return out
-
-
 def check_keys(keys: Sequence[KeyBox], frame_size: tuple[int, int]) -> list[KeyBox]:
     """The key boxes, checked (inside the frame, big enough, one per frame) and sorted by frame."""
     from artemis_cli.ownvideo.video import check_box
@@ -224,25 +214,27 @@ def _scaled(box: Sequence[float], factor: float) -> Box:
 def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[KeyBox], *, tracker: str,
            stride: int, sam2, progress: Progress, total_hint: Optional[int]) -> tuple[dict, list[int], int, dict]:
     """The shared core: {frame: (box, confidence, state)} over the tracked frames, the cuts, the frame
-    count and the seconds spent decoding / tracking."""
-    from artemis_cli.ownvideo.trackers import clip_box
+    count and the seconds spent decoding / tracking.
 
+    Each key box is tracked forward up to the next key frame and backward down to the previous one (or to a
+    cut, whichever comes first), so between two key boxes each frame has up to two verdicts; it takes the
+    believed one, and when both are, the nearer key's (`_merge`). A cut thus never costs the frames between
+    it and the key of the same shot."""
     width, height = info_size
     factor = min(1.0, TRACK_SIDE / max(width, height))
     size = (max(8, int(round(width * factor))), max(8, int(round(height * factor))))
-    scale_back = width / size[0], height / size[1]
-    key_frames = {k.frame for k in keys}
-    plan = segments(keys)
+    keys = sorted(keys, key=lambda k: k.frame)
+    key_frames = {k.frame: k for k in keys}
     detector = CutDetector()
     cut_flags = bytearray()
     spool = _Spool()
-    results: dict[int, tuple[Optional[Box], float, str]] = {}
-    forward: dict[int, _Direction] = {}
+    forward: dict[int, tuple] = {}
+    backward: dict[int, tuple] = {}
     small_keys: dict[int, np.ndarray] = {}
     sam2_frames: dict[int, list] = {k.frame: [] for k in keys}  # sam2: each segment's frames, in memory
-    last_tracked: dict[int, int] = {}
+    active: Optional[_Direction] = None
+    last_tracked = -1
     decode_seconds, started = 0.0, time.perf_counter()
-    segment = 0
     count = 0
     iterator = iter(frames)
     while True:
@@ -260,41 +252,44 @@ def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[K
             progress(min(0.99, index / total_hint))
         if not tracked:
             continue
-        while plan[segment][2] is not None and index > plan[segment][2]:
-            segment += 1
-        first, key, last = plan[segment]
-        key_box = _scaled(key.box, factor)
         if tracker == "sam2":
-            sam2_frames[key.frame].append((index, small))
+            owner = min(keys, key=lambda k: (abs(k.frame - index), k.frame))
+            sam2_frames[owner.frame].append((index, small))
             continue
-        if index < key.frame:
-            spool.put(index, small)
-        elif index == key.frame:
+        if index in key_frames:
+            key = key_frames[index]
             small_keys[index] = small
-            forward[index] = _Direction(tracker, small, key_box, index, stride)
-            results[index] = (list(key.box), 1.0, "key")
-            last_tracked[index] = index
+            active = _Direction(tracker, small, _scaled(key.box, factor), index, stride)
+            forward[index] = (list(key.box), 1.0, "key")
         else:
-            cut = any(cut_flags[last_tracked[key.frame] + 1:index + 1])
-            _record(results, index, forward[key.frame].step(small, index, cut), factor, (width, height))
-            last_tracked[key.frame] = index
+            if active is not None:
+                cut = any(cut_flags[last_tracked + 1:index + 1])
+                _record(forward, index, active.step(small, index, cut), factor, (width, height))
+            if index < keys[-1].frame:
+                spool.put(index, small)  # for the backward pass of the next key
+        last_tracked = index
     try:
         for key in keys:
             if key.frame >= count:
                 raise UsageError(f"--frame {key.frame}: the video has {count} frame(s) (0..{count - 1})")
         if tracker == "sam2":
+            results: dict = {}
             _track_sam2(sam2_frames, keys, factor, stride, cut_flags, results, sam2, (width, height))
         else:
-            for first, key, last in plan:  # backward from each key over its spooled frames
-                frames_before = [i for i in range(key.frame - 1, first - 1, -1) if i % stride == 0]
+            for position, key in enumerate(keys):  # backward from each key down to the previous one
+                floor = keys[position - 1].frame if position else -1
+                frames_before = [i for i in range(key.frame - 1, floor, -1) if i % stride == 0]
                 if not frames_before:
                     continue
                 direction = _Direction(tracker, small_keys[key.frame], _scaled(key.box, factor), key.frame, stride)
                 previous = key.frame
                 for index in frames_before:
                     cut = any(cut_flags[index + 1:previous + 1])
-                    _record(results, index, direction.step(spool.get(index), index, cut), factor, (width, height))
+                    _record(backward, index, direction.step(spool.get(index), index, cut), factor, (width, height))
                     previous = index
+                    if direction.ended:
+                        break
+            results = _merge(forward, backward, keys)
     finally:
         spool.close()
     cuts = [index for index, flag in enumerate(cut_flags) if flag]
@@ -302,6 +297,31 @@ def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[K
     if progress is not None:
         progress(1.0)
     return results, cuts, count, seconds
+
+
+def _merge(forward: dict, backward: dict, keys: Sequence[KeyBox]) -> dict:
+    """One verdict per tracked frame from the forward and backward passes: the one with a box; when both have
+    one, the nearer key's; when neither, the nearer key's state (a frame a backward pass never reached, past
+    a cut, is after a cut)."""
+    frames = [k.frame for k in keys]
+    merged = {}
+    for index in sorted(set(forward) | set(backward)):
+        earlier = max((f for f in frames if f <= index), default=None)
+        later = min((f for f in frames if f >= index), default=None)
+        ahead = forward.get(index) if earlier is not None else None  # from the key before
+        behind = backward.get(index) if later is not None else None  # from the key after
+        if later is not None and behind is None and index not in frames:
+            behind = (None, 0.0, "after-cut")  # the backward pass stopped at a cut before reaching it
+        options = [v for v in (ahead, behind) if v is not None]
+        with_box = [v for v in options if v[0] is not None]
+        if len(with_box) == 1:
+            merged[index] = with_box[0]
+        elif ahead is not None and behind is not None:
+            nearer_ahead = earlier is not None and (later is None or index - earlier <= later - index)
+            merged[index] = ahead if nearer_ahead else behind
+        else:
+            merged[index] = options[0]
+    return merged
 
 
 def _track_sam2(frames_by_key: dict, keys: Sequence[KeyBox], factor: float, stride: int, cut_flags: bytearray,
