@@ -277,3 +277,13 @@ def test_a_known_target_skips_prepare_and_a_bad_box_on_a_known_video_is_refused_
     assert len(referrer.prepared) == 1
     (videos / "clip.mp4").write_bytes(b"another video, same name")  # a changed file is prepared again
     assert post_all(app, [chat_body(url_of(videos))])[0].status_code == 200 and len(referrer.prepared) == 2
+
+
+def test_more_key_boxes_in_the_request_reach_the_tracker(served):
+    app, referrer, videos, _ = served
+    body = chat_body(url_of(videos), keys=[{"frame": 30, "box": [100, 20, 160, 90]}])
+    [response] = post_all(app, [body])
+    assert response.status_code == 200, response.text
+    assert referrer.prepared[-1].more == ((30, (100.0, 20.0, 160.0, 90.0)),)
+    [bad] = post_all(app, [chat_body(url_of(videos), keys=[{"frame": 30, "box": [1, 2, 3]}])])
+    assert bad.status_code == 400 and "keys" in bad.json()["error"]["message"]

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from artemis_cli.common.devices import DeviceName
 from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
-from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, ExtraKey
+from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
+from artemis_cli.ownvideo.tracking import ExtraKey
 
 _STRICT = ConfigDict(extra="forbid")
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from artemis_cli.common.devices import DeviceName
 from artemis_cli.errors import ArtemisError, InputError, UsageError
-from artemis_cli.ownvideo.referrer import ExtraKey
+from artemis_cli.ownvideo.tracking import ExtraKey
 
 SOURCE = "own"
 ANNOTATION_FILE = "own_referring.json"

@@ -24,13 +24,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
-
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from typing import Callable, Optional, Sequence
 
 from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.conversation import BBOX_TOKEN, BENCH_QUESTION
 from artemis_cli.model.generation import DecodingSettings
+from artemis_cli.ownvideo.tracking import ExtraKey  # noqa: F401 (the request form of a key box, read from here too)
 
 DEFAULT_QUESTION = BENCH_QUESTION  # "What is the <bbox> doing in this video?" (+ the tracking sentence and boxes)
 QUANTIZE = ("none", "int8", "int4", "nf4")
@@ -79,17 +78,6 @@ class Target:
 
         return [KeyBox(int(self.frame), tuple(float(v) for v in self.box))] + [
             KeyBox(int(frame), tuple(float(v) for v in box)) for frame, box in self.more]
-
-
-class ExtraKey(BaseModel):
-    """A further key box in a request (`ask --batch`, `data build-referring`, the server): a correction."""
-
-    model_config = ConfigDict(extra="forbid")
-    frame: StrictInt = Field(ge=0)
-    box: list[Union[StrictInt, StrictFloat]] = Field(min_length=4, max_length=4)
-
-    def pair(self) -> tuple[int, tuple[float, float, float, float]]:
-        return self.frame, tuple(float(v) for v in self.box)  # type: ignore[return-value]
 
 
 def make_target(video: Path, boxes: Sequence, frames: Sequence[int]) -> Target:

@@ -28,9 +28,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.ownvideo.integrity import WARN, CutDetector, Guard
@@ -48,6 +49,18 @@ class KeyBox:
 
     frame: int
     box: tuple[float, float, float, float]
+
+
+class ExtraKey(BaseModel):
+    """A further key box in a request (`ask --batch`, `data build-referring`, the server): a correction;
+    the request form of a `KeyBox`."""
+
+    model_config = ConfigDict(extra="forbid")
+    frame: StrictInt = Field(ge=0)
+    box: list[Union[StrictInt, StrictFloat]] = Field(min_length=4, max_length=4)
+
+    def pair(self) -> tuple[int, tuple[float, float, float, float]]:
+        return self.frame, tuple(float(v) for v in self.box)  # type: ignore[return-value]
 
 
 @dataclass

@@ -9,6 +9,7 @@ A request is the OpenAI chat format plus Artemis' fields, which the `openai` cli
             {"type": "video_url", "video_url": {"url": "file:///data/videos/clip.mp4"}},   # or data:video/mp4;base64,...
             {"type": "text", "text": "What is the <bbox> doing in this video?"}]}],
         extra_body={"box": [x1, y1, x2, y2], "frame": 0},          # the target, pixels of frame `frame`
+        # (optionally "keys": [{"frame": 300, "box": [...]}]: more key boxes where the track went wrong)
     )
 
 or, for evaluation clients, a prepared referring record instead of the video and box::
@@ -25,6 +26,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
+
+from artemis_cli.ownvideo.tracking import ExtraKey
 
 _STRICT = ConfigDict(extra="forbid")
 Number = Union[StrictInt, StrictFloat]
@@ -92,14 +95,15 @@ class ChatRequest(BaseModel):
     # Artemis: the target on the video, or a prepared referring record (+ the folder it is relative to)
     box: Optional[list[Number]] = None
     frame: StrictInt = Field(0, ge=0)
+    keys: list[ExtraKey] = Field(default_factory=list, max_length=16)  # further key boxes (corrections)
     record: Optional[dict[str, Any]] = None
     data_root: Optional[StrictStr] = None
 
     @model_validator(mode="after")
     def _target(self) -> "ChatRequest":
         if self.record is not None:
-            if self.box is not None:
-                raise ValueError("give either box (with a video_url) or record, not both")
+            if self.box is not None or self.keys:
+                raise ValueError("give either box (and keys, with a video_url) or record, not both")
             if not self.data_root:
                 raise ValueError("record needs data_root (the folder its clip_path and frame_path are relative to)")
         elif self.box is None:

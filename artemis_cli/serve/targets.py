@@ -113,7 +113,8 @@ def video_path(url: str, *, allow: Sequence[Path], upload_dir: Path) -> Path:
 
 def video_target(chat: ChatRequest, conversation: Conversation, *, allow: Sequence[Path], upload_dir: Path) -> Target:
     path = video_path(conversation.video_url or "", allow=allow, upload_dir=upload_dir)
-    return Target(video=path, box=tuple(float(v) for v in chat.box), frame=chat.frame)
+    return Target(video=path, box=tuple(float(v) for v in chat.box), frame=chat.frame,
+                  more=tuple(key.pair() for key in chat.keys))
 
 
 class RecordTarget(PreparedTarget):
