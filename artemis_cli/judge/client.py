@@ -123,10 +123,22 @@ def _describe(exc: Exception) -> str:
     return f"{name} ({status}): {message}" if status else f"{name}: {message}"
 
 
+def safe_url(url: str | None) -> str | None:
+    """The base URL without any user:password part (for manifests and messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _model_gone(exc: Exception, model: str) -> bool:
     """Whether a 404 says the model does not exist (OpenAI's ``model_not_found``; vLLM and Ollama name it)."""
     message = str(getattr(exc, "message", "") or exc)
-    return getattr(exc, "code", None) == "model_not_found" or (model and model in message)
+    return getattr(exc, "code", None) == "model_not_found" or bool(model and model in message)
 
 
 def call_judge(client: Any, model: str, messages: list[dict[str, str]], task: str, policy: RetryPolicy,
@@ -158,7 +170,7 @@ def call_judge(client: Any, model: str, messages: list[dict[str, str]], task: st
             if kind == "raise":
                 raise
             if kind == "abort" and isinstance(exc, openai.NotFoundError) and _model_gone(exc, model):
-                endpoint = str(getattr(client, "base_url", "") or "the OpenAI API").rstrip("/")
+                endpoint = (safe_url(str(getattr(client, "base_url", "") or "")) or "the OpenAI API").rstrip("/")
                 raise JudgeAbort(model_gone_message(model, endpoint, message), hint=CHOOSE_HINT) from None
             if kind == "abort":
                 raise JudgeAbort(f"the judge API refused the request: {message}",

@@ -18,13 +18,12 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Optional, Union
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from artemis_cli.data.benchmarks import recorded_input_ids
 from artemis_cli.judge.cache import CachedVerdict, JudgeCache, default_cache_dir
-from artemis_cli.judge.client import Outcome, RetryPolicy, api_key_from_env, call_judge, make_client
+from artemis_cli.judge.client import Outcome, RetryPolicy, api_key_from_env, call_judge, make_client, safe_url
 from artemis_cli.judge.items import JudgeItem, load_items
 from artemis_cli.judge.output import (JUDGMENTS, JudgeSummary, aggregate, check_run_file, default_output_dir,
                                       failed_record, judged_record, load_judged, predictions_hash, write_results)
@@ -122,7 +121,7 @@ def judge(predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]], option
     phash = prompt_hash(options.task, template, params.get("temperature"), top_p=params.get("top_p"),
                         max_tokens=params.get("max_tokens"))
     summary = JudgeSummary(task=options.task, model=options.model, n_items=len(items), output_dir=out,
-                           dry_run=options.dry_run, base_url=_safe_url(options.base_url),
+                           dry_run=options.dry_run, base_url=safe_url(options.base_url),
                            temperature=params.get("temperature"), prompt_hash=phash)
     warning = pin_warning(options.model)
     if warning:
@@ -151,7 +150,7 @@ def judge(predictions: Union[str, os.PathLike, Iterable[dict[str, Any]]], option
     expected = recorded_input_ids(Path(predictions)) if isinstance(predictions, (str, os.PathLike)) else None
     aggregate(summary, items, records, expected)
     write_results(out, summary, {
-        "task": options.task, "model": options.model, "base_url": _safe_url(options.base_url),
+        "task": options.task, "model": options.model, "base_url": safe_url(options.base_url),
         "prompt_hash": phash, "prompt_file": str(options.prompt_file) if options.prompt_file else None,
         "template": template.model_dump(), "temperature": params.get("temperature"), "request_params": params,
         "protocol": judge_task(options.task).protocol or None, "cache": str(cache.path),
@@ -254,16 +253,6 @@ def _dry_run(summary: JudgeSummary, items: list[JudgeItem], template: PromptTemp
 def _estimate_tokens(messages: list[dict[str, str]]) -> int:
     """About 4 characters per token plus a few tokens of chat framing per message (an estimate)."""
     return sum(math.ceil(len(m["content"]) / 4) + 4 for m in messages) + 3
-
-
-def _safe_url(url: str | None) -> str | None:
-    """The base URL without any user:password part, for the manifest."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _NoProgress:
