@@ -88,6 +88,7 @@ def test_a_shot_cut_ends_the_track_and_a_second_key_box_governs_the_new_shot(sce
     assert first_shot["wrong"] == 0 and first_shot["coverage"] >= 0.95  # key 0 tracks its shot up to the cut
     from artemis_cli.data.synthetic_tracking import box_iou
 
+    assert both.key_spans() == {0: (0, 29), 45: (30, 59)}  # which frames each key box governs
     second = [i for i in range(31, 60) if both.boxes[i] is not None]
     assert len(second) >= 25 and all(box_iou(both.boxes[i], twin[i]) >= 0.5 for i in second)
 
@@ -100,9 +101,9 @@ def test_between_two_key_boxes_the_believed_and_nearer_verdict_wins_and_strides_
     forward = {0: (box, 1.0, "key"), 3: (box, 0.9, "tracked"), 6: (box, 0.8, "tracked"), 8: (None, 0.0, "cut")}
     backward = {9: (box, 0.7, "tracked"), 6: (box, 0.95, "tracked"), 3: (None, 0.1, "lost")}
     merged = _merge({**forward, 10: (box, 1.0, "key")}, backward, keys)
-    assert merged[3][2] == "tracked" and merged[3][1] == 0.9  # only the forward pass believed it
-    assert merged[6][1] == 0.95  # both did: frame 6 is nearer to key 10
-    assert merged[8] == (None, 0.0, "after-cut")  # the backward pass stopped at a cut after it
+    assert merged[3][2] == "tracked" and merged[3][1] == 0.9 and merged[3][3] == 0  # only the forward pass believed it
+    assert merged[6][1] == 0.95 and merged[6][3] == 10  # both did: frame 6 is nearer to key 10
+    assert merged[8] == (None, 0.0, "after-cut", 10)  # the backward pass stopped at a cut after it
     assert merged[9][1] == 0.7 and merged[10][2] == "key"
     assert resolve_stride(None, 30.0) == 3 and resolve_stride(None, 25.0) == 2 and resolve_stride(None, 8.0) == 1
     assert resolve_stride(None, None) == 1 and resolve_stride(4, 30.0) == 4

@@ -79,6 +79,7 @@ class TrackResult:
     fps: Optional[float] = None
     decode: DecodeReport = field(default_factory=DecodeReport)
     seconds: dict[str, float] = field(default_factory=dict)
+    governed_by: list[int] = field(default_factory=list)  # per tracked frame: the key frame its verdict comes from
 
     def quality(self) -> dict:
         """Counts for the one-line summary and the manifest."""
@@ -96,6 +97,10 @@ class TrackResult:
         """``track quality: on target 245/795 frames (31%), dropped 550 (...), ...``."""
         return quality_line(self.to_json())
 
+    def key_spans(self) -> dict[int, tuple[int, int]]:
+        """key frame -> (first, last) tracked frame whose verdict that key box gave (`governed_by`)."""
+        return key_spans(self.indices, self.governed_by)
+
     def at(self, frame: int) -> tuple[Optional[Box], float, str]:
         position = self.indices.index(frame)
         return self.boxes[position], self.confidence[position], self.states[position]
@@ -104,9 +109,19 @@ class TrackResult:
         """What the manifest keeps beside the record: per tracked frame its confidence and state, the cuts,
         the key boxes, the decoding warnings and the quality counts."""
         return {"frames": self.indices, "confidence": self.confidence, "states": self.states, "cuts": self.cuts,
+                "governed_by": self.governed_by,
                 "key_boxes": [{"frame": k.frame, "box": list(k.box)} for k in self.keys],
                 "num_frames": self.num_frames, "decoded_frames": self.decode.decoded,
                 "decode_warnings": self.decode.warnings, "quality": self.quality()}
+
+
+def key_spans(frames: Sequence[int], governed_by: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """key frame -> (first, last) of the tracked `frames` whose verdict came from that key box."""
+    spans: dict[int, tuple[int, int]] = {}
+    for frame, key in zip(frames, governed_by):
+        first, last = spans.get(key, (frame, frame))
+        spans[key] = (min(first, frame), max(last, frame))
+    return dict(sorted(spans.items()))
 
 
 def quality_line(track: dict) -> str:
@@ -325,16 +340,16 @@ def _merge(forward: dict, backward: dict, keys: Sequence[KeyBox]) -> dict:
         behind = backward.get(index) if later is not None else None  # from the key after
         if later is not None and behind is None and index not in frames:
             behind = (None, 0.0, "after-cut")  # the backward pass stopped at a cut before reaching it
-        options = [v for v in (ahead, behind) if v is not None]
+        options = [(*v[:3], key) for v, key in ((ahead, earlier), (behind, later)) if v is not None]
         with_box = [v for v in options if v[0] is not None]
         if len(with_box) == 1:
             merged[index] = with_box[0]
         elif ahead is not None and behind is not None:
             nearer_ahead = earlier is not None and (later is None or index - earlier <= later - index)
-            merged[index] = ahead if nearer_ahead else behind
+            merged[index] = options[0] if nearer_ahead else options[1]
         else:
             merged[index] = options[0]
-    return merged
+    return merged  # frame -> (box, confidence, state, the key frame whose verdict it is)
 
 
 def _track_sam2(frames_by_key: dict, keys: Sequence[KeyBox], factor: float, stride: int, cut_flags: bytearray,
@@ -370,10 +385,16 @@ def _track_sam2(frames_by_key: dict, keys: Sequence[KeyBox], factor: float, stri
 def _result(results: dict, cuts: list[int], count: int, keys: Sequence[KeyBox], frame_size, fps, report,
             seconds) -> TrackResult:
     indices = sorted(results)
+    frames = [k.frame for k in keys]
+
+    def nearest(index: int) -> int:
+        return min(frames, key=lambda f: (abs(f - index), f))
+
     return TrackResult(indices=indices, boxes=[results[i][0] for i in indices],
                        confidence=[round(float(results[i][1]), 3) for i in indices],
                        states=[results[i][2] for i in indices], cuts=cuts, keys=list(keys), num_frames=count,
-                       frame_size=frame_size, fps=fps, decode=report, seconds=seconds)
+                       frame_size=frame_size, fps=fps, decode=report, seconds=seconds,
+                       governed_by=[results[i][3] if len(results[i]) > 3 else nearest(i) for i in indices])
 
 
 def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str = "csrt", stride: Optional[int] = None,
