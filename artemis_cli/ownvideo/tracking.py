@@ -411,7 +411,7 @@ def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str =
     frames = iter_frames(info, report, limits=limits, check=check)
     results, cuts, count, seconds = _track(frames, info.frame_size, keys, tracker=tracker, stride=stride, sam2=sam2,
                                            progress=progress, total_hint=info.header_frames)
-    if sum(box is not None for box, _, _ in results.values()) == len(keys) and len(results) > len(keys):
+    if sum(verdict[0] is not None for verdict in results.values()) == len(keys) and len(results) > len(keys):
         raise InputError(f"{info.path}: the {tracker} tracker lost the target on every frame but the key frame(s)",
                          hint="draw the box tighter around the target, or try another --tracker / --frame")
     return _result(results, cuts, count, keys, info.frame_size, info.fps, report, seconds)
