@@ -9,6 +9,7 @@ frame a red border and why (lost, ambiguous, after a cut), with the track's conf
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -26,6 +27,8 @@ KEY_COLOUR = (255, 200, 0)
 TRACK_COLOUR = (0, 230, 60)
 LOW_COLOUR = (255, 140, 0)
 LOST_COLOUR = (230, 40, 40)
+USED_COLOUR = (40, 140, 255)  # a frame fed to the model
+MP4_CODECS = ("libx264", "mpeg4")  # H.264 plays in every browser's <video>; MPEG-4 part 2 where x264 is missing
 
 
 def check_preview_path(path: Optional[Path]) -> None:
@@ -43,14 +46,19 @@ def _font(size: int):
 
 
 def draw_frame(image, box: Optional[Sequence[float]], label: str, *, key: bool, state: str = "tracked",
-               confidence: float = 1.0, scale: float = 1.0):
-    """Draw `box` (pixels of the original frame, times `scale`) and a label on `image` (RGB, in place)."""
+               confidence: float = 1.0, scale: float = 1.0, used: bool = False):
+    """Draw `box` (pixels of the original frame, times `scale`) and a label on `image` (RGB, in place); a
+    frame fed to the model (`used`) gets a blue frame and says so."""
     from PIL import ImageDraw
 
     from artemis_cli.ownvideo.integrity import WARN
 
     draw = ImageDraw.Draw(image)
     width = max(2, round(image.size[0] / 160))
+    if used:
+        draw.rectangle([width, width, image.size[0] - 1 - width, image.size[1] - 1 - width], outline=USED_COLOUR,
+                       width=2 * width)
+        label += " fed to the model"
     if box:
         colour = KEY_COLOUR if key else (TRACK_COLOUR if confidence >= WARN else LOW_COLOUR)
         draw.rectangle([float(v) * scale for v in box], outline=colour, width=width)
@@ -71,12 +79,13 @@ class Preview:
     `close` writes the file (atomically) and returns its path."""
 
     def __init__(self, path: Path, record: dict, frame_numbers: Sequence[int], key_frames: Sequence[int],
-                 track: Optional[dict] = None, fps: float = 8.0):
+                 track: Optional[dict] = None, fps: float = 8.0, used: Sequence[int] = ()):
         check_preview_path(path)
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         self.fps = fps
         self.key_frames = set(key_frames)
+        self.used = set(used)  # frames fed to the model
         states = dict(zip((track or {}).get("frames", []), (track or {}).get("states", [])))
         confidence = dict(zip((track or {}).get("frames", []), (track or {}).get("confidence", [])))
         self.items = {number: (box, states.get(number, "tracked" if box else "lost"), confidence.get(number, 1.0))
@@ -108,7 +117,8 @@ class Preview:
         if scale != 1.0:
             image = image.resize((max(2, round(image.size[0] * scale)), max(2, round(image.size[1] * scale))))
         label = f"#{number}" + (" key" if number in self.key_frames else "")
-        draw_frame(image, box, label, key=number in self.key_frames, state=state, confidence=confidence, scale=scale)
+        draw_frame(image, box, label, key=number in self.key_frames, state=state, confidence=confidence, scale=scale,
+                   used=number in self.used)
         if self.suffix == ".mp4":
             self._encode(np.asarray(image))
         else:
@@ -118,9 +128,19 @@ class Preview:
         import av
 
         if self._encoder is None:
-            self._buffer = io.BytesIO()
-            container = av.open(self._buffer, "w", format="mp4")
-            stream = container.add_stream("mpeg4", rate=max(1, int(round(self.fps))))
+            import tempfile
+
+            # a file, not memory: "faststart" (the index first, so a browser plays while it loads) rewrites it
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle, self._partial = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            os.close(handle)
+            container = av.open(self._partial, "w", format="mp4", options={"movflags": "faststart"})
+            for codec in MP4_CODECS:
+                try:
+                    stream = container.add_stream(codec, rate=max(1, int(round(self.fps))))
+                    break
+                except (av.FFmpegError, ValueError):
+                    continue
             stream.height, stream.width = pixels.shape[0] - pixels.shape[0] % 2, pixels.shape[1] - pixels.shape[1] % 2
             stream.pix_fmt = "yuv420p"
             self._encoder = (container, stream)
@@ -138,10 +158,14 @@ class Preview:
             if self._encoder is None:
                 raise UsageError(f"--preview {self.path}: no frame to draw")
             container, stream = self._encoder
-            for packet in stream.encode():
-                container.mux(packet)
-            container.close()
-            atomic_write_bytes(self.path, self._buffer.getvalue())
+            try:
+                for packet in stream.encode():
+                    container.mux(packet)
+                container.close()
+                os.replace(self._partial, self.path)
+            finally:
+                if os.path.exists(self._partial):
+                    os.unlink(self._partial)
             return self.path
         if not self._images:
             raise UsageError(f"--preview {self.path}: no frame to draw")
@@ -161,13 +185,16 @@ class Preview:
         return self.path
 
 
-def render_preview(path: Path, prepared, key_frames: Optional[Sequence[int]] = None) -> Path:
-    """Draw `prepared`'s track (a `referrer.PreparedTarget`) and write `path`, decoding the frames it needs."""
+def render_preview(path: Path, prepared, key_frames: Optional[Sequence[int]] = None, used: Sequence[int] = (),
+                   fps: Optional[float] = None) -> Path:
+    """Draw `prepared`'s track (a `referrer.PreparedTarget`) and write `path`, decoding the frames it needs.
+    `used`: the frames fed to the model (highlighted); `fps`: the preview's rate (default 8)."""
     from artemis_cli.ownvideo.video import iter_selected
 
     keys = key_frames if key_frames is not None else [k["frame"] for k in prepared.track.get("key_boxes", [])] or [
         prepared.target.frame]
-    preview = Preview(path, prepared.record, prepared.frame_indices, keys, prepared.track)
+    preview = Preview(path, prepared.record, prepared.frame_indices, keys, prepared.track, used=used,
+                      **({"fps": fps} if fps else {}))
     for number, frame in iter_selected(prepared.info, preview.wanted):
         preview.add(number, frame)
     return preview.close()
