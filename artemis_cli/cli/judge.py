@@ -25,7 +25,8 @@ def gpt_cmd(
     predictions: Annotated[Path, typer.Argument(metavar="PREDICTIONS", exists=True, dir_okay=False, readable=True,
                                                 help="Predictions (.jsonl or .json list). QA: id, question, answer, "
                                                      "pred; Video-ChatGPT: video_name, Q, A, pred (consistency: "
-                                                     "Q1, Q2, A, pred1, pred2).")],
+                                                     "Q1, Q2, A, pred1, pred2); videorefer-d / plm-rcap: id, "
+                                                     "caption, pred.")],
     task: Annotated[str, typer.Option("--task", help=_TASK_HELP)],
     model: Annotated[Optional[str], typer.Option("--model", envvar="ARTEMIS_JUDGE_MODEL", show_envvar=True,
                                                  help="Judge model (required: there is no default, since hosted "

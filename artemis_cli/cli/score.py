@@ -19,7 +19,7 @@ PROTOCOL_HELP = "; ".join(f"{name} ({spec.about})" for name, spec in PROTOCOLS.i
 
 def score_cmd(
     predictions: Annotated[Path, typer.Argument(metavar="PREDICTIONS", exists=True, dir_okay=False, readable=True,
-                                                help="Prediction file: .jsonl, or a .json list, of {video_name, groundtruth, pred}.")],
+                                                help="Prediction file: .jsonl, or a .json list, of {video_name, groundtruth, pred}; or VideoRefer-Bench-Q answers {id, options, answer, type, pred}.")],
     json_out: JsonFlag = False,
     per_sample: Annotated[Optional[Path], typer.Option("--per-sample", dir_okay=False, metavar="FILE", help="Write one JSON line per scored record with its values.")] = None,
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated subset of bleu,meteor,rouge,cider,spice.")] = ALL_METRICS,
