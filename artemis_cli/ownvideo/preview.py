@@ -74,6 +74,56 @@ def draw_frame(image, box: Optional[Sequence[float]], label: str, *, key: bool, 
     return image
 
 
+class Mp4Writer:
+    """Frames (RGB, all of `size`) encoded one at a time into an .mp4 that browsers play (H.264, the index
+    first), written to a temp file beside `path` and renamed at `close`; `abort` leaves nothing."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float):
+        import tempfile
+
+        import av
+
+        self.path, self.size = Path(path), (size[0] - size[0] % 2, size[1] - size[1] % 2)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, self._partial = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(handle)
+        # "faststart" (the index first, so a browser plays while it loads) rewrites the file: not in memory
+        self._container = av.open(self._partial, "w", format="mp4", options={"movflags": "faststart"})
+        for codec in MP4_CODECS:
+            try:
+                self._stream = self._container.add_stream(codec, rate=max(1, int(round(fps))))
+                break
+            except (av.FFmpegError, ValueError):
+                continue
+        self._stream.width, self._stream.height = self.size
+        self._stream.pix_fmt = "yuv420p"
+
+    def write(self, pixels: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[:self.size[1], :self.size[0]]), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> Path:
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            os.replace(self._partial, self.path)
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        if os.path.exists(self._partial):
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - a half-written file is removed whatever state it is in
+                pass
+            os.unlink(self._partial)
+
+
 class Preview:
     """One preview being written: `wanted` says which frame numbers it needs, `add` takes each (in order),
     `close` writes the file (atomically) and returns its path."""
@@ -120,34 +170,11 @@ class Preview:
         draw_frame(image, box, label, key=number in self.key_frames, state=state, confidence=confidence, scale=scale,
                    used=number in self.used)
         if self.suffix == ".mp4":
-            self._encode(np.asarray(image))
+            if self._encoder is None:
+                self._encoder = Mp4Writer(self.path, image.size, self.fps)
+            self._encoder.write(np.asarray(image))
         else:
             self._images.append(image)
-
-    def _encode(self, pixels: np.ndarray) -> None:
-        import av
-
-        if self._encoder is None:
-            import tempfile
-
-            # a file, not memory: "faststart" (the index first, so a browser plays while it loads) rewrites it
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, self._partial = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            os.close(handle)
-            container = av.open(self._partial, "w", format="mp4", options={"movflags": "faststart"})
-            for codec in MP4_CODECS:
-                try:
-                    stream = container.add_stream(codec, rate=max(1, int(round(self.fps))))
-                    break
-                except (av.FFmpegError, ValueError):
-                    continue
-            stream.height, stream.width = pixels.shape[0] - pixels.shape[0] % 2, pixels.shape[1] - pixels.shape[1] % 2
-            stream.pix_fmt = "yuv420p"
-            self._encoder = (container, stream)
-        container, stream = self._encoder
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[:stream.height, :stream.width]), format="rgb24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
 
     def close(self) -> Path:
         from PIL import Image
@@ -157,16 +184,7 @@ class Preview:
         if self.suffix == ".mp4":
             if self._encoder is None:
                 raise UsageError(f"--preview {self.path}: no frame to draw")
-            container, stream = self._encoder
-            try:
-                for packet in stream.encode():
-                    container.mux(packet)
-                container.close()
-                os.replace(self._partial, self.path)
-            finally:
-                if os.path.exists(self._partial):
-                    os.unlink(self._partial)
-            return self.path
+            return self._encoder.close()
         if not self._images:
             raise UsageError(f"--preview {self.path}: no frame to draw")
         buffer = io.BytesIO()
