@@ -3,7 +3,7 @@
 Each video has a *walker* (grows by half while crossing the frame, passes behind an occluder) and a
 *leaver* (drifts out of the right edge and stays out). For every tracker and video this tracks the
 walker from its middle frame (forward and backward) and the leaver from frame 0, exactly as `artemis
-track` does (`ownvideo.trackers.track_boxes`), and reports:
+track` does (`ownvideo.tracking.track_boxes`), and reports:
 
 - mean IoU over the frames where the object is visible (a lost visible frame counts 0),
 - the share of frames where the object is gone that were marked `[]`,
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def run(tracker: str, videos, sam2=None) -> dict:
     from artemis_cli.data.synthetic_tracking import box_iou
-    from artemis_cli.ownvideo.trackers import track_boxes
+    from artemis_cli.ownvideo.tracking import track_boxes
 
     ious, gone_marked, gone_total, frames, seconds, cpu = [], 0, 0, 0, 0.0, 0.0
     for video in videos:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from artemis_cli.data.synthetic_tracking import box_iou, make_tracking_video
-from artemis_cli.ownvideo.trackers import clip_box, mask_box, track_boxes
+from artemis_cli.ownvideo.trackers import clip_box, mask_box
+from artemis_cli.ownvideo.tracking import track_boxes
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -71,7 +71,7 @@ def video_question(question: str, video, tokenizer, template: str, seed: int):
 def track_from_key_frame(record, frames, tracker: str):
     """Single-frame mode with a tracker: the key frame's box propagated over the record's annotated frames
     (read from `frames`, a `VideoFrameReader`) by the own-video trackers; a lost frame stays untracked."""
-    from artemis_cli.ownvideo.trackers import track_boxes
+    from artemis_cli.ownvideo.tracking import track_boxes
 
     key = record.frame_id.index(record.key_frame_id)
     boxes = track_boxes(frames.arrays(record.frame_id), key, list(record.key_frame_box), tracker=tracker)

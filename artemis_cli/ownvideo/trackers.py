@@ -135,13 +135,3 @@ def sam2_proposals(frames: Sequence[np.ndarray], key: int, box: Box, model, proc
                 if progress is not None:
                     progress(min(1.0, done[0] / (len(frames) + 1)))
     return out
-
-
-def track_boxes(frames: Sequence[np.ndarray], key: int, box: Box, *, tracker: str = "csrt",
-                sam2=None, progress: Progress = None) -> list[Optional[Box]]:
-    """One box (None: dropped) per frame of in-memory `frames` (RGB uint8), the key frame's being `box`:
-    the guarded tracking of `tracking.track_frames` (frames in memory; videos go through
-    `tracking.track_video_keys`, frame by frame)."""
-    from artemis_cli.ownvideo.tracking import KeyBox, track_frames
-
-    return track_frames(frames, [KeyBox(key, tuple(box))], tracker=tracker, sam2=sam2, progress=progress).boxes

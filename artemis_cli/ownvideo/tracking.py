@@ -432,3 +432,10 @@ def track_frames(frames: Sequence[np.ndarray], keys: Sequence[KeyBox], *, tracke
     results, cuts, count, seconds = _track(source(), (width, height), keys, tracker=tracker, stride=stride,
                                            sam2=sam2, progress=progress, total_hint=len(frames))
     return _result(results, cuts, count, keys, (width, height), None, DecodeReport(decoded=count), seconds)
+
+
+def track_boxes(frames: Sequence[np.ndarray], key: int, box: Box, *, tracker: str = "csrt",
+                sam2=None, progress: Progress = None) -> list[Optional[Box]]:
+    """One box (None: dropped) per frame of in-memory `frames` (RGB uint8), the key frame's being `box`:
+    `track_frames` with one key box, boxes only."""
+    return track_frames(frames, [KeyBox(key, tuple(box))], tracker=tracker, sam2=sam2, progress=progress).boxes
