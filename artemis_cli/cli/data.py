@@ -20,19 +20,24 @@ def make_sample_cmd(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes identical files.")] = 0,
     videos: Annotated[int, typer.Option(min=2, help="HC-STVG sample videos (the last one is the VideoRefBench split).")] = 2,
     feature_dim: Annotated[int, typer.Option("--feature-dim", min=1, help="Feature width C of the [356, C] feature files (1024 for CLIP ViT-L/14).")] = 1024,
+    targets: Annotated[int, typer.Option(min=1, max=4, help="Moving boxes per HC-STVG video (one referring record each).")] = 2,
+    motion: Annotated[Literal["free", "classes"], typer.Option("--motion", help="free: boxes go from one random place to another; classes: each box of a video has its own colour and its own of the nine caption motions, and stage 2 gets descriptions of the videos (the toy recipe's data).")] = "free",
+    size: Annotated[str, typer.Option("--size", metavar="WxH", help="Frame size of the HC-STVG videos, e.g. 112x112 (square frames keep boxes where CLIP's centre crop sees them).")] = "96x64",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the DATA_ROOT/ and annotations/ an earlier make-sample wrote in OUT (nothing else).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Write a tiny, complete, deterministic sample DATA_ROOT and annotations of every record kind.
 
-    Example: artemis data make-sample artemis-sample"""
+    Example: artemis data make-sample artemis-sample
+    (the toy recipe's training data: --videos 200 --targets 2 --motion classes --size 112x112 --feature-dim 64)"""
     from artemis_cli.common.console import print_json, stderr
     from artemis_cli.common.paths import check_output
-    from artemis_cli.data.sample import make_sample
+    from artemis_cli.data.sample import make_sample, parse_size
 
     check_output(out, kind="dir", option="OUT")
 
-    summary = make_sample(out, seed=seed, videos=videos, feature_dim=feature_dim, overwrite=overwrite)
+    summary = make_sample(out, seed=seed, videos=videos, feature_dim=feature_dim, overwrite=overwrite, targets=targets,
+                          motion=motion, size=parse_size(size))
     next_cmd = f"artemis data verify-layout {summary.data_root} --annotations {summary.annotations} --check-features"
     if json_out:
         print_json({"files": summary.files, "bytes": summary.bytes, **summary.written, "next": next_cmd})

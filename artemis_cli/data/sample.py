@@ -18,7 +18,8 @@ import numpy as np
 from artemis_cli.common.atomic import atomic_write_bytes, atomic_write_json
 from artemis_cli.data.feature_files import save_feature
 from artemis_cli.data.layout import ARTEMIS_DATA
-from artemis_cli.data.synthetic_video import SyntheticVideo, encode_mp4, make_image, make_video, save_jpeg
+from artemis_cli.data.synthetic_video import (COLOURS, Motion, SyntheticVideo, encode_mp4, make_image, make_video,
+                                              save_jpeg)
 from artemis_cli.data.verify import FEATURE_ROWS
 from artemis_cli.errors import UsageError
 
@@ -28,10 +29,19 @@ QUESTION = "What is the <bbox> doing in this video?"
 
 
 MAX_VIDEOS = 1000
+MIN_SIZE, MAX_SIZE = 32, 1024  # frame width/height of the HC-STVG videos
 MAX_FEATURE_DIM = 16384  # [356, C] float16 per file: 11.7 MB at the bound
 # Files every sample has: `--overwrite` removes DATA_ROOT / annotations only when they hold these.
 _SAMPLE_MARKERS = {"DATA_ROOT": ("Artemis_data/HC-STVG/clip_feature/hcstvg_000.pkl",),
                    "annotations": ("videorefbench/hc_stvg_val.json", "stage3/hc_stvg_train.json")}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"112x112"`` -> (112, 112); anything else is a `UsageError` naming --size."""
+    width, sep, height = str(text).lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise UsageError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 112x112")
+    return int(width), int(height)
 
 
 def _check_is_sample(folder: Path, part: str) -> None:
@@ -113,11 +123,24 @@ def _referring_records(w: _Writer, source: str, clip: str, video: SyntheticVideo
     return records
 
 
-def make_sample(out: Path, seed: int = 0, videos: int = 2, feature_dim: int = 1024, overwrite: bool = False) -> SampleSummary:
-    """Write `out/DATA_ROOT` and `out/annotations` (see module docstring); return what was written."""
+def make_sample(out: Path, seed: int = 0, videos: int = 2, feature_dim: int = 1024, overwrite: bool = False, *,
+                targets: int = 2, motion: Motion = "free", size: tuple[int, int] = (WIDTH, HEIGHT)) -> SampleSummary:
+    """Write `out/DATA_ROOT` and `out/annotations` (see module docstring); return what was written.
+
+    `videos` HC-STVG videos of `size` (width, height) with `targets` moving boxes each; the last video is the
+    VideoRefBench split. `motion` "classes" gives each box of a video its own colour and its own one of the
+    nine caption motions, clearly (`synthetic_video.class_paths`), and adds stage-2 descriptions of the
+    training videos (every target's caption, `stage2/hcstvg_captions.json`) so stage 2 teaches the LLM the
+    captions' words: the data of the toy recipe (`examples/configs/toy_stage*.yaml`)."""
     if type(videos) is not int or not 2 <= videos <= MAX_VIDEOS:
         raise UsageError(f"--videos {videos!r}: expected a whole number from 2 to {MAX_VIDEOS} (one video for "
                          "training, the last one for VideoRefBench)")
+    if type(targets) is not int or not 1 <= targets <= len(COLOURS):
+        raise UsageError(f"--targets {targets!r}: expected a whole number from 1 to {len(COLOURS)} (one colour each)")
+    if motion not in ("free", "classes"):
+        raise UsageError(f"--motion {motion!r}: expected free or classes")
+    if len(size) != 2 or any(type(v) is not int or not MIN_SIZE <= v <= MAX_SIZE for v in size):
+        raise UsageError(f"--size {'x'.join(map(str, size))}: expected WIDTHxHEIGHT, each from {MIN_SIZE} to {MAX_SIZE}")
     if type(feature_dim) is not int or not 1 <= feature_dim <= MAX_FEATURE_DIM:
         raise UsageError(f"--feature-dim {feature_dim!r}: expected a whole number from 1 to {MAX_FEATURE_DIM} "
                          "(1024 for CLIP ViT-L/14)")
@@ -170,11 +193,11 @@ def make_sample(out: Path, seed: int = 0, videos: int = 2, feature_dim: int = 10
 
     # Stage 3 and VideoRefBench: HC-STVG videos (mp4 + frames + clip features), last one held out.
     hc = f"{ARTEMIS_DATA}/HC-STVG"
-    train, bench, clips = [], [], []
+    train, bench, clips, described = [], [], [], []
     for v in range(videos):
         clip = f"hcstvg_{v:03d}"
         clips.append(clip)
-        video = make_video(w.rng(f"video:{clip}"), N_FRAMES, WIDTH, HEIGHT, n_targets=2)
+        video = make_video(w.rng(f"video:{clip}"), N_FRAMES, size[0], size[1], n_targets=targets, motion=motion)
         atomic_write_bytes(w.root / hc / "videos" / f"{clip}.mp4", encode_mp4(video.frames))
         names = w.frames(f"{hc}/frames/{clip}", video, "{:05d}.jpg")
         w.feature(f"{hc}/clip_feature/{clip}.pkl")
@@ -182,7 +205,14 @@ def make_sample(out: Path, seed: int = 0, videos: int = 2, feature_dim: int = 10
         records = _referring_records(w, "HC-STVG", clip, video, f"HC-STVG/frames/{clip}", names,
                                      with_question=held_out or v % 2 == 1, video_name=clip if held_out else None)
         (bench if held_out else train).extend(records)
+        if not held_out:
+            described.append({"id": f"{clip}_described", "video": f"{clip}.mp4",
+                              "video_clip": f"{hc}/clip_feature/{clip}.pkl",  # from DATA_ROOT
+                              "conversations": _conv("<video>\nWhat happens in the video?",
+                                                     " ".join(t.motion() for t in video.targets))})
     w.annotation("stage3/hc_stvg_train.json", train)
+    if motion == "classes":
+        w.annotation("stage2/hcstvg_captions.json", described)
     w.annotation("videorefbench/hc_stvg_val.json", bench)
 
     # GOT-10k and MGIT: frame folders (not redistributed upstream) + their clip_feature folders.

@@ -8,12 +8,20 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from artemis_cli.errors import ArtemisError
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 180, 60), "yellow": (230, 200, 40)}
+Motion = Literal["free", "classes"]
+# The nine motions a caption can name (`Target.motion`), as the sign of the x and y displacement.
+MOTIONS = {"to the left": (-1, 0), "to the right": (1, 0), "upwards": (0, -1), "downwards": (0, 1),
+           "to the left and upwards": (-1, -1), "to the left and downwards": (-1, 1),
+           "to the right and upwards": (1, -1), "to the right and downwards": (1, 1), "around in place": (0, 0)}
+MIN_TRAVEL = 4  # pixels of centre displacement below which a box "moves around in place" (per axis)
+CLASS_TRAVEL = (0.45, 0.9)  # "classes": a moving axis travels this fraction of the room the frame leaves
 
 
 @dataclass
@@ -27,9 +35,9 @@ class Target:
         dx = (bx1 + bx2 - ax1 - ax2) / 2
         dy = (by1 + by2 - ay1 - ay2) / 2
         parts = []
-        if abs(dx) >= 4:
+        if abs(dx) >= MIN_TRAVEL:
             parts.append("to the right" if dx > 0 else "to the left")
-        if abs(dy) >= 4:
+        if abs(dy) >= MIN_TRAVEL:
             parts.append("downwards" if dy > 0 else "upwards")
         where = " and ".join(parts) if parts else "around in place"
         return f"The {self.colour} box moves {where} across the scene."
@@ -41,8 +49,14 @@ class SyntheticVideo:
     targets: list[Target]
 
 
-def make_video(rng: np.random.Generator, n_frames: int, width: int, height: int, n_targets: int) -> SyntheticVideo:
-    """A smooth textured background (compresses well) with `n_targets` boxes moving in straight lines."""
+def make_video(rng: np.random.Generator, n_frames: int, width: int, height: int, n_targets: int,
+               motion: Motion = "free") -> SyntheticVideo:
+    """A smooth textured background (compresses well) with `n_targets` boxes moving in straight lines.
+
+    `motion` "free": each box goes from one random place to another (most captions are diagonal).
+    "classes": each box of a video gets its own colour and its own one of the nine caption motions
+    (`MOTIONS`), moved far enough that the caption is unambiguous, and no two boxes ever overlap
+    (`class_paths`): the caption of a box is then a function of what is inside it across the video."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, size=3)
     background = np.stack([
@@ -53,20 +67,80 @@ def make_video(rng: np.random.Generator, n_frames: int, width: int, height: int,
     frames = np.repeat(background[None], n_frames, axis=0)
     targets = []
     colour_names = list(COLOURS)
-    for k in range(n_targets):
-        colour = colour_names[(k + int(rng.integers(len(colour_names)))) % len(colour_names)]
-        bw, bh = int(rng.integers(width // 6, width // 4)), int(rng.integers(height // 5, height // 3))
-        start = np.array([rng.uniform(0, width - bw), rng.uniform(0, height - bh)])
-        end = np.array([rng.uniform(0, width - bw), rng.uniform(0, height - bh)])
-        boxes = []
-        for t in range(n_frames):
-            x, y = start + (end - start) * t / max(n_frames - 1, 1)
-            x1, y1 = int(round(x)), int(round(y))
-            boxes.append([x1, y1, x1 + bw, y1 + bh])
-            frames[t, y1:y1 + bh, x1:x1 + bw] = COLOURS[colour]
+    if motion == "classes":
+        paths = class_paths(rng, n_frames, width, height, n_targets)
+    elif motion == "free":
+        paths = []
+        for k in range(n_targets):
+            colour = colour_names[(k + int(rng.integers(len(colour_names)))) % len(colour_names)]
+            bw, bh = int(rng.integers(width // 6, width // 4)), int(rng.integers(height // 5, height // 3))
+            start = np.array([rng.uniform(0, width - bw), rng.uniform(0, height - bh)])
+            end = np.array([rng.uniform(0, width - bw), rng.uniform(0, height - bh)])
+            paths.append((colour, _straight_boxes(start, end, bw, bh, n_frames)))
+    else:
+        raise ValueError(f"motion must be 'free' or 'classes', got {motion!r}")
+    for colour, boxes in paths:
+        for t, (x1, y1, x2, y2) in enumerate(boxes):
+            frames[t, y1:y2, x1:x2] = COLOURS[colour]
         targets.append(Target(colour, boxes))
     noise = rng.normal(0, 3, size=frames.shape)
     return SyntheticVideo(np.clip(frames + noise, 0, 255).astype(np.uint8), targets)
+
+
+def _straight_boxes(start, end, bw: int, bh: int, n_frames: int) -> list[list[int]]:
+    boxes = []
+    for t in range(n_frames):
+        x, y = start + (end - start) * t / max(n_frames - 1, 1)
+        x1, y1 = int(round(x)), int(round(y))
+        boxes.append([x1, y1, x1 + bw, y1 + bh])
+    return boxes
+
+
+def _axis_path(rng: np.random.Generator, room: float, sign: int) -> tuple[float, float]:
+    """Start and end of one axis: still (sign 0) or a travel of `CLASS_TRAVEL` of `room` in direction `sign`."""
+    if sign == 0:
+        start = rng.uniform(0, room)
+        return start, start
+    travel = rng.uniform(*CLASS_TRAVEL) * room
+    start = rng.uniform(0, room - travel)
+    return (start, start + travel) if sign > 0 else (start + travel, start)
+
+
+def _overlap(a: list[list[int]], b: list[list[int]], margin: int = 2) -> bool:
+    return any(p[0] < q[2] + margin and q[0] < p[2] + margin and p[1] < q[3] + margin and q[1] < p[3] + margin
+               for p, q in zip(a, b))
+
+
+def class_paths(rng: np.random.Generator, n_frames: int, width: int, height: int, n_targets: int,
+                tries: int = 200) -> list[tuple[str, list[list[int]]]]:
+    """(colour, boxes per frame) of `n_targets` boxes with distinct colours and distinct `MOTIONS`, that never
+    overlap. Up to `tries` draws per video; the last draw is kept when none is clear of overlaps."""
+    if n_targets > len(COLOURS):
+        raise ValueError(f"at most {len(COLOURS)} targets (one per colour), got {n_targets}")
+    names = list(MOTIONS)
+    colours = rng.permutation(list(COLOURS))[:n_targets]
+    motions = rng.permutation(len(names))[:n_targets]  # drawn once: redrawing them would favour easy ones
+    for _ in range(tries):
+        paths = []
+        for colour, motion in zip(colours, motions):
+            sx, sy = MOTIONS[names[motion]]
+            bw, bh = int(rng.integers(width // 6, width // 4 + 1)), int(rng.integers(height // 6, height // 4 + 1))
+            x0, x1 = _axis_path(rng, width - bw, sx)
+            y0, y1 = _axis_path(rng, height - bh, sy)
+            paths.append((str(colour), _straight_boxes(np.array([x0, y0]), np.array([x1, y1]), bw, bh, n_frames)))
+        if not any(_overlap(paths[i][1], paths[j][1]) for i in range(n_targets) for j in range(i)):
+            break
+    return paths
+
+
+TOY_SIZE = (112, 112)  # square frames: CLIP's centre crop then sees the whole frame, and boxes stay on their target
+TOY_FRAMES = 24
+
+
+def two_box_video(seed: int) -> SyntheticVideo:
+    """A video like the toy model's training videos (`data make-sample --motion classes --size 112x112`): two
+    boxes of different colours and different motions, from `seed` alone."""
+    return make_video(np.random.default_rng(seed), TOY_FRAMES, *TOY_SIZE, 2, motion="classes")
 
 
 def encode_mp4(frames: np.ndarray, fps: int = 8, codecs: tuple[str, ...] = ("mpeg4", "h264")) -> bytes:

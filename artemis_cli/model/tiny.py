@@ -212,12 +212,16 @@ def save_tiny_vicuna(folder: str | Path, tokenizer_dir: str | Path, *, seed: int
     return folder
 
 
-def save_tiny_start(out: str | Path, *, seed: int = 0) -> dict[str, Path]:
+TINY_VOCAB = 320  # the smallest a byte-fallback BPE takes: most words are split into pieces
+WORD_VOCAB = 600  # enough merges that the sample captions' words are one token each (the toy recipe)
+
+
+def save_tiny_start(out: str | Path, *, seed: int = 0, vocab_size: int = TINY_VOCAB) -> dict[str, Path]:
     """Write `out/vicuna` (tiny Llama + tokenizer) and `out/clip` (tiny CLIP tower + image processor): the
     start checkpoints `examples/configs/sample_stage1.yaml` trains from. Returns both paths."""
     out = Path(out)
     clip = save_tiny_clip(out / "clip", seed=seed)
-    tokenizer_dir = save_tiny_tokenizer(out / "tokenizer")
+    tokenizer_dir = save_tiny_tokenizer(out / "tokenizer", vocab_size=vocab_size)
     vicuna = save_tiny_vicuna(out / "vicuna", tokenizer_dir, seed=seed)
     return {"vicuna": vicuna, "clip": clip}
 
