@@ -3,6 +3,8 @@ frames the own-video library tracks), the page handlers' errors and session clea
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -124,6 +126,11 @@ class _NoModel:
         raise AssertionError("the model was asked although the input was bad")
 
 
+def last(outputs):
+    """The final update of the generator `PageHandlers.ask`."""
+    return list(outputs)[-1]
+
+
 def test_handlers_show_errors_and_keep_the_session(tmp_path, video):
     from artemis_cli.web.page import Decoding, PageHandlers
     from artemis_cli.web.session import SessionFolders, end_session
@@ -133,25 +140,36 @@ def test_handlers_show_errors_and_keep_the_session(tmp_path, video):
     handlers = PageHandlers(_NoModel(), folders, default_question="What is the <bbox> doing?", log=lines.append)
     text = tmp_path / "bad.txt"
     text.write_text("hello")
-    session, editor, slider, error, *_ = handlers.load_video(str(text), None)
-    assert editor is None and "**error:** bad.txt is not a video" in error and session.video is None
+    session, player, slider, label, editor, *rest = handlers.load_video(str(text), None)
+    error = rest[-1]
+    assert player is None and "**error:** bad.txt is not a video" in error and session.video is None
+    assert slider["visible"] is False  # no slider reading 0-1 before there is a video
     assert any("rejected upload bad.txt" in line for line in lines)
 
     path, _ = video
-    session, editor, slider, error, *_ = handlers.load_video(str(path), session)
-    assert error == "" and editor["image"].shape == (360, 640, 3)  # 160x90 enlarged 4x for drawing
-    assert slider["maximum"] == 11 and slider["interactive"] is True
+    session, player, slider, label, editor, confirm, *rest = handlers.load_video(str(path), session)
+    assert rest[-1] == "" and editor["image"].shape == (360, 640, 3)  # 160x90 enlarged 4x for drawing
+    assert slider["maximum"] == 11 and slider["interactive"] is True and slider["visible"] is True
+    assert label == "frame 0 of 0-11 (12 frames, 160x90 px)"  # one numbering, from 0
+    assert Path(player).suffix == ".mp4" and Path(player).is_file()  # something the page's player plays
     assert session.video.parent.parent == session.folder and session.video.name == "clip.mp4"
     assert session.video.read_bytes() == path.read_bytes()
 
-    session, editor, used, error = handlers.show_frame(5, session)
-    assert session.frame == 5 and error == "" and used.startswith("frame 5 of 11 (160x90)")
+    session, editor, label, used, error = handlers.show_frame(5, session)
+    assert session.frame == 5 and error == "" and label.startswith("frame 5 of 0-11")
     np.testing.assert_array_equal(editor["image"][::4, ::4], read_frames(path, [5])[5])
+    # a box is confirmed as soon as it is drawn, in video pixels with its frame
+    drawn = {"boxes": [{"xmin": 40, "ymin": 20, "xmax": 120, "ymax": 100}]}
+    session, confirm, error = handlers.box_drawn(drawn, session)
+    assert confirm.startswith("box [10, 5, 30, 25] on frame 5, in video pixels of the 160x90 frame") and error == ""
+    session, keys, confirm, error = handlers.add_key(drawn, session)
+    assert session.keys == [(5, (10.0, 5.0, 30.0, 25.0))] and keys.splitlines()[1] == "1. frame 5, box [10, 5, 30, 25]"
 
-    outputs = handlers.ask(session, {"boxes": []}, "", "csrt", Decoding())
-    assert "no box drawn" in outputs[5]
-    outputs = handlers.ask(session, {"boxes": [{"xmin": 0, "ymin": 0, "xmax": 40, "ymax": 40}]}, "", "nano", Decoding())
-    assert "unknown tracker 'nano'" in outputs[5]
+    outputs = last(handlers.ask(session, {"boxes": []}, "", "nano", Decoding()))
+    assert "unknown tracker 'nano'" in outputs[7]
+    session, keys, error = handlers.clear_keys(session)
+    outputs = last(handlers.ask(session, {"boxes": []}, "", "csrt", Decoding()))
+    assert "no box drawn" in outputs[7]
 
     folder = session.folder
     assert folder.is_dir() and folders.live() == [folder]
@@ -183,10 +201,12 @@ def test_doctor_reports_the_web_extra(monkeypatch):
 
 @pytest.mark.slow
 def test_handlers_answer_as_the_referrer_with_the_advanced_settings(tmp_path, tiny_artemis):
-    """The Advanced panel's tracker and sampling settings reach `Referrer.prepare/ask`; progress is reported."""
+    """The Advanced panel's tracker and sampling settings reach `Referrer.prepare/ask`; the stages show while
+    it works; a second key box corrects the track; a follow-up's <bbox> means the same target."""
     import torch
 
     from artemis_cli.model.generation import DecodingSettings
+    from artemis_cli.ownvideo.chat import follow_up_question
     from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target
     from artemis_cli.web.page import Decoding, PageHandlers
     from artemis_cli.web.session import SessionFolders
@@ -208,37 +228,58 @@ def test_handlers_answer_as_the_referrer_with_the_advanced_settings(tmp_path, ti
         box = [round(v) for v in clip.objects["walker"].boxes[2]]
         scale = session.scale
         editor = {"boxes": [{"xmin": box[0] * scale, "ymin": box[1] * scale, "xmax": box[2] * scale, "ymax": box[3] * scale}]}
-        stages = []
         decoding = Decoding(mode="sample", temperature=0.9, seed=7, max_new_tokens=6)
-        session, answer, chat, preview, used, error, question = handlers.ask(
-            session, editor, "", "kcf", decoding, progress=lambda stage, fraction: stages.append(stage))
-        assert error == "" and question == "" and used.startswith(f"frame 2, box [{', '.join(map(str, box))}]")
-        assert {"track", "features", "answering"} <= set(stages)
+        updates = list(handlers.ask(session, editor, "", "kcf", decoding))
+        statuses = [u[2] for u in updates if isinstance(u[2], str)]
+        assert statuses[0].startswith("tracking") and statuses[1].startswith("answering")
+        session, chat, status, video, quality, keys, used, error, question = updates[-1]
+        assert error == "" and question == "" and status.startswith("answered in")
+        assert used.startswith(f"asked about frame 2, box [{', '.join(map(str, box))}] (video pixels)")
+        assert quality.startswith("track quality: on target") and keys is not None
         expected = referrers["kcf"].ask(referrers["kcf"].prepare(Target(path, tuple(map(float, box)), 2)), DEFAULT_QUESTION,
                                         decoding=DecodingSettings(sample=True, temperature=0.9, seed=7, max_new_tokens=6))
-        assert answer == expected.answer and chat[-1] == {"role": "assistant", "content": expected.answer}
-        assert len(preview) == len(set(expected.frames_used)) and preview[0][1] == "frame 2 (key)"
-        assert preview[0][0].shape == (360, 640, 3)  # the 320x180 frame enlarged 2x, as in the editor
-        outline = preview[0][0][box[1] * 2, box[0] * 2 + 10]  # on the key box's top edge: the red outline
-        assert outline[0] > 200 and outline[1] < 90
-        assert session.target_key[3] == "kcf"
+        assert chat[-1] == {"role": "assistant", "content": expected.answer}
+        import av
+
+        with av.open(video) as container:  # the track played back: every tracked frame, H.264 for the browser
+            stream = container.streams.video[0]
+            assert stream.codec_context.name in ("h264", "mpeg4") and sum(1 for _ in container.decode(stream)) == 12
+        assert session.target_key[-1] == "kcf"
         # an empty follow-up is refused on the page, a typed one continues the conversation
-        outputs = handlers.ask(session, editor, "  ", "kcf", decoding)
-        assert "the question is empty" in outputs[5] and len(session.history) == 1
-        session, answer, chat, *_ = handlers.ask(session, editor, "And then?", "kcf", decoding)
+        outputs = last(handlers.ask(session, editor, "  ", "kcf", decoding))
+        assert "the question is empty" in outputs[7] and len(session.history) == 1
+        session, chat, *_ = last(handlers.ask(session, editor, "And then?", "kcf", decoding))
         assert [m["content"] for m in chat[::2]] == [DEFAULT_QUESTION, "And then?"]
-        # a follow-up must not carry a <bbox>: the library's message reaches the page
-        outputs = handlers.ask(session, editor, "Is the <bbox> red?", "kcf", decoding)
-        assert "must not contain <bbox>" in outputs[5] and len(session.history) == 2
-        # another box is another target (a new conversation); a library error names the upload, not the
-        # server's copy of it
+        # a follow-up may name the target again: its <bbox> is asked as "the target"
+        session, chat, status, *_ = last(handlers.ask(session, editor, "Is the <bbox> red?", "kcf", decoding))
+        assert chat[-2]["content"] == follow_up_question("Is the <bbox> red?") == "Is the target red?"
+        assert '"the target"' in status and len(session.history) == 3
+        # a second key box on another frame corrects the track: a new target, tracked from both
+        session, *_ = handlers.show_frame(9, session)
+        late = [round(v) for v in clip.objects["walker"].boxes[9]]
+        second = {"boxes": [{"xmin": late[0] * scale, "ymin": late[1] * scale, "xmax": late[2] * scale,
+                             "ymax": late[3] * scale}]}
+        session, keys, confirm, error = handlers.add_key(second, session)
+        assert error == "" and session.keys == [(2, tuple(map(float, box))), (9, tuple(map(float, late)))]
+        updates = list(handlers.ask(session, second, "", "kcf", decoding))
+        session, chat, status, video, quality, keys, used, error, _ = updates[-1]
+        assert error == "" and "2 key box(es)" in quality and len(session.history) == 1  # a new conversation
+        keys = [u[5] for u in updates if isinstance(u[5], str)][-1]
+        assert keys.count("governs frames") == 2 and "1. frame 2" in keys and "2. frame 9" in keys
+        both = Target(path, tuple(map(float, box)), 2, ((9, tuple(map(float, late))),))
+        expected = referrers["kcf"].ask(referrers["kcf"].prepare(both), DEFAULT_QUESTION, decoding=decoding.settings())
+        asked = session.prepared.target
+        assert (asked.frame, asked.box, asked.more) == (both.frame, both.box, both.more)
+        assert chat[-1]["content"] == expected.answer  # as `ask` with both boxes
+        # a library error names the upload, not the server's copy of it
         session.video.unlink()
+        handlers.clear_keys(session)
         moved = {"boxes": [{"xmin": 10 * scale, "ymin": 10 * scale, "xmax": 60 * scale, "ymax": 60 * scale}]}
-        outputs = handlers.ask(session, moved, "", "csrt", Decoding(max_new_tokens=6))
-        assert outputs[5].startswith("**error:** walk.mp4: no such video file") and str(tmp_path) not in outputs[5]
+        outputs = last(handlers.ask(session, moved, "", "csrt", Decoding(max_new_tokens=6)))
+        assert outputs[7].startswith("**error:** walk.mp4: no such video file") and str(tmp_path) not in outputs[7]
         assert session.history == []
         session, *cleared = handlers.new_target(session)
-        assert session.history == [] and cleared[2] == [] and cleared[6] == DEFAULT_QUESTION
+        assert session.history == [] and session.keys == [] and cleared[1] == [] and cleared[-1] == DEFAULT_QUESTION
         folders.close()
     finally:
         torch.set_num_threads(threads)
@@ -303,8 +344,10 @@ def test_page_has_the_stable_ids_and_asks_on_the_concurrency_workers(tmp_path):
     handlers = PageHandlers(_NoModel(), folders, default_question="What is the <bbox> doing?")
     page = build_page(handlers, model_name="m", tracker="kcf", concurrency=3)
     ids = {block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
-    assert {"video-input", "frame-slider", "box-editor", "question", "ask", "answer", "track-preview", "chat",
-            "new-target", "error", "target-used", "tracker"} <= ids
+    assert {"video-input", "player", "frame-slider", "frame-label", "box-editor", "target-used", "add-key",
+            "clear-keys", "keys", "question", "ask", "new-target", "status", "chat", "error", "track-video",
+            "track-quality", "tracker"} <= ids
+    assert "answer" not in ids  # the answer lives in the conversation only
     tracker = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "tracker")
     assert tracker.value == "kcf"
     model_events = [fn for fn in page.fns.values() if fn.concurrency_id == "model"]

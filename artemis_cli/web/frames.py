@@ -23,6 +23,7 @@ class VideoInfo:
     num_frames: int
     width: int
     height: int
+    fps: Optional[float] = None
 
 
 def _named(path: Path, exc: InputError) -> InputError:
@@ -48,6 +49,50 @@ def probe_video(path: Path) -> VideoInfo:
         raise InputError(f"{path.name} is not a video that can be decoded",
                          hint="upload an .mp4, .avi, .mov, .mkv or .webm video") from None
     return VideoInfo(report.decoded, *info.frame_size)
+
+
+BROWSER_CODECS = {".mp4": ("h264", "av1"), ".m4v": ("h264",), ".webm": ("vp8", "vp9", "av1")}
+PLAYER_WIDTH = 640  # px: the player's copy of a video the browser cannot play is scaled to this
+
+
+def ingest(path: Path, folder: Path) -> tuple[VideoInfo, Path]:
+    """(its frame count and size, a file the page's player can play) for an uploaded video, in one decode:
+    the upload itself when the browser plays it (H.264 / VP9 / AV1 in mp4 or webm), else an H.264 copy
+    (at most `PLAYER_WIDTH` px wide) written into `folder` while the frames are counted."""
+    import av
+
+    from artemis_cli.ownvideo.video import DecodeReport, iter_frames, probe
+
+    path = Path(path)
+    try:
+        info = probe(path)
+        with av.open(str(path)) as container:
+            codec = container.streams.video[0].codec_context.name
+    except UsageError:  # not a file of a video kind
+        raise InputError(f"{path.name} is not a video that can be decoded",
+                         hint="upload an .mp4, .avi, .mov, .mkv or .webm video") from None
+    except InputError as exc:
+        raise _named(path, exc) from None
+    playable = codec in BROWSER_CODECS.get(path.suffix.lower(), ())
+    copy = None
+    if not playable:
+        from artemis_cli.ownvideo.preview import Mp4Writer
+
+        width, height = info.frame_size
+        scale = min(1.0, PLAYER_WIDTH / width)
+        size = (max(2, int(width * scale)) // 2 * 2, max(2, int(height * scale)) // 2 * 2)
+        copy = Mp4Writer(folder / f"{path.stem}.player.mp4", size, info.fps or 25.0)
+    report = DecodeReport()
+    try:
+        for frame in iter_frames(info, report):
+            if copy is not None:
+                copy.write(frame.bgr(copy.size)[:, :, ::-1])  # RGB
+    except InputError as exc:
+        if copy is not None:
+            copy.abort()
+        raise _named(path, exc) from None
+    player = path if copy is None else copy.close()
+    return VideoInfo(report.decoded, *info.frame_size, info.fps), player
 
 
 def read_frames(path: Path, indices: Iterable[int]) -> dict[int, np.ndarray]:

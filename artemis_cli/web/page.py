@@ -1,30 +1,35 @@
-"""The Gradio 6 page of `artemis web`: upload a video, pick a frame, draw a box, ask, see the answer,
-the tracked boxes and the conversation.
+"""The Gradio 6 page of `artemis web`: upload a video and play it, pick a frame, draw a box (confirmed at
+once, in video pixels), correct the track with more key boxes, ask, watch the answer stream into the
+conversation, and play the track back on the video.
 
 The page is a thin front end: tracking, features, prompts and generation are the own-video library's
 `Referrer.prepare` / `Referrer.ask`. `PageHandlers` holds the event handlers as plain methods (testable
 without a browser); `build_page` lays the page out and wires them. Element ids are stable so scripts
-and the browser tests can drive the page: #video-input, #frame-slider, #box-editor, #question, #ask,
-#answer, #track-preview, #chat, #new-target, #error (and #target-used: which frame and box were sent).
+and the browser tests can drive the page: #video-input, #player, #frame-slider, #frame-label, #box-editor,
+#target-used (the box in video pixels, confirmed as soon as it is drawn), #add-key, #clear-keys, #keys,
+#question, #ask, #new-target, #status, #chat, #error, #track-video, #track-quality.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from artemis_cli.errors import ArtemisError, UsageError
-from artemis_cli.web.frames import VideoInfo, draw_box, editor_box, editor_image, probe_video, read_frames
+from artemis_cli.web.frames import VideoInfo, editor_box, editor_image, ingest, read_frames
 from artemis_cli.web.options import TRACKERS
 from artemis_cli.web.session import SessionFolders, WebSession, end_session
 
 SESSION_TTL_S = 6 * 3600  # an idle session's state (and temp folder) is dropped after this
+VIDEO_TYPES = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif"]
+FOLLOW_UP_NOTE = "a <bbox> in a follow-up means the same target: it is sent to the model as \"the target\""
 
 
 @dataclass
@@ -56,18 +61,30 @@ def error_text(exc: BaseException, session: Optional[WebSession] = None) -> str:
     return f"**error:** internal error ({type(exc).__name__}: {str(exc)[:300]}); the server log has the details"
 
 
-def used_text(frame: int, box: Sequence[float], info: VideoInfo, tracker: str, frames_used: Sequence[int] = ()) -> str:
-    """The line that says which frame and box went to the model (video pixels)."""
-    numbers = ", ".join(f"{v:g}" for v in box)
-    text = (f"frame {frame}, box [{numbers}] in video pixels ({info.width}x{info.height}, {info.num_frames} frames), "
-            f"tracker {tracker}")
-    if frames_used:
-        text += f"; frames used: {', '.join(str(i) for i in frames_used)}"
-    return text
+def box_text(box: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
 
-def frame_text(frame: int, info: VideoInfo) -> str:
-    return f"frame {frame} of {info.num_frames - 1} ({info.width}x{info.height}): drag a box around the target, then Ask"
+def frame_label(frame: int, info: VideoInfo) -> str:
+    """One numbering everywhere: frames are counted from 0."""
+    return f"frame {frame} of 0-{info.num_frames - 1} ({info.num_frames} frames, {info.width}x{info.height} px)"
+
+
+def confirmed_text(frame: int, box: Sequence[float], info: VideoInfo) -> str:
+    return (f"box {box_text(box)} on frame {frame}, in video pixels of the {info.width}x{info.height} frame: "
+            "Ask, or add it as one more key box")
+
+
+def keys_text(keys: Sequence[tuple[int, tuple]], spans: Optional[dict] = None) -> str:
+    """The key boxes, and once tracked, the frames each one governs."""
+    if not keys:
+        return ""
+    lines = ["**Key boxes** (each governs the frames nearer to it; the first is the question's key frame):"]
+    for number, (frame, box) in enumerate(sorted(keys, key=lambda k: k[0]), start=1):
+        span = (spans or {}).get(frame)
+        governs = f": governs frames {span[0]}-{span[1]}" if span else ""
+        lines.append(f"{number}. frame {frame}, box {box_text(box)}{governs}")
+    return "\n".join(lines)
 
 
 def chat_messages(history: Sequence[tuple[str, str]]) -> list[dict]:
@@ -77,11 +94,15 @@ def chat_messages(history: Sequence[tuple[str, str]]) -> list[dict]:
     return messages
 
 
+STAGES = {"track": "tracking the box through the video", "features": "clip features",
+          "answering": "answering", "decode": "reading the video"}
+
+
 class PageHandlers:
     """The page's event handlers over one backend (`referrer(tracker)` -> a `Referrer`).
 
-    Each returns the new session state first, then the components' new values; a failure becomes the
-    #error message and leaves the page usable."""
+    Each returns (or yields) the new session state first, then the components' new values; a failure
+    becomes the #error message and leaves the page usable."""
 
     def __init__(self, referrer: Callable[[str], Any], folders: SessionFolders, *, default_question: str,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)):
@@ -101,132 +122,182 @@ class PageHandlers:
 
     # -- video and frame ------------------------------------------------------------------------------
     def load_video(self, upload: Optional[str], session: Optional[WebSession], request: gr.Request = None):
-        """A video was uploaded (or an example picked, or the file cleared): show frame 0, size the slider.
+        """A video was uploaded (or an example picked, or the file cleared): play it, show frame 0.
 
-        Returns (session, box editor, slider, target-used, error, answer, chat, track preview)."""
+        Returns (session, player, slider, frame label, box editor, target-used, keys, chat, track video,
+        track quality, status, error)."""
         session = self._session(session, request)
-        cleared = (None, gr.update(maximum=1, value=0, interactive=False), "", "", [], [])
+        hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False, interactive=False)
+        empty = (None, hidden_slider, "", gr.update(value=None), "", "", [], None, "", "")
         if not upload:
             session.drop_video()
-            return (session, *cleared[:2], "", *cleared[2:])
+            return (session, *empty, "")
         path = Path(upload)
         try:
-            info = probe_video(path)
-            frame = read_frames(path, [0])[0]
+            session.set_video(path)
+            info, player = ingest(session.video, session.video.parent)
+            session.info = info
+            session.scale = session.editor_scale()
+            frame = read_frames(session.video, [0])[0]
         except ArtemisError as exc:
             session.drop_video()
             self.log(f"web: rejected upload {path.name}: {exc.message}")
-            return (session, *cleared[:2], error_text(exc), *cleared[2:])
-        session.set_video(path, info)
+            return (session, *empty, error_text(exc))
         self.log(f"web: video {path.name}: {info.num_frames} frames, {info.width}x{info.height}")
-        slider = gr.update(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1, interactive=info.num_frames > 1)
-        return (session, {"image": editor_image(frame, session.scale), "boxes": []}, slider, "", frame_text(0, info),
-                "", [], [])
+        slider = gr.update(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1,
+                           interactive=info.num_frames > 1, visible=True)
+        editor = {"image": editor_image(frame, session.scale), "boxes": []}
+        return (session, str(player), slider, frame_label(0, info), editor,
+                "drag a box around the target on the frame", "", [], None, "", "", "")
 
     def show_frame(self, frame: Any, session: Optional[WebSession], request: gr.Request = None):
         """The slider moved: show that frame (without a box) in the editor.
 
-        Returns (session, box editor, target-used, error)."""
+        Returns (session, box editor, frame label, target-used, error)."""
         session = self._session(session, request)
         if session.video is None or session.info is None:
-            return session, gr.skip(), gr.skip(), ""
+            return session, gr.skip(), gr.skip(), gr.skip(), ""
         try:
             index = int(round(float(frame)))
         except (TypeError, ValueError):
-            return session, gr.skip(), gr.skip(), error_text(UsageError(f"frame {frame!r} is not a number"))
+            return session, gr.skip(), gr.skip(), gr.skip(), error_text(UsageError(f"frame {frame!r} is not a number"))
         index = min(max(index, 0), session.info.num_frames - 1)
         if index == session.frame:
-            return session, gr.skip(), gr.skip(), ""
+            return session, gr.skip(), gr.skip(), gr.skip(), ""
         try:
             image = read_frames(session.video, [index])[index]
         except ArtemisError as exc:
-            return session, gr.skip(), gr.skip(), error_text(exc)
+            return session, gr.skip(), gr.skip(), gr.skip(), error_text(exc, session)
         session.frame = index
-        return session, {"image": editor_image(image, session.scale), "boxes": []}, frame_text(index, session.info), ""
+        return (session, {"image": editor_image(image, session.scale), "boxes": []}, frame_label(index, session.info),
+                "drag a box around the target on the frame", "")
+
+    def box_drawn(self, editor: Optional[dict], session: Optional[WebSession], request: gr.Request = None):
+        """A box was drawn (or moved): confirm it at once, in video pixels and with its frame.
+
+        Returns (session, target-used, error)."""
+        session = self._session(session, request)
+        if session.info is None or not (editor or {}).get("boxes"):
+            return session, gr.skip(), ""
+        try:
+            box = editor_box(editor, session.info, session.scale)
+        except ArtemisError as exc:
+            return session, gr.skip(), error_text(exc, session)
+        return session, confirmed_text(session.frame, box, session.info), ""
+
+    def add_key(self, editor: Optional[dict], session: Optional[WebSession], request: gr.Request = None):
+        """The drawn box becomes one more key box (a correction where the track went wrong).
+
+        Returns (session, keys, target-used, error)."""
+        session = self._session(session, request)
+        try:
+            if session.info is None:
+                raise UsageError("no video: upload a video (or pick an example) first")
+            box = editor_box(editor, session.info, session.scale)
+        except ArtemisError as exc:
+            return session, gr.skip(), gr.skip(), error_text(exc, session)
+        if not session.keys and session.prepared is not None:  # correcting the target asked about: keep its boxes
+            session.keys = _keys(session.prepared.target)
+        session.keys = [(f, b) for f, b in session.keys if f != session.frame] + [(session.frame, box)]
+        return (session, keys_text(session.keys), f"key box {box_text(box)} on frame {session.frame} added: move to "
+                "another frame to add more, then Ask", "")
+
+    def clear_keys(self, session: Optional[WebSession], request: gr.Request = None):
+        """Returns (session, keys, error)."""
+        session = self._session(session, request)
+        session.keys = []
+        return session, "", ""
 
     # -- asking ---------------------------------------------------------------------------------------
-    def ask(self, session: Optional[WebSession], editor: Optional[dict], question: str, tracker: str,
-            decoding: Decoding, progress: Optional[Callable[[str, float], None]] = None, request: gr.Request = None):
-        """Ask about the box drawn on the frame shown (the box editor's, which the slider picked); a new box,
-        frame, video or tracker starts a new conversation.
+    def target_of(self, session: WebSession, editor: Optional[dict]):
+        """The key boxes of the question: the ones added, plus the box drawn on the frame shown (if any)."""
+        from artemis_cli.ownvideo.referrer import Target
 
-        Returns (session, answer, chat, track preview, target-used, error, question box)."""
+        keys = list(session.keys)
+        if (editor or {}).get("boxes"):
+            drawn = editor_box(editor, session.info, session.scale)
+            keys = [(f, b) for f, b in keys if f != session.frame] + [(session.frame, drawn)]
+        if not keys:
+            raise UsageError("no box drawn: drag a box around the target on the frame first")
+        first, *more = keys
+        return Target(video=session.video, box=first[1], frame=first[0], more=tuple(more))
+
+    def ask(self, session: Optional[WebSession], editor: Optional[dict], question: str, tracker: str,
+            decoding: Decoding, request: gr.Request = None) -> Iterator[tuple]:
+        """Ask about the target (its key boxes); a new box, frame, video or tracker starts a new conversation.
+        Yields as it goes: the stage while tracking and extracting, then the answer growing in the chat.
+
+        Yields (session, chat, status, track video, track quality, keys, target-used, error, question)."""
         session = self._session(session, request)
+        skip = gr.skip()
         try:
             if session.video is None or session.info is None:
                 raise UsageError("no video: upload a video (or pick an example) first")
             if tracker not in TRACKERS:
                 raise UsageError(f"unknown tracker {tracker!r}", hint=f"pick one of {', '.join(TRACKERS)}")
-            box = editor_box(editor, session.info, session.scale)
-            index = session.frame  # the frame the editor shows, so the one the box was drawn on
-            key = (str(session.video), index, box, tracker)
-            question = question or ""
-            if not question.strip():
-                if session.history and key == session.target_key:
+            target = self.target_of(session, editor)
+            key = (str(session.video), target.frame, target.box, target.more, tracker)
+            question = (question or "").strip()
+            note = ""
+            if key == session.target_key and session.history:
+                if not question:
                     raise UsageError("the question is empty: type a follow-up question, or press New target")
+                if "<bbox>" in question:
+                    from artemis_cli.ownvideo.chat import follow_up_question
+
+                    question, note = follow_up_question(question), f" ({FOLLOW_UP_NOTE})"
+            elif not question:
                 question = self.default_question
             referrer = self.referrer(tracker)
+            started = time.perf_counter()
             if key != session.target_key:
-                from artemis_cli.ownvideo.referrer import Target
-
                 session.reset_target()
-                self.log(f"web: target {session.name}: frame {index}, box [{', '.join(f'{v:g}' for v in box)}], "
-                         f"tracker {tracker}")
-                session.prepared = referrer.prepare(Target(video=session.video, box=box, frame=index), progress=progress)
+                self.log(f"web: target {session.name}: key boxes "
+                         f"{', '.join(f'{box_text(b)} on frame {f}' for f, b in _keys(target))}, tracker {tracker}")
+                yield (session, chat_messages(session.history), "tracking the box through the video ...", skip, skip,
+                       skip, skip, "", skip)
+                session.prepared = referrer.prepare(target)
                 session.target_key = key
-            if progress is not None:
-                progress("answering", 0.0)
-            answer = referrer.ask(session.prepared, question, history=list(session.history),
-                                  decoding=decoding.settings())
+            prepared = session.prepared
+            spans = _spans(prepared)
+            yield (session, chat_messages(session.history) + [{"role": "user", "content": question}],
+                   "answering ..." + note, skip, prepared.quality_line(), keys_text(_keys(target), spans), skip, "", "")
+            answer = referrer.ask(prepared, question, history=list(session.history), decoding=decoding.settings())
         except Exception as exc:  # ArtemisError: the user's to fix; anything else is logged as a bug
-            # answer and preview stay; the chat shows the conversation that is still going (none for a new target)
-            return (session, gr.skip(), chat_messages(session.history), gr.skip(), gr.skip(), error_text(exc, session),
-                    gr.skip())
+            yield (session, chat_messages(session.history), "", skip, skip, skip, skip, error_text(exc, session), skip)
+            return
         session.history.append((question, answer.answer))
-        self.log(f"web: answered turn {len(session.history)} in {sum(answer.timings.values()):.2f} s "
-                 f"({answer.completion_tokens} tokens)")
-        preview = self.track_preview(session, answer.frames_used)
-        used = used_text(index, box, session.info, tracker, answer.frames_used)
-        return (session, answer.answer, chat_messages(session.history), preview, used, "", "")
+        seconds = time.perf_counter() - started
+        self.log(f"web: answered turn {len(session.history)} in {seconds:.2f} s ({answer.completion_tokens} tokens)")
+        try:
+            video = self.track_video(session, answer.frames_used)
+        except ArtemisError as exc:
+            video = None
+            self.log(f"web: no track video: {exc.message}")
+        used = (f"asked about frame {target.frame}, box {box_text(target.box)} (video pixels)"
+                + (f" and {len(target.more)} more key box(es)" if target.more else "")
+                + f"; frames fed to the model: {', '.join(str(i) for i in answer.frames_used)}")
+        yield (session, chat_messages(session.history), f"answered in {seconds:.1f} s{note}", video,
+               session.prepared.quality_line(), skip, used, "", "")
 
-    def track_preview(self, session: WebSession, frames_used: Sequence[int]) -> list:
-        """The frames the model saw, each with its tracked box, as (image, caption) gallery items.
-
-        The frames come from the track cache the Referrer wrote (JPEGs of the tracked frames), so a long
-        video is not decoded again; a missing file falls back to decoding."""
-        import numpy as np
-        from PIL import Image
+    def track_video(self, session: WebSession, frames_used: Sequence[int]) -> Optional[str]:
+        """The video of the track: every tracked frame with its box (key frames yellow, dropped frames red,
+        low confidence orange) and the frames fed to the model marked; an H.264 .mp4 the browser plays."""
+        from artemis_cli.ownvideo.preview import render_preview
 
         prepared = session.prepared
-        track = prepared.track_json()
-        boxes = dict(zip(track["frames"], track["boxes"]))
-        indices = list(dict.fromkeys(int(i) for i in frames_used)) or list(track["frames"])[:9]
-        names = dict(zip(prepared.frame_indices, prepared.record["frame_id"]))
-        folder = Path(prepared.root) / prepared.record["frame_path"]
-        images = {}
-        for index in indices:
-            path = folder / names.get(index, "")
-            if index in names and path.is_file():
-                with Image.open(path) as picture:
-                    images[index] = np.asarray(picture.convert("RGB"))
-        try:
-            images.update(read_frames(session.video, [i for i in indices if i not in images]))
-        except ArtemisError:
-            return []
-        items = []
-        for position, index in enumerate(indices):
-            box = boxes.get(index) or []
-            caption = f"frame {index}" + (" (key)" if position == 0 else "") + ("" if box else ": lost")
-            scale = session.scale  # small frames enlarged as in the editor, so the box outline shows
-            items.append((draw_box(editor_image(images[index], scale), [v * scale for v in box]), caption))
-        return items
+        fps = len(prepared.frame_indices) / max(prepared.num_frames, 1) * (session.fps or 10.0)
+        out = session.folder / f"track-{len(session.tracks)}.mp4"
+        session.tracks.append(out)
+        return str(render_preview(out, prepared, used=frames_used, fps=max(2.0, min(fps, 15.0))))
 
     def new_target(self, session: Optional[WebSession], request: gr.Request = None):
-        """Clear the conversation and the box; keep the video and the frame.
+        """Clear the conversation, the key boxes and the box; keep the video and the frame.
 
-        Returns (session, box editor, answer, chat, track preview, target-used, error, question)."""
+        Returns (session, box editor, chat, track video, track quality, keys, target-used, status, error, question)."""
         session = self._session(session, request)
         session.reset_target()
+        session.keys = []
         editor: Any = gr.skip()
         if session.video is not None:
             try:
@@ -234,13 +305,41 @@ class PageHandlers:
                 editor = {"image": editor_image(frame, session.scale), "boxes": []}
             except ArtemisError:
                 editor = gr.skip()
-        used = frame_text(session.frame, session.info) if session.info is not None else ""
-        return (session, editor, "", [], [], used, "", self.default_question)
+        return (session, editor, [], None, "", "", "drag a box around the target on the frame", "", "",
+                self.default_question)
+
+
+def _keys(target) -> list[tuple[int, tuple]]:
+    return [(k.frame, k.box) for k in target.key_boxes()]
+
+
+def _spans(prepared) -> dict:
+    from artemis_cli.ownvideo.tracking import key_spans
+
+    track = prepared.track
+    return key_spans(track.get("frames", []), track.get("governed_by", []))
 
 
 CSS = """
 #error { color: #b91c1c; }
-#target-used { font-family: monospace; font-size: 0.9em; }
+#target-used, #frame-label, #track-quality { font-family: monospace; font-size: 0.9em; }
+#status { font-style: italic; }
+/* two columns on a wide screen: the video and its editor left, the question and the conversation right */
+#main { display: grid !important; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 16px; }
+#video-col { grid-column: 1; grid-row: 1; }
+#editor-col { grid-column: 1; grid-row: 2; }
+#ask-col { grid-column: 2; grid-row: 1 / span 2; }
+/* a phone: one column, the question and Ask right after the video, before the editor */
+@media (max-width: 720px) {
+  #main { grid-template-columns: minmax(0, 1fr); }
+  #video-col { grid-row: 1; } #ask-col { grid-column: 1; grid-row: 2; } #editor-col { grid-row: 3; }
+}
+/* the box editor's tools, labelled (only icons otherwise) */
+#box-editor button[aria-label="Create box"]::after { content: " draw"; font-size: 0.8em; }
+#box-editor button[aria-label="Drag boxes"]::after { content: " move"; font-size: 0.8em; }
+#box-editor button[aria-label="Remove box"]::after { content: " remove"; font-size: 0.8em; }
+#box-editor button[aria-label="Rotate clockwise"]::after { content: " rotate"; font-size: 0.8em; }
+#box-editor button[aria-label="Rotate counterclockwise"]::after { content: " rotate"; font-size: 0.8em; }
 """
 
 
@@ -250,31 +349,26 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
     with gr.Blocks(title="Artemis: ask about a target in a video", delete_cache=(1800, 3600),
                    analytics_enabled=False) as page:  # nothing leaves the machine
         session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=end_session)
-        gr.Markdown(f"## Artemis: ask about a target in a video\nModel: `{model_name}`. Upload a video (or pick an "
-                    "example), choose a frame, drag a box around the target, ask.")
-        with gr.Row():
-            with gr.Column(scale=3):
-                video_input = gr.File(label="Video", elem_id="video-input", file_count="single", type="filepath")
+        gr.Markdown("## Artemis: ask about a target in a video\nUpload a video (or pick an example), choose a frame, "
+                    "drag a box around the target, ask. To correct the track, add a key box on another frame.")
+        gr.Markdown(f"Model: `{model_name}`", elem_id="model-name")
+        with gr.Row(elem_id="main"):
+            with gr.Column(elem_id="video-col"):
+                video_input = gr.File(label="Video", elem_id="video-input", file_count="single", type="filepath",
+                                      file_types=VIDEO_TYPES)
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[video_input], label="Examples")
-                frame_slider = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="frame-slider",
-                                         interactive=False)
-                box_editor = image_annotator(label="Draw one box around the target", elem_id="box-editor",
-                                             single_box=True, sources=None, image_type="numpy",
-                                             label_list=["target"], label_colors=[(255, 40, 40)],
-                                             use_default_label=True, disable_edit_boxes=True,
-                                             show_clear_button=False, show_download_button=False,
-                                             box_min_size=4, height=480)
-                target_used = gr.Markdown(elem_id="target-used")
-            with gr.Column(scale=2):
+                player = gr.Video(label="The video", elem_id="player", interactive=False, height=300)
+            with gr.Column(elem_id="ask-col"):
                 question = gr.Textbox(handlers.default_question, label="Question (<bbox> marks the target)",
-                                      elem_id="question", lines=3, placeholder="A follow-up question about the same target")
+                                      elem_id="question", lines=2,
+                                      placeholder="A follow-up question about the same target")
                 with gr.Row():
-                    ask = gr.Button("Ask", variant="primary", elem_id="ask")
-                    new_target = gr.Button("New target", elem_id="new-target")
+                    ask = gr.Button("Ask", variant="primary", elem_id="ask", min_width=80)
+                    new_target = gr.Button("New target", elem_id="new-target", min_width=80)
+                status = gr.Markdown(elem_id="status")
                 error = gr.Markdown(elem_id="error")
-                answer = gr.Textbox(label="Answer", elem_id="answer", interactive=False, lines=3)
-                chat = gr.Chatbot(label="Conversation", elem_id="chat", height=280)
+                chat = gr.Chatbot(label="Conversation", elem_id="chat", height=320)
                 with gr.Accordion("Advanced", open=False):
                     tracker_choice = gr.Dropdown(list(TRACKERS), value=tracker, label="Tracker", elem_id="tracker")
                     mode = gr.Radio(["greedy", "sample"], value="greedy", label="Decoding", elem_id="decoding")
@@ -283,28 +377,49 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
                     seed = gr.Number(0, precision=0, label="Seed (sampling)", elem_id="seed")
                     new_tokens = gr.Slider(1, max(max_new_tokens, 1), value=max_new_tokens, step=1,
                                            label="Max new tokens", elem_id="max-new-tokens")
-        track_preview = gr.Gallery(label="Tracked box on the frames the model saw (key frame first)",
-                                   elem_id="track-preview", columns=9, height=200, object_fit="contain")
+            with gr.Column(elem_id="editor-col"):
+                frame_slider = gr.Slider(0, 1, value=0, step=1, label="Frame (from 0)", elem_id="frame-slider",
+                                         interactive=False, visible=False)
+                frame_text = gr.Markdown(elem_id="frame-label")
+                box_editor = image_annotator(label="Draw one box around the target", elem_id="box-editor",
+                                             single_box=True, sources=None, image_type="numpy",
+                                             label_list=["target"], label_colors=[(255, 40, 40)],
+                                             use_default_label=True, disable_edit_boxes=True,
+                                             show_clear_button=False, show_download_button=False,
+                                             box_min_size=4, height=420)
+                target_used = gr.Markdown(elem_id="target-used")
+                with gr.Row():
+                    add_key = gr.Button("Add as key box", elem_id="add-key", size="sm", min_width=80)
+                    clear_keys = gr.Button("Clear key boxes", elem_id="clear-keys", size="sm", min_width=80)
+                keys = gr.Markdown(elem_id="keys")
+        with gr.Row():
+            track_video = gr.Video(label="The track, played back (key frames yellow, dropped frames red, frames "
+                                         "fed to the model in blue)", elem_id="track-video", interactive=False,
+                                   height=320)
+        track_quality = gr.Markdown(elem_id="track-quality")
 
         video_input.change(handlers.load_video, [video_input, session],
-                           [session, box_editor, frame_slider, error, target_used, answer, chat, track_preview],
-                           concurrency_limit=concurrency)
-        frame_slider.change(handlers.show_frame, [frame_slider, session], [session, box_editor, target_used, error],
-                            trigger_mode="always_last", concurrency_limit=concurrency)
+                           [session, player, frame_slider, frame_text, box_editor, target_used, keys, chat,
+                            track_video, track_quality, status, error], concurrency_limit=concurrency)
+        frame_slider.change(handlers.show_frame, [frame_slider, session],
+                            [session, box_editor, frame_text, target_used, error], trigger_mode="always_last",
+                            concurrency_limit=concurrency)
+        box_editor.change(handlers.box_drawn, [box_editor, session], [session, target_used, error],
+                          trigger_mode="always_last")
+        add_key.click(handlers.add_key, [box_editor, session], [session, keys, target_used, error])
+        clear_keys.click(handlers.clear_keys, [session], [session, keys, error])
 
         def ask_event(session, editor, question, tracker, mode, temperature, seed, max_new_tokens,
-                      request: gr.Request, progress=gr.Progress()):
-            def report(stage: str, fraction: float) -> None:
-                progress(min(max(float(fraction), 0.0), 1.0), desc=stage)
-
+                      request: gr.Request):
             decoding = Decoding(mode, temperature, 0 if seed is None else seed, max_new_tokens)
-            return handlers.ask(session, editor, question, tracker, decoding, progress=report, request=request)
+            yield from handlers.ask(session, editor, question, tracker, decoding, request=request)
 
         ask_inputs = [session, box_editor, question, tracker_choice, mode, temperature, seed, new_tokens]
-        ask_outputs = [session, answer, chat, track_preview, target_used, error, question]
+        ask_outputs = [session, chat, status, track_video, track_quality, keys, target_used, error, question]
         ask.click(ask_event, ask_inputs, ask_outputs, concurrency_limit=concurrency, concurrency_id="model")
         question.submit(ask_event, ask_inputs, ask_outputs, concurrency_limit=concurrency, concurrency_id="model")
         new_target.click(handlers.new_target, [session],
-                         [session, box_editor, answer, chat, track_preview, target_used, error, question])
+                         [session, box_editor, chat, track_video, track_quality, keys, target_used, status, error,
+                          question])
         page.unload(handlers.end)
     return page

@@ -25,13 +25,22 @@ class WebSession:
     frame: int = 0
     scale: int = 1  # the box editor shows the frame enlarged this many times
     prepared: Any = None  # PreparedTarget of the current conversation
-    target_key: Optional[tuple] = None  # (video, frame, box, tracker) `prepared` was made for
+    target_key: Optional[tuple] = None  # (video, key boxes, tracker) `prepared` was made for
     history: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[tuple[int, tuple]] = field(default_factory=list)  # key boxes added: (frame, box in video pixels)
+    tracks: list[Path] = field(default_factory=list)  # the track videos made for this session
+
+    @property
+    def fps(self) -> Optional[float]:
+        return self.info.fps if self.info is not None else None
+
+    def editor_scale(self) -> int:
+        return editor_scale(self.info) if self.info is not None else 1
 
     def reset_target(self) -> None:
         self.prepared, self.target_key, self.history = None, None, []
 
-    def set_video(self, upload: Path, info: VideoInfo) -> None:
+    def set_video(self, upload: Path, info: Optional[VideoInfo] = None) -> None:
         """Keep the upload under the session folder (a hard link when possible, else a copy), under its own
         name: the own-video library names (and seeds) a video by its file name, as `artemis ask` would."""
         self.drop_video()
@@ -42,13 +51,15 @@ class WebSession:
         except OSError:
             shutil.copyfile(upload, local)
         self.video, self.name, self.info, self.frame = local, upload.name, info, 0
-        self.scale = editor_scale(info)
+        self.scale = self.editor_scale()
+        self.keys = []
         self.reset_target()
 
     def drop_video(self) -> None:
         if self.video is not None:
             shutil.rmtree(self.video.parent, ignore_errors=True)
         self.video, self.name, self.info, self.frame = None, "", None, 0
+        self.keys = []
         self.reset_target()
 
     def close(self) -> None:
