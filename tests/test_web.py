@@ -362,3 +362,56 @@ def test_sam2_without_its_model_is_refused_at_start_up(tiny_artemis_dir, tmp_pat
                                  "--cache-dir", str(tmp_path), "--port", "1"])
     assert result.exit_code == 2, result.output
     assert "error: --tracker sam2 needs --tracker-model" in result.output and "Traceback" not in result.output
+
+
+def test_the_guard_refuses_foreign_hosts_and_other_pages_and_slows_down_wrong_passwords():
+    import asyncio
+
+    import httpx
+
+    from artemis_cli.web.guard import LoginThrottle, RequestGuard
+
+    async def page(scope, receive, send):  # stands for gradio: /login accepts only "right"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status = 400 if scope["path"] == "/login" and b"right" not in body else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    now = [1000.0]
+    throttle = LoginThrottle(free=3, clock=lambda: now[0])
+
+    async def run(guard, method, path, headers=None, content=b""):
+        transport = httpx.ASGITransport(app=guard, client=("10.1.1.1", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:7860") as client:
+            return await client.request(method, path, headers=headers or {}, content=content)
+
+    local = RequestGuard(page, port=7860, local_only=True, throttle=throttle)
+    ask = lambda *a, **k: asyncio.run(run(local, *a, **k))  # noqa: E731
+    assert ask("GET", "/").status_code == 200
+    assert ask("GET", "/", headers={"host": "localhost:7860"}).status_code == 200
+    foreign = ask("GET", "/", headers={"host": "evil.example:7860"})
+    assert foreign.status_code == 403 and "Host header names another server" in foreign.json()["error"]
+    assert ask("GET", "/", headers={"host": "127.0.0.1:9999"}).status_code == 403  # a rebinding to another port
+    same_page = {"origin": "http://127.0.0.1:7860"}
+    assert ask("POST", "/gradio_api/upload", headers=same_page).status_code == 200
+    other_page = ask("POST", "/gradio_api/upload", headers={"origin": "https://evil.example"}, content=b"x")
+    assert other_page.status_code == 403 and "cross-origin" in other_page.json()["error"]
+    assert ask("GET", "/config", headers={"origin": "https://evil.example"}).status_code == 200  # reads: no CORS
+    # a login: the Host/Origin rules are off (proxies, names), wrong passwords are slowed down
+    login = RequestGuard(page, port=7860, local_only=False, throttle=throttle)
+    try_login = lambda password: asyncio.run(run(login, "POST", "/login", content=password.encode()))  # noqa: E731
+    assert [try_login("wrong").status_code for _ in range(3)] == [400, 400, 400]  # free tries
+    slowed = try_login("right")  # from now on each try waits: 1 s, then 2, 4, ...
+    assert slowed.status_code == 429 and slowed.headers["retry-after"] == "1"
+    now[0] += 1.5
+    assert try_login("wrong").status_code == 400
+    slowed = try_login("wrong")
+    assert slowed.status_code == 429 and slowed.headers["retry-after"] == "2"
+    now[0] += 2.5
+    assert try_login("right").status_code == 200  # waited: the right password is in, the count resets
+    assert throttle.wait_s("10.1.1.1") == 0.0

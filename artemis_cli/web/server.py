@@ -75,11 +75,19 @@ def _import_page() -> None:
 
 
 def launch_settings(options: WebOptions) -> dict:
-    """Keyword arguments of `Blocks.launch` that carry the serving rules (host, login, upload limit)."""
+    """Keyword arguments of `Blocks.launch` that carry the serving rules (host, login, upload limit, and the
+    request rules of `web.guard`: Host and Origin on loopback without a login, slowed-down failed logins)."""
+    from starlette.middleware import Middleware
+
+    from artemis_cli.common.net import is_loopback
+    from artemis_cli.web.guard import RequestGuard
+
     credentials = options.credentials()
+    guard = Middleware(RequestGuard, port=options.port, local_only=credentials is None and is_loopback(options.host))
     return {"server_name": options.host, "server_port": options.port, "auth": credentials,
             "max_file_size": options.max_upload_bytes, "prevent_thread_lock": True, "show_error": False,
-            "quiet": True, "ssr_mode": False, "inbrowser": False, "share": False}
+            "quiet": True, "ssr_mode": False, "inbrowser": False, "share": False,
+            "app_kwargs": {"middleware": [guard]}}
 
 
 def serve_web(options: WebOptions, *, ready: Optional[Callable[[str], None]] = None,
