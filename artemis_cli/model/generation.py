@@ -4,13 +4,18 @@ Greedy decoding (the default) gives each row exactly what a batch of one gives. 
 (`--sample`, the published setting: temperature 0.2 and the checkpoint's or transformers' default
 top-k 50 / top-p 1.0) draws every row from its own generator, seeded from the run seed and the
 sample id, so a sample's text does not depend on its batch, its shard or a resume.
+
+A `RowStreamer` hands each row's new tokens on as they are generated, although the rows are
+generated together (a server streams each request of a batch to its own client), can stop one row
+(a stop string, a client gone) while the others go on, and can give each token's log-probability.
+The tokens generated are the same with or without it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -156,9 +161,91 @@ def embed_requests(model, requests: Sequence[GenerationRequest], pad_id: int, ro
                   max_length=model.mm.tokenizer_model_max_length)
 
 
+MAX_TOP_LOGPROBS = 20  # as OpenAI's top_logprobs
+
+
+@dataclass
+class TokenLogprob:
+    """A generated token's log-probability under the model (its raw logits, before temperature, top-k or
+    top-p) and the `top` most likely tokens of that step as (token id, log-probability), likeliest first."""
+
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+TokenCallback = Callable[[int, int, Optional[TokenLogprob]], Optional[bool]]
+
+
+class RowStreamer:
+    """Splits a batched generation's tokens per row as they are generated.
+
+    `on_token(row, token, logprob)` is called for each new token of each row, in order, up to the row's
+    ``</s>`` (not handed on); `logprob` is a `TokenLogprob` when `top_logprobs` is given (0-20: how many
+    alternatives), else None. When it returns True the row stops there (that token is its last); the
+    other rows go on. After `generate_tokens`, `stopped[row]` says whether `on_token` stopped it.
+    Pass it to `generate_tokens(..., streamer=)`; one streamer serves one call."""
+
+    def __init__(self, on_token: TokenCallback, top_logprobs: Optional[int] = None):
+        if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be 0-{MAX_TOP_LOGPROBS}, got {top_logprobs}")
+        self.on_token = on_token
+        self.top_logprobs = top_logprobs
+        self.counts: list[int] = []  # tokens handed on per row
+        self.stopped: list[bool] = []
+        self._done: list[bool] = []
+        self._eos: Optional[int] = None
+        self._logprobs = None  # [B, V] log-softmax of the step being decided (when top_logprobs is set)
+
+    def hooks(self, rows: int, eos_id: int):
+        """(logits processor or None, stopping criterion) for `generate()`: the processor records the
+        step's log-probabilities and changes nothing; the criterion hands the step's tokens on per row."""
+        import torch
+        from transformers import LogitsProcessor, StoppingCriteria
+
+        self.counts, self.stopped, self._done, self._eos = [0] * rows, [False] * rows, [False] * rows, eos_id
+        streamer = self
+
+        class Record(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                streamer._logprobs = torch.log_softmax(scores.float(), dim=-1)  # [B, V]
+                return scores
+
+        class HandOn(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.tensor(streamer._step(input_ids[:, -1].tolist()), dtype=torch.bool,
+                                    device=input_ids.device)  # [B]: True = this row is done
+
+        return (Record() if self.top_logprobs is not None else None), HandOn()
+
+    def _step(self, tokens: list[int]) -> list[bool]:
+        for row, token in enumerate(tokens):
+            if self._done[row]:
+                continue
+            if token == self._eos:
+                self._done[row] = True
+                continue
+            self.counts[row] += 1
+            if self.on_token(row, token, self._logprob(row, token)):
+                self._done[row] = self.stopped[row] = True
+        return list(self._done)
+
+    def _logprob(self, row: int, token: int) -> Optional[TokenLogprob]:
+        if self.top_logprobs is None or self._logprobs is None:
+            return None
+        values = self._logprobs[row]  # [V]
+        top: list[tuple[int, float]] = []
+        if self.top_logprobs:
+            best = values.topk(self.top_logprobs)
+            top = list(zip(best.indices.tolist(), best.values.tolist()))
+        return TokenLogprob(float(values[token]), top)
+
+
 def generate_tokens(model, tokenizer, requests: Sequence[GenerationRequest],
-                    decoding: DecodingSettings) -> list[list[int]]:
-    """Answer a batch of requests: each row's new tokens up to (not including) its first ``</s>``."""
+                    decoding: DecodingSettings, *, streamer: Optional[RowStreamer] = None) -> list[list[int]]:
+    """Answer a batch of requests: each row's new tokens up to (not including) its first ``</s>``.
+
+    `streamer` (a `RowStreamer`) gets each row's tokens as they are generated and may stop a row early
+    (then its tokens end with the one it stopped at); the tokens are otherwise the same."""
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
@@ -168,14 +255,25 @@ def generate_tokens(model, tokenizer, requests: Sequence[GenerationRequest],
     config = GenerationConfig(max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
                               eos_token_id=eos, pad_token_id=pad, temperature=1.0, top_k=HF_DEFAULT_TOP_K, top_p=1.0)
     processors = LogitsProcessorList()
+    extra: dict[str, Any] = {}
+    if streamer is not None:
+        from transformers import StoppingCriteriaList
+
+        record, hand_on = streamer.hooks(len(requests), eos)
+        if record is not None:
+            processors.append(record)  # first: it sees the model's own logits
+        extra["stopping_criteria"] = StoppingCriteriaList([hand_on])
     if decoding.sample:
         processors.append(seeded_sampler([r.seed for r in requests], decoding.temperature, decoding.top_k,
                                          decoding.top_p))
     with torch.inference_mode():  # no autograd records for the tower and RoI module either
         spliced = embed_requests(model, requests, pad)
         new_tokens = model.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                                    generation_config=config, logits_processor=processors)  # [B, new]
-    return [trim_at_eos(row, eos) for row in new_tokens.tolist()]
+                                    generation_config=config, logits_processor=processors, **extra)  # [B, new]
+    rows = [trim_at_eos(row, eos) for row in new_tokens.tolist()]
+    if streamer is not None:  # a row stopped early is padded after its last token
+        rows = [row[:streamer.counts[index]] if streamer.stopped[index] else row for index, row in enumerate(rows)]
+    return rows
 
 
 def generate_texts(model, tokenizer, requests: Sequence[GenerationRequest], decoding: DecodingSettings) -> list[str]:
