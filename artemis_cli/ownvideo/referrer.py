@@ -11,10 +11,27 @@ videorefbench` gives on the record. `history` continues the conversation in the 
 
 This module is the contract the web page and the server build on: they never track, extract,
 prompt or generate themselves.
+
+Threads: `prepare` (tracking, and clip features through the feature cache's own CLIP backend) runs
+without the model's lock, so preparing a new video never holds up answers; `ask_many` holds it while
+it generates. Streaming: a `Query` with `on_text` gets each new piece of its answer as it is
+generated, also when it is answered in a batch with others::
+
+    pieces = []
+    answer = referrer.ask(prepared, "What is the <bbox> doing?", on_text=pieces.append)
+    assert "".join(pieces) == answer.answer
+
+    referrer.ask_many([Query(prepared, question, on_text=lambda piece: send(client_a, piece)),
+                       Query(other, question, stop=["."], on_text=lambda piece: send(client_b, piece))])
+
+`on_text(piece)` runs on the generating thread (hand the piece to your own loop or queue; keep it
+short); returning True stops that answer there (its client went away). The pieces join to exactly
+`Answer.answer`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -152,6 +169,55 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     timings: dict[str, float]  # seconds: inputs, generate
+    finish_reason: str = "stop"  # "stop": </s> or a stop string; "length": max_new_tokens reached
+    logprobs: Optional[list[dict]] = None  # with Query.top_logprobs: OpenAI's logprobs.content entries
+
+
+TextCallback = Callable[[str], Optional[bool]]
+
+
+@dataclass
+class Query:
+    """One question for `Referrer.ask_many` (a plain ``(prepared, question, history)`` tuple is the same
+    as a `Query` with the defaults).
+
+    `system` replaces the template's system prompt (None: the published one). `stop`: the answer ends
+    before the first of these strings (not included; up to 4). `sample`: which sample of the same
+    question this is (n > 1: its own sampling seed, the same RoI frames). `top_logprobs` (0-20): give
+    each answer token's log-probability and that many alternatives (`Answer.logprobs`). `on_text(piece)`:
+    called with each new piece of the answer as it is generated (see the module doc)."""
+
+    prepared: PreparedTarget
+    question: str = DEFAULT_QUESTION
+    history: Sequence[tuple[str, str]] = ()
+    system: Optional[str] = None
+    stop: Sequence[str] = ()
+    sample: int = 0
+    top_logprobs: Optional[int] = None
+    on_text: Optional[TextCallback] = None
+
+    @classmethod
+    def of(cls, item) -> "Query":
+        if isinstance(item, Query):
+            return item
+        prepared, question, history = item
+        return cls(prepared, question, tuple(history or ()))
+
+
+class ContextLengthError(UsageError):
+    """The prompt and the answer asked for do not fit in the model's positions."""
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, limit: int, prompt_limit: int):
+        self.prompt_tokens, self.max_new_tokens, self.limit = prompt_tokens, max_new_tokens, limit
+        if prompt_tokens + max_new_tokens > limit:  # OpenAI's wording (clients look for it)
+            message = (f"This model's maximum context length is {limit} tokens. However, you requested "
+                       f"{prompt_tokens + max_new_tokens} tokens ({prompt_tokens} in the messages, {max_new_tokens} "
+                       "in the completion). Please reduce the length of the messages or completion.")
+        else:
+            message = (f"This model's maximum prompt length is {prompt_limit} tokens. However, your messages "
+                       f"resulted in {prompt_tokens} tokens (including the video's and the boxes' tokens). "
+                       "Please reduce the length of the messages.")
+        super().__init__(message)
 
     def to_json(self) -> dict:
         return {"answer": self.answer, "question": self.question, "frames_used": self.frames_used,
@@ -181,26 +247,53 @@ def _as_target(target) -> Target:
 
 def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", tracker_model: Optional[str] = None,
                    sam2=None, stride: Optional[int] = None, progress: ProgressFn = None, video_name: Optional[str] = None,
-                   limits=None, check: Optional[Callable[[int], None]] = None) -> PreparedTarget:
+                   limits=None, check: Optional[Callable[[int], None]] = None,
+                   cached_only: bool = False) -> Optional[PreparedTarget]:
     """Track `target` (cached in `tracks`, a `TrackCache`) and get its clip feature (`features`, a
     `FeatureCache`, or None to leave ``clip_path`` naming where it would be). See `Referrer.prepare`.
+    `cached_only`: None unless both are already cached (no tracking, no extraction).
 
     The video is decoded frame by frame (`tracking.track_video_keys`), then once more up to the last RoI
     frame to keep those frames (only them) in the cache. `limits` bound the work (`video.VideoLimits`);
-    `check(frame)` may raise to stop it (a deadline, a shutdown)."""
-    from artemis_cli.ownvideo.record import build_record
-    from artemis_cli.ownvideo.tracking import resolve_stride, track_video_keys
-    from artemis_cli.ownvideo.video import DEFAULT_LIMITS, content_hash, iter_selected, probe
+    `check(frame)` may raise to stop it (a deadline, a shutdown; also called with -1 while waiting and
+    between feature batches). A preparation that fails leaves nothing new in the caches; two threads
+    preparing the same target compute it once."""
+    from artemis_cli.ownvideo.tracking import resolve_stride
+    from artemis_cli.ownvideo.video import DEFAULT_LIMITS, content_hash, probe
 
     target = _as_target(target)
     video = Path(target.video)
     limits = limits or DEFAULT_LIMITS
     info = probe(video, limits)
-    report = progress or (lambda stage, fraction: None)
     video_hash = content_hash(video)
-    keys = target.key_boxes()
     stride = resolve_stride(stride, info.fps)
-    key = tracks.key(video_hash, keys, tracker, tracker_model, stride)
+    key = tracks.key(video_hash, target.key_boxes(), tracker, tracker_model, stride)
+    if cached_only:
+        if tracks.load(key) is None or (features is not None and not features.path(video_hash).is_file()):
+            return None
+        return _prepare_claimed(target, info, video_hash, key, [], tracks=tracks, features=features, tracker=tracker,
+                                tracker_model=tracker_model, sam2=sam2, stride=stride,
+                                report=lambda stage, fraction: None, video_name=video_name, limits=limits, check=check)
+    created: list[Path] = []  # cache entries this call wrote: removed again if it fails
+    try:
+        with tracks.claim(key, check):
+            return _prepare_claimed(target, info, video_hash, key, created, tracks=tracks, features=features,
+                                    tracker=tracker, tracker_model=tracker_model, sam2=sam2, stride=stride,
+                                    report=progress or (lambda stage, fraction: None), video_name=video_name,
+                                    limits=limits, check=check)
+    except BaseException:
+        _remove(created)
+        raise
+
+
+def _prepare_claimed(target: Target, info, video_hash: str, key: str, created: list, *, tracks, features, tracker,
+                     tracker_model, sam2, stride: int, report, video_name, limits, check) -> PreparedTarget:
+    from artemis_cli.ownvideo.record import build_record
+    from artemis_cli.ownvideo.tracking import track_video_keys
+    from artemis_cli.ownvideo.video import iter_selected
+
+    video = Path(target.video)
+    keys = target.key_boxes()
     timings = {"decode": 0.0, "track": 0.0, "frames": 0.0, "features": 0.0}
     entry = tracks.load(key)
     hit = entry is not None
@@ -210,39 +303,100 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
 
         check_keys(keys, info.frame_size)  # a bad box fails before any work starts
         # the clip feature does not depend on the track: extracted meanwhile, on the other core
-        extraction = _Background(lambda: features.get(video, video_hash))
-    if entry is None:
-        result = track_video_keys(info, keys, tracker=tracker, stride=stride, sam2=sam2, limits=limits,
-                                  progress=lambda f: report("track", f), check=check)
-        timings.update(result.seconds)
-        primary = result.keys[[k.frame for k in result.keys].index(target.frame)]
-        record = build_record(video_name=video_name or video.stem, frame_path=f"tracks/{key}/frames", clip_path="",
-                              indices=result.indices, boxes=result.boxes, num_frames=result.num_frames,
-                              key_frame=primary.frame, key_box=primary.box, confidence=result.confidence,
-                              cuts=result.cuts)
-        entry = {"record": record, "frame_indices": result.indices, "frame_size": list(result.frame_size),
-                 "num_frames": result.num_frames, "video": str(video), "video_hash": video_hash,
-                 "track": result.to_json(), "settings": {"tracker": tracker, "tracker_model": tracker_model,
-                                                         "stride": stride}}
-        start = time.perf_counter()
-        needed = roi_frame_numbers(record, result.indices)
-        tracks.store(key, iter_selected(info, needed, limits=limits, check=check), result.num_frames, entry)
-        timings["frames"] = time.perf_counter() - start
-    record = dict(entry["record"], frame_path=f"tracks/{key}/frames")
-    if video_name is not None:
-        record["video_name"] = video_name
-    report("track", 1.0)
-    if features is not None:
-        clip, seconds = extraction.result() if extraction is not None else features.get(video, video_hash)
-        timings["features"] = seconds
-        record["clip_path"] = f"features/{clip.name}"
-    else:
-        record["clip_path"] = f"features/{video_hash[:32]}.pkl"
+        extraction = _Extraction(features, video, video_hash, check)
+    try:
+        if entry is None:
+            result = track_video_keys(info, keys, tracker=tracker, stride=stride, sam2=sam2, limits=limits,
+                                      progress=lambda f: report("track", f), check=check)
+            timings.update(result.seconds)
+            primary = result.keys[[k.frame for k in result.keys].index(target.frame)]
+            record = build_record(video_name=video_name or video.stem, frame_path=f"tracks/{key}/frames",
+                                  clip_path="", indices=result.indices, boxes=result.boxes,
+                                  num_frames=result.num_frames, key_frame=primary.frame, key_box=primary.box,
+                                  confidence=result.confidence, cuts=result.cuts)
+            entry = {"record": record, "frame_indices": result.indices, "frame_size": list(result.frame_size),
+                     "num_frames": result.num_frames, "video": str(video), "video_hash": video_hash,
+                     "track": result.to_json(), "settings": {"tracker": tracker, "tracker_model": tracker_model,
+                                                             "stride": stride}}
+            start = time.perf_counter()
+            needed = roi_frame_numbers(record, result.indices)
+            created.append(tracks.folder(key))
+            tracks.store(key, iter_selected(info, needed, limits=limits, check=check), result.num_frames, entry)
+            timings["frames"] = time.perf_counter() - start
+        record = dict(entry["record"], frame_path=f"tracks/{key}/frames")
+        if video_name is not None:
+            record["video_name"] = video_name
+        report("track", 1.0)
+        if features is not None:
+            if extraction is not None:
+                clip, seconds = extraction.result(check)
+                created.extend(extraction.created)
+            else:
+                clip, seconds = features.get(video, video_hash, check=check, created=created)
+            timings["features"] = seconds
+            record["clip_path"] = f"features/{clip.name}"
+        else:
+            record["clip_path"] = f"features/{video_hash[:32]}.pkl"
+    except BaseException:
+        if extraction is not None:
+            extraction.abandon()
+        raise
     report("features", 1.0)
     return PreparedTarget(target=target, record=record, root=tracks.root.parent,
                           frame_size=tuple(entry["frame_size"]), num_frames=int(entry["num_frames"]),
                           timings=timings, frame_indices=list(entry["frame_indices"]), video_hash=video_hash,
                           cache_hit=hit and timings["features"] == 0.0, track=entry.get("track", {}), info=info)
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    import shutil
+
+    for path in paths:
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+
+
+class _Extraction:
+    """The clip feature extracted in a background thread while the track is computed. `abandon()` (the
+    preparation failed) stops it at its next batch and removes the feature file it wrote, if any."""
+
+    def __init__(self, features, video: Path, video_hash: str, check: Optional[Callable[[int], None]]):
+        self.created: list[Path] = []
+        self._abandoned = threading.Event()
+        self._lock = threading.Lock()
+
+        def checked(frame: int) -> None:
+            if self._abandoned.is_set():
+                raise _Abandoned()
+            if check is not None:
+                check(frame)
+
+        def work():
+            try:
+                return features.get(video, video_hash, check=checked, created=self.created)
+            finally:
+                if self._abandoned.is_set():
+                    self._discard()
+
+        self._work = _Background(work)
+
+    def result(self, check: Optional[Callable[[int], None]] = None):
+        return self._work.result(check)
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+        self._discard()
+
+    def _discard(self) -> None:
+        with self._lock:
+            _remove(self.created)
+            self.created.clear()
+
+
+class _Abandoned(Exception):
+    """Stops a background feature extraction whose preparation failed."""
 
 
 class _Background:
@@ -260,8 +414,12 @@ class _Background:
         except BaseException as exc:  # handed to the caller of result()
             self._error = exc
 
-    def result(self):
-        self._thread.join()
+    def result(self, check: Optional[Callable[[int], None]] = None):
+        """Wait for the value (calling `check(-1)` every 0.2 s: it may raise to stop waiting)."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+            if check is not None and self._thread.is_alive():
+                check(-1)
         if self._error is not None:
             raise self._error
         return self._value
@@ -282,9 +440,136 @@ def roi_frame_numbers(record: dict, indices: Sequence[int]) -> list[int]:
 class _Built:
     request: object  # GenerationRequest
     question: str
+    query: "Query"
     frames_used: list[int]
     prompt_tokens: int
     seconds: float
+
+
+def _streamed(query: "Query") -> bool:
+    """Whether a query's answer is followed token by token (else it is decoded once at the end)."""
+    return query.on_text is not None or bool(query.stop) or query.top_logprobs is not None
+
+
+class _AnswerStream:
+    """One answer followed as its tokens arrive: the text decoded incrementally (a token's text can
+    depend on the next: SentencePiece spaces, bytes of one character), handed to `on_text` in pieces
+    that never need taking back (trailing spaces and what could begin a stop string or ``</s>`` are
+    held until more text shows what they are), cut at the first stop string."""
+
+    END = "</s>"  # `decode_answer` drops a trailing literal "</s>"
+
+    def __init__(self, tokenizer, query: "Query"):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in query.stop if s]
+        self.on_text = query.on_text
+        self.top_logprobs = query.top_logprobs
+        self.tokens: list[int] = []
+        self.logprobs: list[dict] = []
+        self.raw = ""  # the text of tokens[:_done] (final: later tokens do not change it)
+        self.sent = ""  # what on_text has been given (a prefix of the final answer)
+        self.cut: Optional[int] = None  # where the first stop string starts in the visible text
+        self.gone = False  # on_text asked to stop
+        self._done = 0
+
+    CONTEXT = 4  # tokens decoded again before the new ones (a piece's leading space depends on them)
+    MAX_PENDING = 32  # tokens held for a character that never completes before they are decoded as they are
+
+    def add(self, token: int, logprob=None) -> bool:
+        """Take the next token; True = stop generating this answer."""
+        self.tokens.append(token)
+        if logprob is not None and self.top_logprobs is not None:
+            self.logprobs.append(self._logprob_entry(token, logprob))
+        if _is_byte_token(self.tokenizer, token) or not self._decode_new():
+            # a run of byte tokens decodes as a whole (invalid UTF-8 becomes one replacement per byte): wait
+            # for the token that ends it
+            return False
+        visible = self.raw.lstrip()
+        if self.stop:
+            found = [i for i in (visible.find(s) for s in self.stop) if i >= 0]
+            if found:
+                self.cut = min(found)
+                self._send(visible[:self.cut].rstrip())
+                return True
+        self._send(self._settled(visible))
+        return self.gone
+
+    def _settled(self, visible: str) -> str:
+        """The part of `visible` no later token can change in the final answer: without trailing spaces (the
+        answer is stripped), a half character, or an end that may begin a stop string or ``</s>``."""
+        safe, previous = visible, None
+        while safe != previous:
+            previous = safe
+            safe = safe.rstrip().rstrip("\ufffd")
+            held = max([k for x in [self.END, *self.stop] for k in range(1, len(x) + 1) if safe.endswith(x[:k])],
+                       default=0)
+            safe = safe[:len(safe) - held]
+        return safe
+
+    def _decode_new(self) -> bool:
+        """Add the new tokens' text to `raw` once it is whole (no half character); True if it grew. Only the
+        last few tokens are decoded again, so a long answer costs no more per token than a short one."""
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        start = max(0, self._done - self.CONTEXT)
+        context, tail = decode(self.tokens[start:self._done]), decode(self.tokens[start:])
+        fresh = tail[len(context):] if tail.startswith(context) else None
+        if fresh is not None and not fresh.endswith("\ufffd"):
+            self.raw += fresh
+        elif len(self.tokens) - self._done >= self.MAX_PENDING:  # bytes that form no character: as they are
+            fresh, self.raw = "?", decode(self.tokens)
+        else:
+            return False
+        self._done = len(self.tokens)
+        return bool(fresh)
+
+    def finish(self, tokens: list[int], max_new_tokens: int) -> tuple[str, str, Optional[list[dict]]]:
+        """(the answer's text, its finish reason, its logprobs entries) once generation ended; the rest of
+        the text goes to `on_text`."""
+        from artemis_cli.model.generation import decode_answer
+
+        if self.cut is not None:
+            text, finish = self.raw.lstrip()[:self.cut].strip(), "stop"
+        else:
+            text = decode_answer(self.tokenizer, tokens)
+            finish = "length" if len(tokens) >= max_new_tokens and not self.gone else "stop"
+        self._send(text)
+        logprobs = self.logprobs if self.top_logprobs is not None else None
+        return text, finish, logprobs
+
+    def _send(self, text: str) -> None:
+        if self.on_text is None or self.gone or len(text) <= len(self.sent) or not text.startswith(self.sent):
+            return
+        piece, self.sent = text[len(self.sent):], text
+        if self.on_text(piece):
+            self.gone = True
+
+    def _logprob_entry(self, token: int, logprob) -> dict:
+        def described(token_id: int, value: float) -> dict:
+            text, raw = _token_text(self.tokenizer, token_id)
+            return {"token": text, "logprob": value, "bytes": list(raw)}
+
+        entry = described(token, logprob.logprob)
+        entry["top_logprobs"] = [described(t, v) for t, v in logprob.top[:self.top_logprobs or 0]]
+        return entry
+
+
+def _is_byte_token(tokenizer, token_id: int) -> bool:
+    """A SentencePiece byte-fallback token (``<0xAB>``)."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    return isinstance(piece, str) and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
+
+
+def _token_text(tokenizer, token_id: int) -> tuple[str, bytes]:
+    """A token as text and UTF-8 bytes (SentencePiece's ``▁`` as a space; a byte token as its byte)."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if _is_byte_token(tokenizer, token_id):
+        try:
+            raw = bytes([int(piece[3:5], 16)])
+            return raw.decode("utf-8", errors="replace"), raw
+        except ValueError:
+            pass
+    text = str(piece).replace("\u2581", " ")
+    return text, text.encode("utf-8")
 
 
 class Referrer:
@@ -331,7 +616,8 @@ class Referrer:
             from artemis_cli.ownvideo.trackers import load_sam2
 
             self._sam2 = load_sam2(tracker_model, device_name, loaded.model.dtype)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the model: generation and RoI encoding (never tracking or features)
+        self._sam2_lock = threading.Lock()
         # Questions about a target seen before reuse its model inputs and its RoI tokens (the tower and the
         # RoI module over 9 frames, most of one answer's work on a small model): the same tensors that
         # encoding them again would give, so answers do not change.
@@ -340,67 +626,175 @@ class Referrer:
         self.startup_seconds = time.perf_counter() - start
 
     # ---- targets ------------------------------------------------------------------------------------
-    def prepare(self, target: Target, *, progress: ProgressFn = None) -> PreparedTarget:
+    def prepare(self, target: Target, *, progress: ProgressFn = None, limits=None,
+                check: Optional[Callable[[int], None]] = None) -> PreparedTarget:
         """Track the box through the video and extract its clip features (both cached by the video's
         content hash + settings). Raises UsageError (bad box/frame) / InputError (undecodable video,
-        lost everywhere). `progress(stage, fraction)` is called while working."""
-        with self._lock:
+        lost everywhere). `progress(stage, fraction)` is called while working.
+
+        It does not take the model's lock (answers go on meanwhile) and may run in several threads at
+        once. `limits` (a `video.VideoLimits`) bound the work; `check(frame)` is called as it goes and
+        may raise to stop it (a deadline, a shutdown). A preparation that fails leaves nothing in the
+        caches."""
+        lock = self._sam2_lock if self._sam2 is not None else contextlib.nullcontext()
+        with lock:  # the SAM 2 tracker is one model with state per video: one track at a time
             return prepare_target(target, tracks=self.tracks, features=self.features, tracker=self.tracker,
                                   tracker_model=self.tracker_model, sam2=self._sam2, stride=self.stride,
-                                  progress=progress)
+                                  progress=progress, limits=limits, check=check)
+
+    def check_target(self, target: Target, *, limits=None) -> None:
+        """Refuse, without decoding a frame, a video over `limits` (its header's size and frame count) and key
+        boxes outside its frames: what `prepare` would refuse only after work."""
+        from artemis_cli.ownvideo.tracking import check_keys
+        from artemis_cli.ownvideo.video import DEFAULT_LIMITS, probe
+
+        info = probe(Path(target.video), limits or DEFAULT_LIMITS)
+        keys = _as_target(target).key_boxes()
+        for key in keys:
+            if info.header_frames and key.frame >= info.header_frames:
+                raise UsageError(f"--frame {key.frame}: the video has {info.header_frames} frame(s) "
+                                 f"(0-{info.header_frames - 1})")
+        check_keys(keys, info.frame_size)
+
+    def cached(self, target: Target, *, limits=None) -> Optional[PreparedTarget]:
+        """`prepare(target)` when its track and clip feature are both in the caches (reading the video's bytes
+        once to hash them, nothing more), else None: a server answers such a target without waiting for
+        a free preparation thread."""
+        return prepare_target(target, tracks=self.tracks, features=self.features, tracker=self.tracker,
+                              tracker_model=self.tracker_model, sam2=self._sam2, stride=self.stride, limits=limits,
+                              cached_only=True)
+
+    # ---- prompt length ------------------------------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        """The model's positions (prompt + answer)."""
+        return int(getattr(self.loaded.model.config, "max_position_embeddings", None) or 4096)
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt: the positions, or the checkpoint's `tokenizer_model_max_length` (longer
+        prompts would be cut there after splicing) when smaller."""
+        cut = getattr(self.loaded.model.mm, "tokenizer_model_max_length", None)
+        return min(self.context_length, int(cut)) if cut else self.context_length
+
+    def video_tokens(self) -> int:
+        """LLM tokens one clip feature takes (temporal rows + spatial rows)."""
+        from artemis_cli.ownvideo.cache import FEATURE_RECIPE
+
+        tower = self.loaded.model.get_image_tower()
+        config = tower.config
+        return FEATURE_RECIPE["num_frames"] + (int(config.image_size) // int(config.patch_size)) ** 2
+
+    def count_prompt_tokens(self, question: str, history: Sequence[tuple[str, str]] = (),
+                            system: Optional[str] = None) -> int:
+        """The prompt's length in LLM tokens (text, the video's tokens and one per box), as `ask` builds
+        it, without a prepared target: to refuse a request that cannot fit before any work."""
+        from artemis_cli.model.conversation import tokenize_prompt
+        from artemis_cli.model.splice import IMAGE_TOKEN_INDEX
+
+        ids = tokenize_prompt(self._prompt_text(question, list(history or ()), system), self.loaded.tokenizer)
+        images = sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
+        return len(ids) - images + images * self.video_tokens()
+
+    def check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """A `ContextLengthError` when the prompt plus `max_new_tokens` do not fit."""
+        if prompt_tokens > self.max_prompt_tokens or prompt_tokens + max_new_tokens > self.context_length:
+            raise ContextLengthError(prompt_tokens, max_new_tokens, self.context_length, self.max_prompt_tokens)
+
+    def _prompt_text(self, question: str, history: list, system: Optional[str]) -> str:
+        """The rendered prompt (``<image>`` and ``<bbox>`` placeholders in place), as `referring_inputs`
+        renders the opening turn and `_build` the later ones."""
+        from artemis_cli.model.conversation import get_template, referring_question
+
+        template = get_template(TEMPLATE)
+        if system is not None:
+            template = dataclasses.replace(template, system=system)
+        user, assistant = template.roles
+        num_boxes = self.loaded.model.mm.tracked_roi_tokens(NUM_TRACKED)
+        opening = history[0][0] if history else question
+        messages = [(user, referring_question(num_boxes, question=opening, train=False))]
+        if history:
+            messages.append((assistant, history[0][1]))
+            for earlier_question, earlier_answer in history[1:]:
+                messages += [(user, earlier_question), (assistant, earlier_answer)]
+            messages.append((user, question))
+        messages.append((assistant, None))
+        return template.render(messages)
 
     # ---- questions ----------------------------------------------------------------------------------
     def ask(self, prepared: PreparedTarget, question: str = DEFAULT_QUESTION, *,
-            history: Sequence[tuple[str, str]] = (), decoding: DecodingSettings | None = None) -> Answer:
-        """One answer (a batch of one)."""
-        result = self.ask_many([(prepared, question, history)], decoding)[0]
+            history: Sequence[tuple[str, str]] = (), decoding: DecodingSettings | None = None,
+            on_text: Optional[TextCallback] = None, stop: Sequence[str] = (), system: Optional[str] = None) -> Answer:
+        """One answer (a batch of one); `on_text(piece)` streams it as it is generated (see `Query`)."""
+        query = Query(prepared, question, tuple(history or ()), system=system, stop=tuple(stop), on_text=on_text)
+        result = self.ask_many([query], decoding)[0]
         if isinstance(result, ArtemisError):
             raise result
         return result
 
-    def ask_many(self, items: Sequence[tuple[PreparedTarget, str, Sequence[tuple[str, str]]]],
+    def ask_many(self, items: Sequence["Query | tuple[PreparedTarget, str, Sequence[tuple[str, str]]]"],
                  decoding: DecodingSettings | None = None) -> list[Answer | ArtemisError]:
-        """Answer many in one batched `generate_tokens` call; a request whose inputs fail gets its
-        `ArtemisError` in its slot. Under greedy decoding each answer equals `ask` alone."""
-        from artemis_cli.model.generation import decode_answer, generate_tokens
+        """Answer many in one batched `generate_tokens` call; a request whose inputs fail (or whose prompt
+        and answer do not fit the model: `ContextLengthError`) gets its `ArtemisError` in its slot. Under
+        greedy decoding each answer equals `ask` alone, streamed (`Query.on_text`) or not."""
+        from artemis_cli.model.generation import RowStreamer, decode_answer, generate_tokens
 
         decoding = (decoding or DecodingSettings()).resolved(self.loaded.model.generation_config)
+        queries = [Query.of(item) for item in items]
         built: list[_Built | ArtemisError] = []
-        for prepared, question, history in items:
+        for query in queries:
             try:
-                built.append(self._build(prepared, question, list(history or ()), decoding))
+                item = self._build(query.prepared, query.question, list(query.history or ()), decoding, query)
+                self.check_context(item.prompt_tokens, decoding.max_new_tokens)
+                built.append(item)
             except ArtemisError as exc:
                 built.append(exc)
             except OSError as exc:  # an unreadable cached frame or feature
                 built.append(InputError(f"{type(exc).__name__}: {exc}"))
         ready = [b for b in built if isinstance(b, _Built)]
+        streams = [_AnswerStream(self.loaded.tokenizer, b.query) if _streamed(b.query) else None for b in ready]
         rows: list[list[int]] = []
         seconds = 0.0
         if ready:
+            streamer = None
+            if any(streams):
+                wanted = [b.query.top_logprobs for b in ready if b.query.top_logprobs is not None]
+                streamer = RowStreamer(lambda row, token, logprob: streams[row].add(token, logprob)
+                                       if streams[row] is not None else None,
+                                       top_logprobs=max(wanted) if wanted else None)
             with self._lock:
                 start = time.perf_counter()
-                rows = generate_tokens(self.loaded.model, self.loaded.tokenizer, [b.request for b in ready], decoding)
+                rows = generate_tokens(self.loaded.model, self.loaded.tokenizer, [b.request for b in ready], decoding,
+                                       streamer=streamer)
                 seconds = time.perf_counter() - start
-        answers = iter(rows)
+        answers = iter(zip(rows, streams))
         out: list[Answer | ArtemisError] = []
         for item in built:
             if isinstance(item, ArtemisError):
                 out.append(item)
                 continue
-            tokens = next(answers)
-            out.append(Answer(answer=decode_answer(self.loaded.tokenizer, tokens), question=item.question,
-                              frames_used=item.frames_used, prompt_tokens=item.prompt_tokens,
-                              completion_tokens=len(tokens), timings={"inputs": item.seconds, "generate": seconds}))
+            tokens, stream = next(answers)
+            if stream is not None:
+                text, finish, logprobs = stream.finish(tokens, decoding.max_new_tokens)
+            else:
+                text, logprobs = decode_answer(self.loaded.tokenizer, tokens), None
+                finish = "length" if len(tokens) >= decoding.max_new_tokens else "stop"
+            out.append(Answer(answer=text, question=item.question, frames_used=item.frames_used,
+                              prompt_tokens=item.prompt_tokens, completion_tokens=len(tokens),
+                              timings={"inputs": item.seconds, "generate": seconds}, finish_reason=finish,
+                              logprobs=logprobs))
         return out
 
-    def _build(self, prepared: PreparedTarget, question: str, history: list, decoding: DecodingSettings) -> _Built:
+    def _build(self, prepared: PreparedTarget, question: str, history: list, decoding: DecodingSettings,
+               query: Optional[Query] = None) -> _Built:
         from artemis_cli.data.records import ReferringRecord
-        from artemis_cli.model.conversation import get_template, referring_question, tokenize_prompt
+        from artemis_cli.model.conversation import tokenize_prompt
         from artemis_cli.model.generation import GenerationRequest, request_seed
         from artemis_cli.model.inputs import referring_inputs
         from artemis_cli.model.sampling import sample_roi_frames
 
         start = time.perf_counter()
+        query = query or Query(prepared, question, tuple(history))
         if not isinstance(question, str) or not question.strip():
             raise UsageError("the question is empty")
         check_question(question, history)
@@ -421,20 +815,17 @@ class Referrer:
                                       ref=name)
             self._inputs.put((target_key, opening, seed), inputs)
         inputs = dataclasses.replace(inputs)  # the history below replaces input_ids on this copy, not the cached one
-        if history:
-            template = get_template(TEMPLATE)
-            user, assistant = template.roles
-            messages = [(user, referring_question(num_boxes, question=opening, train=False)), (assistant, history[0][1])]
-            for earlier_question, earlier_answer in history[1:]:
-                messages += [(user, earlier_question), (assistant, earlier_answer)]
-            messages += [(user, question), (assistant, None)]
-            inputs.input_ids = tokenize_prompt(template.render(messages), loaded.tokenizer)
+        if history or query.system is not None:
+            inputs.input_ids = tokenize_prompt(self._prompt_text(question, history, query.system), loaded.tokenizer)
         selection = sample_roi_frames(record.track_list, record.frame_id, key_frame_id=record.key_frame_id,
                                       key_frame_box=record.key_frame_box, num_tracked=NUM_TRACKED)
-        request = GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=seed, roi_seed=inputs.roi_seed,
+        # sample k of n: its own sampling seed, the RoI picks of the question's first sample
+        sample_seed = request_seed(decoding.seed, name, query.sample) if query.sample else seed
+        request = GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=sample_seed,
+                                    roi_seed=inputs.roi_seed if inputs.roi_seed is not None else seed,
                                     roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)
         request.roi_tokens = self._roi_tokens(target_key, request)
-        return _Built(request=request, question=question,
+        return _Built(request=request, question=question, query=query,
                       frames_used=[prepared.frame_number(f) for f in selection.frame_ids],
                       prompt_tokens=inputs.num_tokens(0), seconds=time.perf_counter() - start)
 
