@@ -1,37 +1,48 @@
 """The FastAPI app of `artemis serve`: OpenAI-compatible routes over a `Referrer`, batched across requests.
 
-Routes: ``POST /v1/chat/completions`` (JSON or server-sent events), ``GET /v1/models``, ``GET /health``.
-Every failure is an OpenAI-style error body (``{"error": {"message", "type", "param", "code"}}``)
-with its status: 400 bad JSON / fields / conversation / target (box outside the frame, no ``<bbox>``),
-401 missing or wrong key, 403 a path outside ``--allow-path``, 404 unknown model or route, 413 a body
-over ``--max-request-mb``, 503 shutting down, 500 a failure inside the model (that request only: a
+Routes: ``POST /v1/chat/completions`` (JSON, or server-sent events streaming the answer token by token),
+``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /health``, ``GET /docs`` and ``GET /openapi.json``.
+Every failure is an OpenAI-style error body (``{"error": {"message", "type", "param", "code"}}``) with
+its status, and no answer shows a server path: 400 bad JSON / fields / conversation / target / a prompt
+that does not fit (``context_length_exceeded``) / a video over the work limits; 401 missing or wrong key;
+403 a path missing or outside ``--allow-path`` (one message for both); 404 unknown model or route; 408 a
+body that does not arrive in time; 413 a body over ``--max-request-mb``; 415 a body that is not JSON;
+503 shutting down or too busy (``Retry-After``); 500 a failure inside the model (that request only: a
 batch that raises is rerun one request at a time).
 
-Requests are checked and their targets prepared (tracked and featurised, cached) as they arrive;
-then they wait in a `BatchQueue` and are answered together by `Referrer.ask_many`, one generation
-call per batch of requests with the same decoding settings.
+A request is checked first (cheap checks in the event loop, anything that reads files or tokenises in
+a thread); a target seen before is answered from the memo; a new one is prepared (tracked and
+featurised, cached) by the `Preparer`, in threads of its own, bounded and cancellable; then the
+request waits in a `BatchQueue` and is answered together with others by `Referrer.ask_many`, one
+generation call per batch of requests with the same decoding settings. A streamed request gets its
+role chunk at once, SSE comments (``: artemis {"stage": "track", "progress": 0.4}``, ``: keep-alive``)
+while its video is prepared and it waits, then its own tokens as the batch generates them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the routes' annotations here
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
-from artemis_cli.serve.batching import BatchQueue, QueueClosed
-from artemis_cli.serve.schemas import ChatRequest, error_body
-from artemis_cli.serve.targets import (Forbidden, PreparedTargets, read_conversation, record_target,
+from artemis_cli.serve.batching import BatchQueue, QueueClosed, QueueFull
+from artemis_cli.serve.guard import APIError, BodyBudget, Guard, parse_json, public_message, read_body, stderr_log
+from artemis_cli.serve.preparing import Busy, Preparer, WorkStopped
+from artemis_cli.serve.schemas import MAX_MESSAGES, ChatRequest, unsupported_fields
+from artemis_cli.serve.targets import (Forbidden, PreparedTargets, files_of, read_conversation, record_target,
                                       video_target)
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -41,28 +52,41 @@ class AppSettings:
     api_key: Optional[str] = field(default=None, repr=False)
     allow_paths: Sequence[Path] = ()
     upload_dir: Path = Path(".")
+    cache_dir: Optional[Path] = None  # what `cache_quota_bytes` bounds (uploads, tracks, features)
+    cache_quota_bytes: Optional[int] = None  # None: no quota
     max_request_bytes: int = 64_000_000
-    max_new_tokens: int = 1024  # when a request gives no max_tokens
+    max_new_tokens: int = 1024  # the ceiling of max_tokens, and its default
     max_batch: int = 16
     batch_wait_s: float = 0.02
-
-
-class APIError(Exception):
-    """An error answer: HTTP status + OpenAI error body."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", *, param: Optional[str] = None,
-                 code: Optional[str] = None):
-        super().__init__(message)
-        self.status = status
-        self.body = error_body(message, kind, param=param, code=code)
+    max_queue: int = 256  # requests waiting for generation
+    served_name: Optional[str] = None  # the model id clients name (default: the referrer's)
+    allowed_hosts: Optional[Sequence[str]] = None  # None: any Host header (a key guards the server)
+    cors_origins: Sequence[str] = ()
+    body_timeout_s: float = 60.0
+    prepare_timeout_s: float = 120.0
+    prepare_workers: int = 1
+    max_waiting_prepare: int = 32
+    limits: Any = None  # video.VideoLimits for each request's video (None: the library's defaults)
+    keepalive_s: float = 5.0  # an SSE comment at least this often while a streamed request waits
+    access_log: Optional[Callable[[str], None]] = stderr_log
 
 
 def api_error(exc: BaseException) -> APIError:
     """The HTTP answer for an exception raised while serving one request."""
+    from artemis_cli.ownvideo.referrer import ContextLengthError
+
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, Forbidden):
         return APIError(403, exc.message, "permission_error", code="path_not_allowed")
+    if isinstance(exc, ContextLengthError):
+        return APIError(400, exc.message, param="messages", code="context_length_exceeded")
+    if isinstance(exc, WorkStopped):
+        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
+        return APIError(exc.status, exc.message, kind, code=exc.code)
+    if isinstance(exc, (Busy, QueueFull)):
+        return APIError(503, exc.args[0] if exc.args else "the server is busy", "server_error", code="server_busy",
+                        headers={"Retry-After": "2"})
     if isinstance(exc, (UsageError, InputError)):
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
         # the Referrer words its errors for the command line: name the request's fields instead
@@ -79,32 +103,81 @@ def api_error(exc: BaseException) -> APIError:
 
 @dataclass
 class Job:
-    """One request waiting for the model."""
+    """One answer a request waits for (a request with n > 1 samples has n)."""
 
     prepared: Any  # PreparedTarget
     question: str
     history: list
     decoding: DecodingSettings
+    system: Optional[str] = None
+    stop: Sequence[str] = ()
+    sample: int = 0
+    top_logprobs: Optional[int] = None
+    on_text: Optional[Callable[[str], Optional[bool]]] = None
     prepare_s: float = 0.0
+
+    def query(self):
+        from artemis_cli.ownvideo.referrer import Query
+
+        return Query(self.prepared, self.question, tuple(self.history), system=self.system, stop=tuple(self.stop),
+                     sample=self.sample, top_logprobs=self.top_logprobs, on_text=self.on_text)
+
+
+class Relay:
+    """A stream's `on_text`: hands new text to `emit`, once, even when its answer is generated again (a
+    failed batch rerun one request at a time restarts the answer; what was already sent is skipped)."""
+
+    def __init__(self, emit: Callable[[str], None], gone: threading.Event):
+        self.emit, self.gone = emit, gone
+        self.sent = ""
+        self.attempt = ""
+
+    def restart(self) -> None:
+        self.attempt = ""
+
+    def __call__(self, piece: str) -> bool:
+        self.attempt += piece
+        if len(self.attempt) > len(self.sent) and self.attempt.startswith(self.sent):
+            fresh, self.sent = self.attempt[len(self.sent):], self.attempt
+            self.emit(fresh)
+        return self.gone.is_set()
 
 
 def batch_key(job: Job) -> str:
     return job.decoding.model_dump_json()
 
 
-def decoding_of(chat: ChatRequest, default_max_new_tokens: int) -> DecodingSettings:
+def decoding_of(chat: ChatRequest, max_new_tokens: int) -> DecodingSettings:
     """OpenAI sampling fields -> `DecodingSettings`: temperature 0 or absent is greedy."""
     sample = bool(chat.temperature)
-    settings: dict[str, Any] = {"sample": sample, "max_new_tokens": chat.new_tokens or default_max_new_tokens,
+    settings: dict[str, Any] = {"sample": sample, "max_new_tokens": max_new_tokens,
                                 "seed": chat.seed if chat.seed is not None else 0}
     if sample:
         settings.update(temperature=chat.temperature, top_p=chat.top_p, top_k=chat.top_k)
     return DecodingSettings(**settings)
 
 
+@dataclass
+class _Request:
+    """What a chat request turned into once checked: the conversation, decoding, its target's preparation."""
+
+    chat: ChatRequest
+    conversation: Any
+    decoding: DecodingSettings
+    prepared: Any = None  # a PreparedTarget, once known
+    preparing: Any = None  # a concurrent Future while the Preparer works on it
+    progress: Optional[asyncio.Queue] = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    pins: list = field(default_factory=list)
+    new_upload: Optional[Path] = None
+    prepare_s: float = 0.0
+
+
 def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = None):
-    """The app over `referrer` (anything with `model_name`, `prepare(Target)` and `ask_many`). Its
-    batch queue starts with the app and is drained (every accepted request answered) when it stops."""
+    """The app over `referrer` (anything with `model_name`, `prepare(Target, progress=, limits=, check=)`,
+    `ask_many`, and optionally `check_target`, `count_prompt_tokens`, `check_context`, `context_length`). Its batch
+    queue starts with the app and is drained (every accepted request answered) when it stops;
+    `app.state.stopping` (a `threading.Event`) stops preparations and slow uploads at once."""
     from contextlib import asynccontextmanager
 
     from pydantic import ValidationError
@@ -112,137 +185,279 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
     from starlette.exceptions import HTTPException
 
     from artemis_cli.common.config import format_validation_error
+    from artemis_cli.ownvideo.cache import CacheQuota
 
     def run_batch(jobs: list[Job]) -> list:
-        return referrer.ask_many([(j.prepared, j.question, j.history) for j in jobs], jobs[0].decoding)
+        for job in jobs:  # a batch that failed is rerun one by one: its streams resume where they were
+            if isinstance(job.on_text, Relay):
+                job.on_text.restart()
+        return referrer.ask_many([job.query() for job in jobs], jobs[0].decoding)
 
     queue = queue or BatchQueue(run_batch, max_batch=settings.max_batch, wait_s=settings.batch_wait_s, key=batch_key,
-                                name="artemis-serve-batch")
+                                name="artemis-serve-batch", max_pending=settings.max_queue)
     created = int(time.time())
-    model_name = referrer.model_name
+    model_name = settings.served_name or referrer.model_name
+    stopping = threading.Event()
+    quota = CacheQuota(Path(settings.cache_dir or settings.upload_dir.parent).resolve(),
+                       settings.cache_quota_bytes or 0)
+    memo = PreparedTargets()
+    budget = BodyBudget(max(4 * settings.max_request_bytes, 256_000_000))
+
+    def prepare_and_keep(target, **kwargs):
+        prepared = referrer.prepare(target, **kwargs)
+        quota.pin(*files_of(prepared))  # the request unpins them when it ends
+        if settings.cache_quota_bytes:
+            quota.enforce()
+        return prepared
+
+    preparer = Preparer(prepare_and_keep, limits=settings.limits, workers=settings.prepare_workers,
+                        max_waiting=settings.max_waiting_prepare, timeout_s=settings.prepare_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app):
         yield
+        stopping.set()
+        preparer.close(wait=False)
         await run_in_threadpool(queue.close)  # uvicorn stops here after the in-flight requests were answered
 
-    app = FastAPI(title="artemis serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="artemis serve", lifespan=lifespan, docs_url="/docs", redoc_url=None,
+                  openapi_url="/openapi.json", version=_version(), description=OPENAPI_DESCRIPTION)
     app.state.queue = queue
+    app.state.preparer = preparer
+    app.state.stopping = stopping
+    app.state.quota = quota
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"], max_age=600)
+    app.add_middleware(Guard, api_key=settings.api_key, allowed_hosts=settings.allowed_hosts,
+                       log=settings.access_log, cors=bool(settings.cors_origins))
 
     def error_response(error: APIError) -> JSONResponse:
-        return JSONResponse(error.body, status_code=error.status)
+        return JSONResponse(error.body, status_code=error.status, headers=error.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code))
+        return error_response(APIError(exc.status_code, f"{request.method} {request.url.path[:200]}: {exc.detail}",
+                                       code=code))
 
     @app.exception_handler(APIError)
     async def api_error_handler(request, exc: APIError):
         return error_response(exc)
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        if settings.api_key and request.url.path != "/health":
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.api_key.encode()):
-                # never echo what was sent: it may be a real key meant for another server
-                return error_response(APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)",
-                                               code="invalid_api_key"))
-        return await call_next(request)
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception):  # a bug: one line, no traceback, no paths
+        return error_response(APIError(500, f"internal error ({type(exc).__name__}: {exc})", "server_error"))
 
-    @app.get("/health")
+    @app.get("/health", summary="Liveness and load (no key needed)")
     async def health():
-        return {"status": "ok", "model": model_name, "in_flight": queue.depth, "batches": queue.stats.to_json()}
+        return {"status": "stopping" if stopping.is_set() else "ok", "model": model_name, "in_flight": queue.depth,
+                "preparing": preparer.pending, "batches": queue.stats.to_json(), "cache_evicted": quota.evicted}
 
-    @app.get("/v1/models")
+    def model_card() -> dict:
+        return {"id": model_name, "object": "model", "created": created, "owned_by": "artemis",
+                "max_model_len": getattr(referrer, "context_length", None)}
+
+    @app.get("/v1/models", summary="The served model")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created,
-                                            "owned_by": "artemis"}]}
+        return {"object": "list", "data": [model_card()]}
 
-    async def read_body(request: Request) -> bytes:
-        limit = settings.max_request_bytes
-        declared = request.headers.get("content-length")
-        too_big = APIError(413, f"request body over the server's limit ({limit / 1e6:g} MB, --max-request-mb)",
-                           code="request_too_large")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_big
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
+    @app.get("/v1/models/{model_id:path}", summary="One model by its id")
+    async def model(model_id: str):
+        if model_id != model_name:
+            raise APIError(404, f"The model '{model_id[:200]}' does not exist (this server serves '{model_name}')",
+                           param="model", code="model_not_found")
+        return model_card()
 
-    memo = PreparedTargets()
-
-    def prepare(chat: ChatRequest, conversation):
-        start = time.perf_counter()
-        if chat.record is not None:
-            prepared = record_target(chat.record, chat.data_root, allow=settings.allow_paths)
-        else:
-            target = video_target(chat, conversation, allow=settings.allow_paths, upload_dir=settings.upload_dir)
-            prepared = memo.lookup(target)
-            if prepared is None:
-                prepared = referrer.prepare(target)
-                memo.store(prepared)
-        return prepared, time.perf_counter() - start
-
-    def remembered(chat: ChatRequest, conversation):
-        """A memo hit (or a bad box on a known video) without a thread; None: prepare in a thread."""
-        if chat.record is not None or conversation.video_url is None or conversation.video_url.startswith("data:"):
-            return None
-        target = video_target(chat, conversation, allow=settings.allow_paths, upload_dir=settings.upload_dir)
-        prepared = memo.lookup(target)
-        return None if prepared is None else (prepared, 0.0)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        body = await read_body(request)
+    # ---- checking a request ------------------------------------------------------------------------
+    def validated(payload: dict) -> ChatRequest:
+        messages = payload.get("messages")
+        if isinstance(messages, list) and len(messages) > MAX_MESSAGES:
+            raise APIError(400, f"messages: {len(messages)} messages, over the limit of {MAX_MESSAGES}",
+                           param="messages")
+        refused = unsupported_fields(payload)
+        if refused:
+            name, message = refused[0]
+            raise APIError(400, message, param=name, code="unsupported_parameter")
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise APIError(400, f"the request body is not valid JSON ({exc})", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise APIError(400, f"the request body must be a JSON object, got {type(payload).__name__}")
-        try:
-            chat = ChatRequest.model_validate(payload)
+            return ChatRequest.model_validate(payload)
         except ValidationError as exc:
             problems = format_validation_error(exc)
+            shown = [p[:300] for p in problems[:5]] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
             first = exc.errors()[0]["loc"] if exc.errors() else ()
-            raise APIError(400, "; ".join(problems), param=".".join(str(p) for p in first) or None) from None
-        if chat.model != model_name:
-            raise APIError(404, f"the model {chat.model!r} does not exist (this server serves {model_name!r})",
-                           param="model", code="model_not_found")
-        decoding = decoding_of(chat, settings.max_new_tokens)
-        try:
-            conversation = read_conversation(chat)  # cheap checks here: a bad request never waits for a thread
-            known = remembered(chat, conversation)
-            prepared, prepare_s = known or await run_in_threadpool(prepare, chat, conversation)
-        except Exception as exc:  # noqa: BLE001 - a bad target is a 4xx, anything else this request's 500
-            raise api_error(exc) from None
-        job = Job(prepared=prepared, question=conversation.question, history=conversation.history, decoding=decoding,
-                  prepare_s=prepare_s)
-        try:
-            future = queue.submit_future(job)
-        except QueueClosed as exc:
-            raise api_error(exc) from None
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if chat.stream:
-            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-            return StreamingResponse(_events(future, completion_id, model_name, job, include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        try:
-            answer = await asyncio.wrap_future(future)
-        except Exception as exc:  # noqa: BLE001 - mapped to this request's status
-            raise api_error(exc) from None
-        return _completion(answer, future, completion_id, model_name, job)
+            raise APIError(400, "; ".join(shown), param=".".join(str(p) for p in first)[:200] or None) from None
 
+    def new_tokens(chat: ChatRequest, conversation) -> int:
+        """max_tokens checked against --max-new-tokens and the model's positions (runs in a thread: it
+        tokenises the messages)."""
+        requested = chat.new_tokens
+        name = "max_completion_tokens" if chat.max_completion_tokens is not None else "max_tokens"
+        if requested is not None and requested > settings.max_new_tokens:
+            raise APIError(400, f"{name} {requested} is over this server's limit of {settings.max_new_tokens} "
+                                "(--max-new-tokens)", param=name, code="max_tokens_too_large")
+        if not hasattr(referrer, "count_prompt_tokens"):
+            return requested or settings.max_new_tokens
+        prompt = referrer.count_prompt_tokens(conversation.question, conversation.history, conversation.system)
+        if requested is None:  # the default shrinks to what fits, as vLLM's does
+            requested = max(1, min(settings.max_new_tokens, referrer.context_length - prompt))
+        referrer.check_context(prompt, requested)
+        return requested
+
+    def early_target(chat: ChatRequest, conversation, request_state: _Request):
+        """The target (a memo hit: already prepared), its video's header checked against the limits and its
+        boxes against the frame (runs in a thread)."""
+        if chat.record is not None:
+            return record_target(chat.record, chat.data_root, allow=settings.allow_paths)
+        target, new = video_target(chat, conversation, allow=settings.allow_paths, upload_dir=settings.upload_dir)
+        quota.pin(target.video)
+        request_state.pins.append(target.video)
+        quota.used(target.video)
+        if new:
+            request_state.new_upload = target.video
+            if settings.cache_quota_bytes:
+                quota.enforce()
+        prepared = memo.lookup(target)
+        if prepared is not None:
+            quota.pin(*files_of(prepared))
+            request_state.pins.extend(files_of(prepared))
+            if memo.lookup(target) is not None:  # still there now that it is pinned
+                return prepared
+        if hasattr(referrer, "check_target"):
+            referrer.check_target(target, limits=settings.limits)
+        cached = referrer.cached(target, limits=settings.limits) if hasattr(referrer, "cached") else None
+        if cached is not None:  # on disk already: no preparation thread needed
+            quota.pin(*files_of(cached))
+            request_state.pins.extend(files_of(cached))
+            if all(path.exists() for path in files_of(cached)):  # (not evicted before it was pinned)
+                memo.store(cached)
+                return cached
+        return target
+
+    async def checked(request: Request) -> _Request:
+        body = await read_body(request, limit=settings.max_request_bytes, timeout_s=settings.body_timeout_s,
+                               stopping=stopping, budget=budget)
+        payload = await parse_json(body)
+        del body
+        chat = validated(payload)
+        if chat.model != model_name:
+            raise APIError(404, f"The model '{chat.model[:200]}' does not exist (this server serves '{model_name}')",
+                           param="model", code="model_not_found")
+        try:
+            conversation = read_conversation(chat)
+            max_new = await run_in_threadpool(new_tokens, chat, conversation)
+        except Exception as exc:  # noqa: BLE001 - a bad request is a 4xx
+            raise api_error(exc) from None
+        state = _Request(chat=chat, conversation=conversation, decoding=decoding_of(chat, max_new))
+        try:
+            found = await run_in_threadpool(early_target, chat, conversation, state)
+        except Exception as exc:  # noqa: BLE001
+            release(state, failed=True)
+            raise api_error(exc) from None
+        if hasattr(found, "record"):
+            state.prepared = found
+        else:
+            start_preparing(state, found)
+        return state
+
+    def start_preparing(state: _Request, target) -> None:
+        loop = asyncio.get_running_loop()
+        state.progress = asyncio.Queue()
+
+        def progress(stage: str, fraction: float) -> None:
+            loop.call_soon_threadsafe(state.progress.put_nowait, (stage, fraction))
+
+        try:
+            state.preparing = preparer.submit(target, progress=progress, cancelled=state.cancelled)
+        except Exception as exc:  # noqa: BLE001 - busy, stopping
+            release(state, failed=True)
+            raise api_error(exc) from None
+        state.prepare_s = time.perf_counter()
+
+    async def prepared_of(state: _Request):
+        if state.prepared is None:
+            try:
+                state.prepared = await asyncio.wrap_future(state.preparing)
+            except BaseException as exc:
+                release(state, failed=True)
+                if state.preparing.cancelled():  # the server stopped before its turn came
+                    raise api_error(WorkStopped("the server is shutting down", 503, "shutting_down")) from None
+                if isinstance(exc, asyncio.CancelledError):  # this request's own task: its client went away
+                    raise
+                raise api_error(exc) from None
+            state.prepare_s = time.perf_counter() - state.prepare_s
+            state.pins.extend(files_of(state.prepared))  # pinned by prepare_and_keep
+            memo.store(state.prepared)
+        return state.prepared
+
+    def release(state: _Request, failed: bool = False) -> None:
+        """Unpin what the request held; a failed request's new upload is removed again."""
+        state.cancelled.set()
+        pins, state.pins = state.pins, []
+        quota.unpin(*pins)
+        if failed and state.new_upload is not None and not quota.pinned(state.new_upload):
+            state.new_upload.unlink(missing_ok=True)
+            memo.forget(state.new_upload)
+        state.new_upload = None
+
+    def jobs_of(state: _Request, on_text_for=None) -> list[Job]:
+        chat, conversation = state.chat, state.conversation
+        count = chat.n if state.decoding.sample else 1  # greedy samples are alike: one is generated
+        return [Job(prepared=state.prepared, question=conversation.question, history=conversation.history,
+                    decoding=state.decoding, system=conversation.system, stop=chat.stop_strings, sample=index,
+                    top_logprobs=(chat.top_logprobs or 0) if chat.logprobs else None,
+                    on_text=on_text_for(index) if on_text_for else None, prepare_s=state.prepare_s)
+                for index in range(count)]
+
+    def submit(jobs: list[Job]) -> list:
+        futures = []
+        try:
+            for job in jobs:
+                futures.append(queue.submit_future(job))
+        except (QueueClosed, QueueFull) as exc:
+            for future in futures:
+                future.cancel()
+            raise api_error(exc) from None
+        return futures
+
+    # ---- the route ----------------------------------------------------------------------------------
+    @app.post("/v1/chat/completions", summary="Answer a question about a boxed target in a video",
+              openapi_extra=CHAT_OPENAPI, response_model=None)
+    async def chat_completions(request: Request):
+        state = await checked(request)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if state.chat.stream:
+            return StreamingResponse(_Stream(state, completion_id, model_name, settings.keepalive_s, prepared_of,
+                                             jobs_of, submit, release).events(),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            await prepared_of(state)
+            jobs = jobs_of(state)
+            futures = submit(jobs)
+            try:
+                answers = [await asyncio.wrap_future(f) for f in futures]
+            except Exception as exc:  # noqa: BLE001 - mapped to this request's status
+                raise api_error(exc) from None
+        finally:
+            release(state)
+        return _completion(answers, futures, completion_id, model_name, jobs[0], state.chat)
+
+    app.openapi = lambda: _openapi(app)
     return app
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("artemis")
+    except Exception:  # noqa: BLE001 - not installed as a package
+        return "0"
+
+
+# ---- answers ------------------------------------------------------------------------------------------
 def _extension(answer, future, job: Job) -> dict[str, Any]:
     info = getattr(future, "batch_info", None)
     timings = {"prepare": job.prepare_s, **answer.timings}
@@ -252,45 +467,185 @@ def _extension(answer, future, job: Job) -> dict[str, Any]:
             "timings": {k: round(v, 4) for k, v in timings.items()}}
 
 
-def _finish_reason(answer, job: Job) -> str:
-    return "length" if answer.completion_tokens >= job.decoding.max_new_tokens else "stop"
+def _usage(answers: list) -> dict[str, int]:
+    prompt = answers[0].prompt_tokens
+    completion = sum(a.completion_tokens for a in answers)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _usage(answer) -> dict[str, int]:
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+def _logprobs(answer, chat: ChatRequest):
+    return {"content": answer.logprobs or []} if chat.logprobs else None
 
 
-def _completion(answer, future, completion_id: str, model_name: str, job: Job) -> dict[str, Any]:
+def _completion(answers: list, futures: list, completion_id: str, model_name: str, job: Job,
+                chat: ChatRequest) -> dict[str, Any]:
+    answers = answers * chat.n if len(answers) == 1 else answers  # greedy: n alike answers, generated once
     return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer},
-                         "finish_reason": _finish_reason(answer, job), "logprobs": None}],
-            "usage": _usage(answer), "artemis": _extension(answer, future, job)}
+            "choices": [{"index": i, "message": {"role": "assistant", "content": a.answer},
+                         "finish_reason": getattr(a, "finish_reason", "stop"), "logprobs": _logprobs(a, chat)}
+                        for i, a in enumerate(answers)],
+            "usage": _usage(answers), "artemis": _extension(answers[0], futures[0], job)}
 
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _events(future, completion_id: str, model_name: str, job: Job, include_usage: bool):
-    """Server-sent events in the OpenAI chunk format. The answer of a batched generation is complete
-    when its batch finishes, so it comes as one content chunk after the opening role chunk."""
-    created = int(time.time())
+class _Stream:
+    """The server-sent events of one streamed request (OpenAI's chunk format)."""
 
-    def chunk(delta: dict, finish: Optional[str] = None, **extra) -> dict:
-        return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+    def __init__(self, state: _Request, completion_id: str, model_name: str, keepalive_s: float, prepared_of,
+                 jobs_of, submit, release):
+        self.state, self.id, self.model, self.keepalive_s = state, completion_id, model_name, keepalive_s
+        self.prepared_of, self.jobs_of, self.submit, self.release = prepared_of, jobs_of, submit, release
+        self.created = int(time.time())
+        self.gone = threading.Event()
 
-    yield _sse(chunk({"role": "assistant", "content": ""}))
-    try:
-        answer = await asyncio.wrap_future(future)
-    except Exception as exc:  # noqa: BLE001 - the status line is sent: the error goes in the stream
-        yield _sse(api_error(exc).body)
-        yield "data: [DONE]\n\n"
-        return
-    yield _sse(chunk({"content": answer.answer}))
-    yield _sse(chunk({}, _finish_reason(answer, job), artemis=_extension(answer, future, job)))
-    if include_usage:
-        yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                    "choices": [], "usage": _usage(answer)})
-    yield "data: [DONE]\n\n"
+    def chunk(self, index: int, delta: dict, finish: Optional[str] = None, **extra) -> str:
+        return _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                     "choices": [{"index": index, "delta": delta, "finish_reason": finish,
+                                  "logprobs": extra.pop("logprobs", None)}], **extra})
+
+    async def events(self):
+        state, chat = self.state, self.state.chat
+        try:
+            for index in range(chat.n):  # at once: the client knows the request was taken
+                yield self.chunk(index, {"role": "assistant", "content": ""})
+            try:
+                if state.prepared is None:
+                    async for comment in self._while_preparing():
+                        yield comment
+                await self.prepared_of(state)
+                loop = asyncio.get_running_loop()
+                pieces: asyncio.Queue = asyncio.Queue()
+
+                def on_text_for(index: int) -> Relay:
+                    return Relay(lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, (index, piece)), self.gone)
+
+                jobs = self.jobs_of(state, on_text_for)
+                futures = self.submit(jobs)
+                async for event in self._tokens(futures, pieces):
+                    yield event
+                answers = [f.result() for f in futures]
+            except Exception as exc:  # noqa: BLE001 - the status line is sent: the error goes in the stream
+                yield _sse(api_error(exc).body)
+                yield "data: [DONE]\n\n"
+                return
+            if len(answers) == 1 and chat.n > 1:  # greedy: alike answers, generated once, streamed as each
+                answers = answers * chat.n
+            for index, answer in enumerate(answers):
+                if chat.logprobs:
+                    yield self.chunk(index, {"content": ""}, logprobs=_logprobs(answer, chat))
+                yield self.chunk(index, {}, getattr(answer, "finish_reason", "stop"),
+                                 artemis=_extension(answer, futures[min(index, len(futures) - 1)], jobs[0]))
+            if chat.stream_options and chat.stream_options.include_usage:
+                yield _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": _usage(answers)})
+            yield "data: [DONE]\n\n"
+        finally:  # also when the client went away (the generator is closed): stop its work
+            self.gone.set()
+            self.release(state)
+
+    async def _while_preparing(self):
+        """SSE comments until the preparation ends: progress when there is some, else a keep-alive."""
+        state = self.state
+        shown = (None, -1.0)
+        done = asyncio.ensure_future(asyncio.wrap_future(state.preparing))
+        try:
+            while not done.done():
+                getter = asyncio.ensure_future(state.progress.get())
+                finished, _ = await asyncio.wait({done, getter}, timeout=self.keepalive_s,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                if getter in finished:
+                    stage, fraction = getter.result()
+                    if stage != shown[0] or fraction - shown[1] >= 0.05 or fraction >= 1.0:
+                        shown = (stage, fraction)
+                        yield f": artemis {json.dumps({'stage': stage, 'progress': round(fraction, 3)})}\n\n"
+                else:
+                    getter.cancel()
+                    if not finished:
+                        yield ": keep-alive\n\n"
+        finally:
+            if not done.done():
+                done.cancel()
+
+    async def _tokens(self, futures: list, pieces: asyncio.Queue):
+        everything = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
+                                                          return_exceptions=True))
+        try:
+            while True:
+                getter = asyncio.ensure_future(pieces.get())
+                finished, _ = await asyncio.wait({everything, getter}, timeout=self.keepalive_s,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                if getter in finished:
+                    index, piece = getter.result()
+                    yield self.chunk(index, {"content": piece})
+                    continue
+                getter.cancel()
+                if everything in finished:
+                    while not pieces.empty():  # pieces handed over just before the batch ended
+                        index, piece = pieces.get_nowait()
+                        yield self.chunk(index, {"content": piece})
+                    for result in everything.result():
+                        if isinstance(result, BaseException):
+                            raise result
+                    return
+                yield ": keep-alive\n\n"
+        finally:
+            if not everything.done():
+                for future in futures:
+                    future.cancel()
+                everything.cancel()
+
+
+# ---- OpenAPI ----------------------------------------------------------------------------------------------
+OPENAPI_DESCRIPTION = """An OpenAI-compatible chat-completions API over **Artemis** (video-based referring, NeurIPS 2024):
+ask what a boxed target does in a video.
+
+The OpenAI chat format, plus the target (the `openai` clients send it through `extra_body`):
+- `box`: `[x1, y1, x2, y2]` in pixels of frame `frame` (0-based) of the video;
+- `keys`: further key boxes `[{"frame": N, "box": [...]}]` where the track went wrong;
+- or `record` (a prepared VideoRef referring record) with `data_root` instead of a video and a box.
+
+The video is a `video_url` content part of the first user message: `file:///path` (under the server's
+`--allow-path`) or `data:video/mp4;base64,...`. The question carries one `<bbox>` where the target is meant.
+Streaming (`stream: true`) sends the role chunk at once, SSE comments (`: artemis {"stage": "track",
+"progress": 0.4}`, `: keep-alive`) while the video is prepared, then the answer token by token.
+"""
+
+CHAT_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ChatRequest"},
+        "example": {"model": "Artemis-7b", "max_tokens": 128, "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": "file:///data/videos/clip.mp4"}},
+            {"type": "text", "text": "What is the <bbox> doing in this video?"}]}],
+            "box": [120, 40, 260, 300], "frame": 0, "keys": [{"frame": 250, "box": [300, 40, 380, 150]}]}}}},
+    "responses": {
+        "200": {"description": "`chat.completion` (or `text/event-stream` of `chat.completion.chunk` with "
+                               "`stream: true`), with an `artemis` field: the frames fed to the RoI module, "
+                               "the batch size, timings"},
+        "400": {"description": "bad request: JSON, fields, conversation, target, `context_length_exceeded`, "
+                               "`unsupported_parameter`, a video over the work limits"},
+        "401": {"description": "missing or wrong API key"},
+        "403": {"description": "a path missing or outside --allow-path"},
+        "404": {"description": "unknown model"},
+        "413": {"description": "body over --max-request-mb"},
+        "503": {"description": "shutting down, or busy (Retry-After)"}},
+}
+
+
+def _openapi(app) -> dict:
+    """FastAPI's schema plus the request model (the route reads the raw body, so FastAPI does not know it)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        request = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request.pop("$defs", {}))
+        components["ChatRequest"] = request
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+__all__ = ["AppSettings", "APIError", "Job", "build_app", "api_error", "public_message", "LOOPBACK_NAMES"]

@@ -26,6 +26,10 @@ class QueueClosed(RuntimeError):
     """The queue is shutting down and takes no new requests."""
 
 
+class QueueFull(RuntimeError):
+    """More requests are waiting than the queue takes (`max_pending`)."""
+
+
 @dataclass
 class _Pending(Generic[T]):
     item: T
@@ -59,9 +63,11 @@ class BatchQueue(Generic[T, R]):
     """Batches `submit`ted items for `run_batch` (see the module docstring)."""
 
     def __init__(self, run_batch: Callable[[list[T]], Sequence[Any]], *, max_batch: int = 16, wait_s: float = 0.02,
-                 key: Callable[[T], Hashable] = lambda item: None, name: str = "artemis-batch"):
+                 key: Callable[[T], Hashable] = lambda item: None, name: str = "artemis-batch",
+                 max_pending: Optional[int] = None):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        self.max_pending = max_pending
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.wait_s = max(0.0, wait_s)
@@ -76,11 +82,14 @@ class BatchQueue(Generic[T, R]):
 
     # ---- producers ------------------------------------------------------------------------------------
     def submit_future(self, item: T) -> Future:
-        """Queue `item` (thread-safe); the future gets its result, or its exception."""
+        """Queue `item` (thread-safe); the future gets its result, or its exception. `QueueFull` when
+        `max_pending` requests already wait."""
         future: Future = Future()
         with self._cond:
             if self._closing:
                 raise QueueClosed("the server is shutting down")
+            if self.max_pending is not None and len(self._pending) >= self.max_pending:
+                raise QueueFull(f"{len(self._pending)} requests are waiting for the model: try again in a while")
             self._pending.append(_Pending(item, self.key(item), future, time.monotonic()))
             self._cond.notify_all()
         return future

@@ -3,12 +3,19 @@
 Order matters for safety and for clear errors: a non-loopback host without an API key is refused
 before anything binds or loads; the port is bound before the (slow) model load, so a port in use
 fails at once; uvicorn then serves on that socket. SIGTERM (and Ctrl-C) stop taking connections,
-finish the requests in flight, drain the batch queue, and return; Ctrl-C then surfaces as
-`KeyboardInterrupt` (exit 130), SIGTERM as a normal stop (exit 0).
+stop the videos being prepared and the bodies being received (those requests get a 503), finish the
+answers in flight, drain the batch queue, and return within `--shutdown-timeout`; Ctrl-C then surfaces
+as `KeyboardInterrupt` (exit 130), SIGTERM as a normal stop (exit 0).
+
+Connections are bounded too (`GuardedH11`): at most `--max-connections` at once (more get a 503 and are
+closed), and a request's headers must arrive within `--request-timeout` (a client that opens
+connections and sends half a request cannot hold them). Exposed beyond this machine, put a reverse
+proxy (nginx, Caddy) in front for TLS and per-client limits.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,8 +35,6 @@ from artemis_cli.model.quantize import Quantize
 API_KEY_ENV = "ARTEMIS_API_KEY"
 
 
-
-
 class ServeConfig(BaseModel):
     """Settings of `serve` (the flags of `artemis serve`)."""
 
@@ -45,7 +50,20 @@ class ServeConfig(BaseModel):
     api_key: Optional[SecretStr] = None  # None: $ARTEMIS_API_KEY
     allow_paths: list[Path] = Field(default_factory=list)
     max_request_mb: float = Field(64, gt=0)
-    max_new_tokens: int = Field(1024, ge=1)
+    max_new_tokens: int = Field(1024, ge=1)  # the ceiling of a request's max_tokens, and its default
+    served_model_name: Optional[str] = Field(None, min_length=1, max_length=256)
+    cors_origins: list[str] = Field(default_factory=list)
+    request_timeout_s: float = Field(60, gt=0)  # headers and body must arrive within this
+    prepare_timeout_s: float = Field(120, gt=0)
+    prepare_workers: int = Field(1, ge=1, le=64)
+    max_video_frames: int = Field(18_000, ge=1)
+    max_frame_pixels: int = Field(1920 * 1080, ge=1)
+    max_video_pixels: float = Field(6e9, gt=0)  # frames x pixels per frame
+    cache_quota_gb: float = Field(10, ge=0)  # 0: no quota
+    max_connections: int = Field(512, ge=1)
+    max_queue: int = Field(256, ge=1)
+    shutdown_timeout_s: float = Field(60, ge=1)
+    access_log: bool = True
     quantize: Quantize = "none"
     tracker: str = "csrt"
     stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
@@ -136,19 +154,119 @@ def _serve(config: ServeConfig, referrer, on_ready: Optional[Callable[[str], Non
         sock.close()
 
 
+def app_settings(config: ServeConfig, referrer, key: Optional[str]):
+    """The app's settings from the flags (the cache folder is the referrer's)."""
+    from artemis_cli.ownvideo.video import VideoLimits
+    from artemis_cli.serve.app import LOOPBACK_NAMES, AppSettings
+    from artemis_cli.serve.guard import stderr_log
+
+    cache = Path(getattr(referrer, "cache_dir", None) or config.cache_dir or Path.cwd() / ".artemis-serve").resolve()
+    return AppSettings(
+        api_key=key, allow_paths=[p.expanduser().resolve() for p in config.allow_paths], upload_dir=cache / "uploads",
+        cache_dir=cache, cache_quota_bytes=int(config.cache_quota_gb * 1e9) or None,
+        max_request_bytes=int(config.max_request_mb * 1_000_000), max_new_tokens=config.max_new_tokens,
+        max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000, max_queue=config.max_queue,
+        served_name=config.served_model_name,
+        # no key: only requests to this machine's own names (a page elsewhere cannot rebind its name to us)
+        allowed_hosts=None if key else [*LOOPBACK_NAMES, config.host.strip("[]")],
+        cors_origins=list(config.cors_origins), body_timeout_s=config.request_timeout_s,
+        prepare_timeout_s=config.prepare_timeout_s, prepare_workers=config.prepare_workers,
+        limits=VideoLimits(max_frames=config.max_video_frames, max_frame_pixels=config.max_frame_pixels,
+                           max_pixel_frames=config.max_video_pixels),
+        access_log=stderr_log if config.access_log else None)
+
+
+def guarded_h11(request_timeout_s: float, max_connections: int):
+    """uvicorn's h11 protocol with a connection limit (more connections get a 503 and are closed) and a
+    deadline for each request's headers (a half-sent request is answered 408 and closed)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    def raw(status: str, message: str, code: str) -> bytes:
+        from artemis_cli.serve.schemas import error_body
+
+        kind = "server_error" if status.startswith("5") else "invalid_request_error"
+        body = json.dumps(error_body(message, kind, code=code)).encode()
+        return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+                "connection: close\r\n\r\n").encode() + body
+
+    class GuardedH11(H11Protocol):
+        _header_timer = None
+        _partial = False
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.write(raw("503 Service Unavailable", f"over {max_connections} connections at once "
+                                    "(--max-connections): try again in a while", "server_busy"))
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self):
+            self._disarm()
+            self._header_timer = self.loop.call_later(request_timeout_s, self._headers_too_slow)
+
+        def _disarm(self):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self):
+            self._header_timer = None
+            if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+                return  # a request is under way (the app bounds its body)
+            if self._partial:  # half a request: answer it
+                self.transport.write(raw("408 Request Timeout", f"the request's headers did not arrive within "
+                                         f"{request_timeout_s:g} s (--request-timeout)", "request_timeout"))
+                self.transport.close()
+            elif self.cycle is None:  # connected, never sent a byte
+                self.transport.close()
+            # else idle between requests: uvicorn's keep-alive timeout closes it
+
+        def data_received(self, data):
+            if self.cycle is None or self.cycle.response_complete:
+                self._partial = True  # bytes of a request whose headers are not complete yet
+            super().data_received(data)
+
+        def handle_events(self):
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._partial = False
+                self._disarm()  # a request is under way: the app bounds the time its body takes
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._partial = False
+            if not self.transport.is_closing():
+                self._arm()  # the next request on this connection gets its own deadline
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11
+
+
 def _run(config: ServeConfig, referrer, key: Optional[str], sock: socket.socket, url: str, on_ready) -> ServeSummary:
     import uvicorn
 
-    from artemis_cli.serve.app import AppSettings, build_app
+    from artemis_cli.serve.app import build_app
 
-    cache = Path(getattr(referrer, "cache_dir", None) or config.cache_dir or Path.cwd() / ".artemis-serve")
-    settings = AppSettings(api_key=key, allow_paths=[p.expanduser().resolve() for p in config.allow_paths],
-                           upload_dir=cache / "uploads", max_request_bytes=int(config.max_request_mb * 1_000_000),
-                           max_new_tokens=config.max_new_tokens, max_batch=config.max_batch,
-                           batch_wait_s=config.batch_wait_ms / 1000)
-    app = build_app(referrer, settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                           timeout_keep_alive=30, server_header=False))
+    app = build_app(referrer, app_settings(config, referrer, key))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # Before uvicorn waits for the requests in flight: the videos being prepared and the bodies being
+            # received stop now (those requests get a 503), so only answers already under way are waited for.
+            # (Only Event.set here: it is a signal handler on the event loop's thread.)
+            app.state.stopping.set()
+            app.state.preparer.stopping.set()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=5,
+                                   server_header=False, http=guarded_h11(config.request_timeout_s,
+                                                                         config.max_connections),
+                                   timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s))))
     summary = ServeSummary(url=url)
     caught: list[int] = []
     # uvicorn handles SIGINT/SIGTERM while it runs (stop accepting, finish in-flight requests), then
