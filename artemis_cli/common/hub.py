@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from artemis_cli.errors import UsageError
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+TOY_MODEL = "toy"  # names the trained toy Artemis shipped in the package (`artemis model train-toy` made it)
 MODEL_FILES = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]
 PROBE_SECONDS = 3.0
 
@@ -41,6 +42,7 @@ def hub_reachable(timeout: float = PROBE_SECONDS) -> bool:
 def resolve_model_folder(name: str | os.PathLike, *, option: str, allow_patterns: list[str] | None = None) -> Path:
     """The local folder for `name`: the folder itself, or the hub id's snapshot (cached, else downloaded).
 
+    `toy` (`TOY_MODEL`), unless a folder of that name is here, is the toy Artemis shipped in the package.
     Raises `UsageError` naming `option` when `name` is a file, a missing folder, or a hub id that is neither
     cached nor reachable."""
     path = Path(name).expanduser()
@@ -49,6 +51,8 @@ def resolve_model_folder(name: str | os.PathLike, *, option: str, allow_patterns
     if path.exists():
         raise UsageError(f"{option} {path}: expected a folder, got a file")
     text = str(name)
+    if text == TOY_MODEL:
+        return toy_model_folder(option)
     if not HUB_ID.match(text):
         raise UsageError(f"{option} {text}: no such folder")
     from huggingface_hub import snapshot_download
@@ -69,3 +73,12 @@ def resolve_model_folder(name: str | os.PathLike, *, option: str, allow_patterns
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{option} {text}: no such folder, and the hub did not give it ({first})", hint=hint) from None
+
+
+def toy_model_folder(option: str = "--model") -> Path:
+    """The toy Artemis shipped in the package (a merged checkpoint with its CLIP tower in `clip/`)."""
+    folder = Path(__file__).resolve().parents[1] / "assets" / "toy"
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"{option} {TOY_MODEL}: the toy model is missing from this installation ({folder})",
+                         hint="reinstall artemis, or make one: artemis model train-toy OUT, then --model OUT/model")
+    return folder
