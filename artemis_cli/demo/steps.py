@@ -266,37 +266,70 @@ def judge_step(ctx: DemoContext) -> StepOutput:
 
 
 def own_video_step(ctx: DemoContext) -> StepOutput:
-    """`artemis track` + `artemis ask` (twice: the second question reuses the cached track and features)
-    on a generated video, with the merged tiny model."""
+    """`artemis track` + `artemis ask` (twice: the second question reuses the cached track and features) on a
+    generated two-box video, asking the shipped toy model (`--model toy`, trained on such videos) about one box:
+    the demo's own tiny models are barely trained, the toy model names the boxed box's colour (not yet its motion)."""
     import time
 
-    from artemis_cli.common.atomic import atomic_write_json
-    from artemis_cli.data.synthetic_tracking import make_tracking_video, save_video
-    from artemis_cli.demo.workspace import OWN_VIDEO, OWN_VIDEO_TARGET
+    from artemis_cli.common.atomic import atomic_write_bytes, atomic_write_json
+    from artemis_cli.data.synthetic_video import encode_mp4, two_box_video
+    from artemis_cli.demo.workspace import OWN_VIDEO_MODEL, OWN_VIDEO_SEED, OWN_VIDEO_TARGET
     from artemis_cli.model.generation import DecodingSettings
+    from artemis_cli.model.loading import load_model
     from artemis_cli.ownvideo.referrer import Referrer, Target
     from artemis_cli.ownvideo.track import TrackConfig, track_video
 
     folder = ctx.ws.own_video
     shutil.rmtree(folder, ignore_errors=True)
-    video = make_tracking_video(**OWN_VIDEO)
-    path = save_video(video, folder / "clip.mp4")
-    name, frame = OWN_VIDEO_TARGET
-    box = tuple(video.objects[name].boxes[frame])
+    video = two_box_video(OWN_VIDEO_SEED)
+    path = folder / "clip.mp4"
+    atomic_write_bytes(path, encode_mp4(video.frames))
+    index, frame = OWN_VIDEO_TARGET
+    target = video.targets[index]
+    box = tuple(float(v) for v in target.boxes[frame])
+    loaded = load_model(OWN_VIDEO_MODEL, device=ctx.options.device, dtype="float32")
+    shutil.copytree(loaded.source / "clip", folder / "toy-clip")  # what `track --clip-model` reads in the command
     summary = track_video(TrackConfig(video=path, box=box, frame=frame, output=folder / "track.json",
-                                      clip_model=str(ctx.ws.tiny_clip), preview=folder / "track.png",
+                                      clip_model=str(folder / "toy-clip"), preview=folder / "track.png",
                                       cache_dir=folder / "cache", device=ctx.options.device, overwrite=True))
-    referrer = Referrer(loaded=ctx.merged_model(), cache_dir=folder / "cache")
+    referrer = Referrer(loaded=loaded, cache_dir=folder / "cache")
     decoding = DecodingSettings(max_new_tokens=ctx.options.max_new_tokens)
     answers = []
     for question in ("What is the <bbox> doing in this video?", "How does the <bbox> move?"):
         start = time.perf_counter()
         answer = referrer.ask(referrer.prepare(Target(path, box, frame)), question, decoding=decoding)
-        answers.append({**answer.to_json(), "seconds": round(time.perf_counter() - start, 3)})
-    atomic_write_json(folder / "answers.json", answers)
+        answers.append({"question": answer.question, "answer": answer.answer, "frames_used": answer.frames_used,
+                        "seconds": round(time.perf_counter() - start, 3)})
+    truth = target.motion()
+    atomic_write_json(folder / "answers.json", {"truth": truth, "answers": answers})
     track = summary.track
-    return StepOutput(summary.output, f"tracked {track['tracked']}/{len(track['frames'])} frames; second question "
-                                      f"{answers[1]['seconds']:.2f} s", {"own_video": answers})
+    from artemis_cli.demo.learn import read_caption
+
+    said, expected = read_caption(answers[0]["answer"]), read_caption(truth)
+    verdict = ", ".join(f"{what} {'right' if a == b else 'wrong'}" for what, a, b in zip(("colour", "motion"), said, expected))
+    return StepOutput(summary.output, f"tracked {track['tracked']}/{len(track['frames'])} frames; the toy model: "
+                                      f"{answers[0]['answer']!r} ({verdict}); second question "
+                                      f"{answers[1]['seconds']:.2f} s", {"own_video": answers, "truth": truth})
+
+
+def toy_eval_step(ctx: DemoContext) -> StepOutput:
+    """The shipped toy model asked about each target of fresh held-out videos, with the two controls
+    (`demo.learn`): what `benchmarks/learn.py` and `artemis model train-toy` report."""
+    from artemis_cli.common.atomic import atomic_write_json
+    from artemis_cli.common.hub import toy_model_folder
+    from artemis_cli.demo.toy import evaluate_model, held_out_sample
+    from artemis_cli.demo.workspace import TOY_HELD_OUT
+
+    folder = ctx.ws.toy_held_out
+    model = toy_model_folder()
+    sample = held_out_sample(folder / "held_out", seed=0, videos=TOY_HELD_OUT, clip=model / "clip",
+                             device=ctx.options.device)
+    report = evaluate_model(model, sample, device=ctx.options.device)
+    atomic_write_json(folder / "learn.json", report.to_json(answers=True))
+    boxed, zeroed = report.conditions["boxed"], report.conditions["roi_zeroed"]
+    return StepOutput(folder / "learn.json", f"{report.videos} videos: colour {boxed.colour:.0%}, direction "
+                                             f"{boxed.direction:.0%}; RoI tokens zeroed: colour {zeroed.colour:.0%} "
+                                             f"(chance {report.chance['colour']:.0%})", {"learn": report.to_json()})
 
 
 STEPS: tuple[Step, ...] = (
@@ -313,6 +346,7 @@ STEPS: tuple[Step, ...] = (
     *(Step(f"infer-{command}", f"infer {command}", _infer_step(command), own_progress=True)
       for command in demo_commands_run()),
     Step("score", "score", score_step),
-    Step("own-video", "track + ask (own video)", own_video_step),
+    Step("own-video", "track + ask (own video, toy model)", own_video_step),
+    Step("toy-eval", "toy model on held-out videos", toy_eval_step),
     Step("judge", "judge gpt", judge_step, own_progress=True, skip_reason=judge_skip_reason),
 )

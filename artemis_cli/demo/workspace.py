@@ -131,22 +131,30 @@ class Workspace:
         return self.root / "judge" / "cache"
 
     @property
+    def toy_held_out(self) -> Path:
+        """Held-out videos (with features by the toy model's tower) the toy model is evaluated on, and learn.json."""
+        return self.root / "toy"
+
+    @property
     def own_video(self) -> Path:
         """`track` + `ask` on a generated video: the video, track.json + frames, preview, answers, cache."""
         return self.root / "own_video"
 
 
-# The own-video step's generated video (`synthetic_tracking`) and the target it asks about.
-OWN_VIDEO = {"seed": 0, "n_frames": 24, "width": 320, "height": 180}
-OWN_VIDEO_TARGET = ("walker", 0)  # object, key frame
+# The own-video step's generated video (two boxes, as the toy model's training videos: `two_box_video`), the
+# target it asks about (index, key frame) and the model it asks (the shipped toy Artemis: it names the box's colour).
+OWN_VIDEO_SEED = 7_000_000
+OWN_VIDEO_TARGET = (0, 0)
+OWN_VIDEO_MODEL = "toy"
+TOY_HELD_OUT = 8  # held-out videos the demo evaluates the toy model on
 
 
 def own_video_box() -> str:
     """The demo target's box on its key frame, as ``--box`` takes it."""
-    from artemis_cli.data.synthetic_tracking import make_tracking_video
+    from artemis_cli.data.synthetic_video import two_box_video
 
-    name, frame = OWN_VIDEO_TARGET
-    return ",".join(f"{v:g}" for v in make_tracking_video(**OWN_VIDEO).objects[name].boxes[frame])
+    index, frame = OWN_VIDEO_TARGET
+    return ",".join(f"{v:g}" for v in two_box_video(OWN_VIDEO_SEED).targets[index].boxes[frame])
 
 
 def _q(path: Path | str) -> str:
@@ -194,10 +202,11 @@ def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
         "score": [f"artemis score {_q(ws.predictions('videorefbench'))} --no-length-filter "
                   f"--per-sample {_q(ws.scores.with_suffix('.per_sample.jsonl'))}"],
         "own-video": [f"artemis track {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
-                      f"-o {_q(ws.own_video / 'track.json')} --clip-model {_q(ws.tiny_clip)} --preview "
+                      f"-o {_q(ws.own_video / 'track.json')} --clip-model {_q(ws.own_video / 'toy-clip')} --preview "
                       f"{_q(ws.own_video / 'track.png')} --cache-dir {_q(ws.own_video / 'cache')} --overwrite{device}",
                       f"artemis ask {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
-                      f"{model} --cache-dir {_q(ws.own_video / 'cache')}{tokens}{device}"],
+                      f"--model {OWN_VIDEO_MODEL} --cache-dir {_q(ws.own_video / 'cache')}{tokens}{device}"],
+        "toy-eval": [f"artemis model eval-toy {_q(ws.toy_held_out)} --model toy --videos {TOY_HELD_OUT} --overwrite{device}"],
         "judge": [f"artemis judge gpt {_q(ws.predictions(name))} --task {task} --model {_q(options.judge_model)}{judge_url} "
                   f"--output {_q(ws.judge_output(task))} --cache {_q(ws.judge_cache)} --overwrite"
                   for task, name in JUDGE_TASKS.items()],
@@ -238,6 +247,7 @@ REAL_COMMANDS: dict[str, list[str]] = {
                   "--preview my_track/track.png",
                   f"artemis ask my_video.mp4 --box 120,80,360,400 --frame 30 'What is the <bbox> doing in this video?' "
                   f"--model {_MERGED}"],
+    "toy-eval": ["artemis model train-toy toy-run", "artemis model eval-toy toy-eval --model toy-run/model"],
     "judge": [f"artemis judge gpt preds/{name}.jsonl --task {task} --model gpt-3.5-turbo-0125"
               for task, name in JUDGE_TASKS.items()],
 }

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from artemis_cli.web.options import WebOptions
 
-DEMO_MODEL_NAME = "artemis-tiny-demo (random weights: the answers are noise)"
+DEMO_MODEL_NAME = "toy (trained on generated videos of coloured boxes: it knows nothing else)"
 
 
 def _log(line: str) -> None:
