@@ -146,8 +146,8 @@ def train_toy_cmd(
 ) -> None:
     """Train the toy Artemis from scratch through the normal recipe: generated videos with two moving boxes each
     (data make-sample --motion classes), tiny start models, features, train stage1-3 with the shipped toy configs,
-    merge-lora, then ask it about every target of fresh held-out videos and print the table. About 15 minutes on
-    2 CPU cores; the same seed gives the same model on CPU. The shipped `--model toy` was made this way.
+    merge-lora, then ask it about every target of fresh held-out videos and print the table. Tens of minutes on
+    2 CPU cores (about 40 measured on a shared box); every step is seeded. The shipped `--model toy` was made this way.
 
     Example: artemis model train-toy toy-run"""
     from pydantic import ValidationError
