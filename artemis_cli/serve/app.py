@@ -392,8 +392,11 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
         return state.prepared
 
     def release(state: _Request, failed: bool = False) -> None:
-        """Unpin what the request held; a failed request's new upload is removed again."""
+        """Unpin what the request held; a failed request's new upload is removed again. A preparation still
+        waiting for its thread is dropped; one under way stops at its next frame."""
         state.cancelled.set()
+        if state.preparing is not None:
+            state.preparing.cancel()
         pins, state.pins = state.pins, []
         quota.unpin(*pins)
         if failed and state.new_upload is not None and not quota.pinned(state.new_upload):
@@ -432,20 +435,43 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
                                              jobs_of, submit, release).events(),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        futures: list = []
+        watcher = asyncio.ensure_future(_on_disconnect(request, lambda: _give_up(state, futures)))
         try:
             await prepared_of(state)
             jobs = jobs_of(state)
-            futures = submit(jobs)
+            futures.extend(submit(jobs))
             try:
                 answers = [await asyncio.wrap_future(f) for f in futures]
             except Exception as exc:  # noqa: BLE001 - mapped to this request's status
                 raise api_error(exc) from None
         finally:
+            watcher.cancel()
             release(state)
         return _completion(answers, futures, completion_id, model_name, jobs[0], state.chat)
 
     app.openapi = lambda: _openapi(app)
     return app
+
+
+async def _on_disconnect(request: Request, give_up: Callable[[], None]) -> None:
+    """Call `give_up()` if the client goes away before its answer (the body is read: the next message
+    the server receives is the disconnect)."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - nothing more to watch
+        return
+    give_up()
+
+
+def _give_up(state: _Request, futures: list) -> None:
+    """A client went away: its video's preparation stops at the next frame, its queued answers are dropped."""
+    state.cancelled.set()
+    if state.preparing is not None:
+        state.preparing.cancel()
+    for future in futures:
+        future.cancel()
 
 
 def _version() -> str:
