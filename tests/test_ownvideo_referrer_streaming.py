@@ -39,7 +39,8 @@ def test_each_answer_of_a_batch_streams_in_pieces_that_join_to_it(setup):
     assert ["".join(p) for p in pieces] == [a.answer for a in plain]
     assert len({a.answer for a in plain}) > 1 and max(len(p) for p in pieces) > 2  # really in pieces
     one: list[str] = []
-    assert referrer.ask(prepared[0], QUESTIONS[0], decoding=GREEDY, on_text=one.append).answer == "".join(one)
+    answer = referrer.ask(prepared[0], QUESTIONS[0], decoding=GREEDY, on_text=one.append)
+    assert answer.answer == "".join(one) and answer.to_json()["answer"] == answer.answer  # (ask --json writes it)
 
 
 def test_stop_strings_samples_and_log_probabilities(setup):

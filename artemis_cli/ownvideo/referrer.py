@@ -172,6 +172,11 @@ class Answer:
     finish_reason: str = "stop"  # "stop": </s> or a stop string; "length": max_new_tokens reached
     logprobs: Optional[list[dict]] = None  # with Query.top_logprobs: OpenAI's logprobs.content entries
 
+    def to_json(self) -> dict:
+        return {"answer": self.answer, "question": self.question, "frames_used": self.frames_used,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+
 
 TextCallback = Callable[[str], Optional[bool]]
 
@@ -218,11 +223,6 @@ class ContextLengthError(UsageError):
                        f"resulted in {prompt_tokens} tokens (including the video's and the boxes' tokens). "
                        "Please reduce the length of the messages.")
         super().__init__(message)
-
-    def to_json(self) -> dict:
-        return {"answer": self.answer, "question": self.question, "frames_used": self.frames_used,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 def check_question(question: str, history: Sequence[tuple[str, str]] = ()) -> None:
