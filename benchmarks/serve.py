@@ -338,7 +338,8 @@ def main() -> None:
                         if stop.is_set():
                             return
                         if isinstance(body, bytes):
-                            got = http.post("/chat/completions", content=body).status_code
+                            got = http.post("/chat/completions", content=body,
+                                            headers={"content-type": "application/json"}).status_code
                         else:
                             got = http.post("/chat/completions", json=body).status_code
                         bad_results.append((name, expected, got))
@@ -432,7 +433,7 @@ def main() -> None:
         "batched_over_sequential_median": round(statistics.median(ratios), 2) if ratios else None,
         "time_to_first_token": {name: summarise(values) for name, values in ttft.items()},
         "hostile": hostile_summary,
-        "memory_peak_mb": {phase: memory.peak(phase) for phase in memory.samples},
+        "memory_peak_mb": {phase: memory.peak(phase) for phase in memory.samples if phase in ("start", "load", "ttft")},
         "cache_mb_at_end": round(cache_mb, 2), "cache_quota_mb": args.cache_quota_gb * 1000,
         "server_batches": health["batches"], "server_exit_code": code,
     }
@@ -486,7 +487,7 @@ def run_hostile(args, url: str, video: Path, targets, kinds, clients, memory: Me
             # the same pause before each burst, and the order alternating from round to round, so whatever the
             # first burst after a pause or after the other phase pays falls on both phases alike
             for phase in (("clean", "hostile") if round_ % 2 == 0 else ("hostile", "clean")):
-                memory.phase = phase
+                memory.phase = f"{phase} {round_ + 1}"
                 if phase == "hostile":
                     hostile.active.set()  # the hostile clients get going during the pause
                 time.sleep(2.0)
@@ -525,6 +526,10 @@ def run_hostile(args, url: str, video: Path, targets, kinds, clients, memory: Me
             "p99_ratio_median_of_rounds": round(statistics.median(
                 [percentile(r["hostile"], 0.99) / percentile(r["clean"], 0.99) for r in per_round
                  if r["clean"] and r["hostile"]]), 2) if per_round else None,
+            "memory_peak_mb": {phase: max(memory.peak(f"{phase} {r + 1}") for r in range(args.hostile_rounds))
+                               for phase in ("clean", "hostile")},
+            "memory_peak_mb_by_round": [max(memory.peak(f"clean {r + 1}"), memory.peak(f"hostile {r + 1}"))
+                                        for r in range(args.hostile_rounds)],
             "hostile_requests": len(hostile.results), "hostile_wrong_status": len(wrong), "wrong": wrong[:10],
             "hostile_statuses": statuses, "held_open": {"half_sent": hostile.half_sent, "slow_uploads": hostile.slow_uploads}}
 

@@ -203,15 +203,17 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
     memo = PreparedTargets()
     budget = BodyBudget(max(4 * settings.max_request_bytes, 256_000_000))
 
-    def prepare_and_keep(target, **kwargs):
-        prepared = referrer.prepare(target, **kwargs)
-        quota.pin(*files_of(prepared))  # the request unpins them when it ends
+    preparer = Preparer(referrer.prepare, limits=settings.limits, workers=settings.prepare_workers,
+                        max_waiting=settings.max_waiting_prepare, timeout_s=settings.prepare_timeout_s)
+
+    def keep(state: _Request, prepared) -> None:
+        """In the preparation thread, as soon as it is done: the request's files stay until it ends (even if
+        its client goes away meanwhile, `release` unpins them), then the cache goes back under its quota."""
+        files = files_of(prepared)
+        quota.pin(*files)
+        state.pins.extend(files)
         if settings.cache_quota_bytes:
             quota.enforce()
-        return prepared
-
-    preparer = Preparer(prepare_and_keep, limits=settings.limits, workers=settings.prepare_workers,
-                        max_waiting=settings.max_waiting_prepare, timeout_s=settings.prepare_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -369,7 +371,8 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
             loop.call_soon_threadsafe(state.progress.put_nowait, (stage, fraction))
 
         try:
-            state.preparing = preparer.submit(target, progress=progress, cancelled=state.cancelled)
+            state.preparing = preparer.submit(target, progress=progress, cancelled=state.cancelled,
+                                              then=lambda prepared: keep(state, prepared))
         except Exception as exc:  # noqa: BLE001 - busy, stopping
             release(state, failed=True)
             raise api_error(exc) from None
@@ -387,7 +390,6 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
                     raise
                 raise api_error(exc) from None
             state.prepare_s = time.perf_counter() - state.prepare_s
-            state.pins.extend(files_of(state.prepared))  # pinned by prepare_and_keep
             memo.store(state.prepared)
         return state.prepared
 

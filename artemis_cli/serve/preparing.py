@@ -64,10 +64,11 @@ class Preparer:
             return self._pending
 
     def submit(self, target, *, progress: Optional[Callable[[str, float], None]] = None,
-               cancelled: Optional[threading.Event] = None) -> Future:
+               cancelled: Optional[threading.Event] = None, then: Optional[Callable] = None) -> Future:
         """Start preparing `target`; the future gets the `PreparedTarget` or the exception. `cancelled`
-        (set when the request's client went away) stops the work like a shutdown. Raises `Busy` at once
-        when too many are waiting, `WorkStopped` when the server is stopping."""
+        (set when the request's client went away) stops the work like a shutdown; `then(prepared)` runs in
+        the preparation thread once it is done. Raises `Busy` at once when too many are waiting,
+        `WorkStopped` when the server is stopping."""
         if self.stopping.is_set():
             raise WorkStopped("the server is shutting down", 503, "shutting_down")
         with self._lock:
@@ -76,7 +77,7 @@ class Preparer:
             self._pending += 1
         submitted = time.monotonic()
         try:
-            future = self._pool.submit(self._run, target, progress, cancelled, submitted)
+            future = self._pool.submit(self._run, target, progress, cancelled, submitted, then)
         except RuntimeError:  # the pool was shut down meanwhile
             with self._lock:
                 self._pending -= 1
@@ -88,7 +89,7 @@ class Preparer:
         with self._lock:
             self._pending -= 1
 
-    def _run(self, target, progress, cancelled: Optional[threading.Event], submitted: float):
+    def _run(self, target, progress, cancelled: Optional[threading.Event], submitted: float, then):
         started = time.monotonic()
         if started - submitted > self.timeout_s:
             raise Busy(f"the request waited over {self.timeout_s:g} s for a free preparation thread")
@@ -104,7 +105,10 @@ class Preparer:
                                   "--prepare-timeout): send a shorter or smaller video", 400, "prepare_timeout")
 
         check(-1)
-        return self._prepare(target, progress=progress, limits=self.limits, check=check)
+        prepared = self._prepare(target, progress=progress, limits=self.limits, check=check)
+        if then is not None:
+            then(prepared)
+        return prepared
 
     def close(self, wait: bool = True) -> None:
         """Stop: preparations under way stop at their next frame, waiting ones are cancelled."""
