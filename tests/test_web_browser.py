@@ -2,11 +2,13 @@
 the page with Playwright through the system's Chromium (Debian package `chromium`; `.ci/run` installs
 it), headless.
 
-Upload a generated video, move the slider, drag a box on the frame, ask: the answer must equal
-`Referrer.ask` on the same video, frame and box, and the box the backend received (the page's
-"frame N, box [...]" line and the server log) must be the dragged one in video pixels. A follow-up
-keeps the conversation, New target clears it, a text file shows its error and the page still answers.
-Set ARTEMIS_WEB_SCREENSHOT=PATH to keep a screenshot of the answered page (docs/web.png is one).
+Upload a generated video and play it, move the slider, drag a box (confirmed at once in video pixels),
+ask: the answer grows in the conversation and must equal `Referrer.ask` on the same video, frame and
+box; the track plays back; follow-ups with and without <bbox> continue the conversation; a second key
+box corrects the track; a phone reaches the question and Ask before the editor; a foreign Host and
+another page's upload are refused; a text file shows its error and the page still answers.
+ARTEMIS_WEB_SCREENSHOT=PATH / ARTEMIS_WEB_PHONE_SCREENSHOT=PATH keep screenshots of the answered page
+at 1400 px and at a phone's 390 px (docs/web.png and docs/web-phone.png are those).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ if not Path(CHROMIUM).exists():
 
 MAX_NEW = 24  # the server's --max-new-tokens: the page's default answer length
 FRAME = 3  # the key frame the test picks with the slider
+LATE = 12  # the frame of the correcting key box
 TIMEOUT_MS = 120_000
-USED = re.compile(r"frame (\d+), box \[([^\]]+)\] in video pixels.*?frames used: ([\d, ]+)")
 
 
 @dataclass
@@ -107,14 +109,19 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1100})
-        tab.set_default_timeout(TIMEOUT_MS)
-        tab.goto(server.url)
-        yield tab
-        browser.close()
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    tab = browser.new_page(viewport={"width": 1400, "height": 1100})
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.goto(server.url)
+    return tab
 
 
 # -- driving the page ---------------------------------------------------------------------------------
@@ -122,6 +129,7 @@ def upload(page, path: Path) -> None:
     clear = page.locator("#video-input button[aria-label='Clear']")
     if clear.count():
         clear.first.click()
+        page.locator("#video-input input[type=file]").wait_for(state="attached")
     page.locator("#video-input input[type=file]").set_input_files(str(path))
 
 
@@ -133,11 +141,10 @@ def wait_text(page, selector: str, pattern: str) -> str:
 
 
 def pick_frame(page, frame: int, last: int) -> None:
-    wait_text(page, "#target-used", f"^frame 0 of {last} ")
     number = page.locator("#frame-slider input[type=number]")
     number.fill(str(frame))
     number.press("Enter")
-    wait_text(page, "#target-used", f"^frame {frame} of {last} ")
+    wait_text(page, "#frame-label", f"^frame {frame} of 0-{last} ")
 
 
 def drag_box(page, box, video_size) -> None:
@@ -146,6 +153,9 @@ def drag_box(page, box, video_size) -> None:
     The editor draws the image centred in its canvas, as high as the canvas; so the image's screen
     rectangle, and from it each video pixel's screen position, follow from the canvas's."""
     width, height = video_size
+    create = page.locator("#box-editor button[aria-label='Create box']")
+    if create.count():  # after a box is drawn the editor switches to its move tool
+        create.first.click()
     canvas = page.locator("#box-editor canvas").first.bounding_box()
     shown_width = canvas["height"] * width / height
     left = canvas["x"] + (canvas["width"] - shown_width) / 2
@@ -159,111 +169,203 @@ def drag_box(page, box, video_size) -> None:
     page.mouse.up()
 
 
-def ask(page, question: str | None = None) -> None:
+def confirmed_box(page, frame: int) -> list[float]:
+    """The box the page confirmed for `frame` as soon as it was drawn (video pixels)."""
+    text = wait_text(page, "#target-used", f"^box \\[[^\\]]+\\] on frame {frame},")
+    return [float(v) for v in re.search(r"box \[([^\]]+)\]", text).group(1).split(",")]
+
+
+def watch_answer(page) -> None:
+    """Record every text the conversation's last answer shows while it grows (window.__answers)."""
+    page.evaluate("""() => {
+        window.__answers = [];
+        const chat = document.querySelector('#chat');
+        const seen = () => { const bots = chat.querySelectorAll("[data-testid='bot']");
+            const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+            if (text && window.__answers[window.__answers.length - 1] !== text) window.__answers.push(text); };
+        new MutationObserver(seen).observe(chat, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def ask(page, question: str | None = None, turns: int | None = None) -> list[str]:
+    """Ask (with `question` typed first); wait until the conversation has `turns` answers and the page says
+    it answered; returns the texts the last answer showed while it grew."""
     if question is not None:
         page.locator("#question textarea").fill(question)
+    watch_answer(page)
     page.locator("#ask").click()
-
-
-def answer_text(page) -> str:
-    return page.locator("#answer textarea").input_value()
-
-
-def used(page) -> tuple[int, list[float], list[int]]:
-    match = USED.search(page.locator("#target-used").inner_text())
-    assert match, page.locator("#target-used").inner_text()
-    return (int(match.group(1)), [float(v) for v in match.group(2).split(",")],
-            [int(v) for v in match.group(3).split(",")])
+    if turns is not None:
+        page.wait_for_function("n => document.querySelectorAll(\"#chat [data-testid='bot']\").length === n", arg=turns)
+        wait_text(page, "#status", "^answered in")
+    return page.evaluate("() => window.__answers")
 
 
 def chat_turns(page) -> list[str]:
     return [m.inner_text().strip() for m in page.locator("#chat [data-testid='user'], #chat [data-testid='bot']").all()]
 
 
+def plays(page, selector: str) -> dict:
+    """The <video> of `selector`: whether the browser can play it (loaded, a duration, time moves)."""
+    page.wait_for_function("sel => { const v = document.querySelector(sel + ' video');"
+                           " return v && v.readyState >= 2 && v.duration > 0; }", arg=selector)
+    return page.evaluate("""async sel => { const v = document.querySelector(sel + ' video'); v.muted = true;
+        await v.play(); await new Promise(r => setTimeout(r, 400)); v.pause();
+        return {duration: v.duration, time: v.currentTime, src: v.currentSrc}; }""", selector)
+
+
 # -- the tests ----------------------------------------------------------------------------------------
-def test_answer_equals_referrer_ask_on_the_dragged_box_in_video_pixels(page, server, demo_referrer, video):
+def test_upload_play_draw_ask_streamed_follow_ups_and_a_correction(page, server, demo_referrer, video):
     from artemis_cli.model.generation import DecodingSettings
+    from artemis_cli.ownvideo.chat import follow_up_question
     from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
 
     path, clip = video
+    last = len(clip.frames) - 1
     upload(page, path)
-    pick_frame(page, FRAME, len(clip.frames) - 1)
-    ask(page)  # no box yet
+    wait_text(page, "#frame-label", f"^frame 0 of 0-{last} \\({last + 1} frames, 320x180 px\\)")
+    played = plays(page, "#player")  # an MPEG-4 part 2 upload: the page made a copy the browser plays
+    assert played["duration"] > 0.5 and played["time"] > 0
+    pick_frame(page, FRAME, last)
+    page.locator("#ask").click()  # no box yet
     assert "no box drawn" in wait_text(page, "#error", "error")
     walker = [round(v) for v in clip.objects["walker"].boxes[FRAME]]
     drag_box(page, walker, clip.size)
-    assert page.locator("#question textarea").input_value() == DEFAULT_QUESTION
-    ask(page)
-    wait_text(page, "#target-used", f"^frame {FRAME}, box ")
-    frame, box, frames_used = used(page)
+    box = confirmed_box(page, FRAME)  # confirmed before anything is asked
     # The editor shows this 320 px video 2x enlarged and rounds to its own pixels: 0.5 video px.
-    assert frame == FRAME and max(abs(a - b) for a, b in zip(box, walker)) <= 0.5, (box, walker)
-    assert f"web: target walker.mp4: frame {FRAME}, box [{', '.join(f'{v:g}' for v in box)}], tracker csrt" \
-        in server.log_text()  # what the backend received
-    assert page.locator("#error").inner_text().strip() == ""
+    assert max(abs(a - b) for a, b in zip(box, walker)) <= 0.5, (box, walker)
+    assert page.locator("#question textarea").input_value() == DEFAULT_QUESTION
 
+    grown = ask(page, turns=1)
     prepared = demo_referrer.prepare(Target(path, tuple(box), FRAME))
-    expected = demo_referrer.ask(prepared, DEFAULT_QUESTION, decoding=DecodingSettings(max_new_tokens=MAX_NEW))
-    assert expected.answer and answer_text(page) == expected.answer
-    assert frames_used == expected.frames_used and frames_used[0] == FRAME
-    assert chat_turns(page) == [DEFAULT_QUESTION, expected.answer]
-    captions = page.locator("#track-preview").inner_text()
-    assert f"frame {FRAME} (key)" in captions and page.locator("#track-preview img").count() == len(set(frames_used))
+    decoding = DecodingSettings(max_new_tokens=MAX_NEW)
+    expected = demo_referrer.ask(prepared, DEFAULT_QUESTION, decoding=decoding)
+    assert chat_turns(page) == [DEFAULT_QUESTION, expected.answer]  # the answer artemis ask gives
+    assert len(grown) >= 2 and grown[-1] == expected.answer and all(expected.answer.startswith(t) for t in grown)
+    assert f"key boxes [{', '.join(f'{v:g}' for v in box)}] on frame {FRAME}, tracker csrt" in server.log_text()
+    used = page.locator("#target-used").inner_text()
+    assert f"frames fed to the model: {', '.join(map(str, expected.frames_used))}" in used
+    assert page.locator("#track-quality").inner_text().startswith("track quality: on target")
+    assert plays(page, "#track-video")["duration"] > 0  # the track, played back
 
-    # a follow-up keeps the conversation: the model sees the first turn
+    # follow-ups continue the conversation, with or without naming the target again
     follow_up = "Where does it go afterwards?"
-    ask(page, follow_up)
-    page.wait_for_function("() => document.querySelectorAll(\"#chat [data-testid='bot']\").length === 2")
-    second = demo_referrer.ask(prepared, follow_up, history=[(DEFAULT_QUESTION, expected.answer)],
-                               decoding=DecodingSettings(max_new_tokens=MAX_NEW))
-    assert chat_turns(page) == [DEFAULT_QUESTION, expected.answer, follow_up, second.answer]
-    assert answer_text(page) == second.answer
+    ask(page, follow_up, turns=2)
+    history = [(DEFAULT_QUESTION, expected.answer)]
+    second = demo_referrer.ask(prepared, follow_up, history=history, decoding=decoding)
+    assert chat_turns(page)[2:] == [follow_up, second.answer]
+    named = "What colour is the <bbox>?"
+    ask(page, named, turns=3)
+    asked = follow_up_question(named)
+    third = demo_referrer.ask(prepared, asked, history=history + [(follow_up, second.answer)], decoding=decoding)
+    assert chat_turns(page)[4:] == [asked, third.answer] and '"the target"' in page.locator("#status").inner_text()
     shot = server.root / "web.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("ARTEMIS_WEB_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["ARTEMIS_WEB_SCREENSHOT"])
 
-    # New target clears the conversation and the box, keeps the video and the frame
+    # a correction: a key box on a later frame, then Ask: a new conversation, tracked from both boxes
+    pick_frame(page, LATE, last)
+    late = [round(v) for v in clip.objects["walker"].boxes[LATE]]
+    drag_box(page, late, clip.size)
+    late_box = confirmed_box(page, LATE)
+    page.locator("#add-key").click()
+    keys = wait_text(page, "#keys", f"frame {LATE}, box")
+    items = page.locator("#keys li").all_inner_texts()
+    assert items == [f"frame {FRAME}, box [{', '.join(f'{v:g}' for v in box)}]",
+                     f"frame {LATE}, box [{', '.join(f'{v:g}' for v in late_box)}]"], items
+    ask(page, "", turns=1)
+    keys = wait_text(page, "#keys", "governs frames")
+    assert keys.count("governs frames") == 2
+    both = Target(path, tuple(box), FRAME, ((LATE, tuple(late_box)),))
+    corrected = demo_referrer.ask(demo_referrer.prepare(both), DEFAULT_QUESTION, decoding=decoding)
+    assert chat_turns(page) == [DEFAULT_QUESTION, corrected.answer]
+    assert "2 key box(es)" in page.locator("#track-quality").inner_text()
+
+    # New target clears the conversation, the key boxes and the box; keeps the video and the frame
     page.locator("#new-target").click()
-    wait_text(page, "#target-used", f"^frame {FRAME} of ")
-    assert chat_turns(page) == [] and answer_text(page) == ""
+    wait_text(page, "#target-used", "^drag a box")
+    assert chat_turns(page) == [] and page.locator("#keys").inner_text().strip() == ""
     assert page.locator("#question textarea").input_value() == DEFAULT_QUESTION
+
+
+def test_a_phone_reaches_the_question_and_ask_before_the_editor(browser, server, video):
+    path, clip = video
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    phone.set_default_timeout(TIMEOUT_MS)
+    phone.goto(server.url)
+    accept = phone.locator("#video-input input[type=file]").get_attribute("accept") or ""
+    assert ".mp4" in accept and ".avi" in accept and "*" not in accept  # the picker offers video files only
+    upload(phone, path)
+    wait_text(phone, "#frame-label", "^frame 0 of ")
+    question, ask_button = phone.locator("#question").bounding_box(), phone.locator("#ask").bounding_box()
+    editor = phone.locator("#box-editor").bounding_box()
+    assert ask_button["y"] - (question["y"] + question["height"]) < 60  # Ask right under the question
+    assert ask_button["y"] + ask_button["height"] <= editor["y"]  # both before the editor
+    for selector in ("#frame-label", "#target-used", "#model-name"):  # nothing cut off at 390 px
+        cut = phone.evaluate("sel => { const el = document.querySelector(sel);"
+                             " return el.scrollWidth - el.clientWidth; }", selector)
+        assert cut <= 1, (selector, cut)
+    shot = server.root / "web-phone.png"
+    phone.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("ARTEMIS_WEB_PHONE_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["ARTEMIS_WEB_PHONE_SCREENSHOT"])
+    phone.close()
+
+
+def test_a_foreign_host_and_other_pages_are_refused(server, video):
+    import httpx
+
+    path, _ = video
+    with httpx.Client(timeout=30) as client:
+        assert client.get(server.url).status_code == 200
+        assert client.get(server.url, headers={"host": "evil.example"}).status_code == 403
+        refused = client.post(server.url + "gradio_api/upload", headers={"origin": "https://evil.example"},
+                              files={"files": ("refused.mp4", path.read_bytes())})
+        assert refused.status_code == 403 and "cross-origin" in refused.text
+    assert not list((server.root / "tmp").glob("artemis-web-*/gradio/*/refused.mp4"))  # nothing was stored
 
 
 def test_text_file_shows_the_error_and_the_page_still_answers(page, server, demo_referrer, video, tmp_path):
     from artemis_cli.model.generation import DecodingSettings
     from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
 
-    # the examples are the demo's videos: picking one loads it like an upload
-    page.locator("#video-input button[aria-label='Clear']").click()
-    page.get_by_text("walker_and_leaver_320x180.mp4").click()
-    wait_text(page, "#target-used", "^frame 0 of 47 \\(320x180\\)")
+    page.locator("#new-target").click()
+    clear = page.locator("#video-input button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    # the picker offers video files only; a script (or a browser that ignores "accept") gets the same answer
+    page.locator("#video-input input[type=file]").evaluate("input => input.removeAttribute('accept')")
     notes = tmp_path / "notes.txt"
     notes.write_text("this is not a video\n")
-    upload(page, notes)
-    error = wait_text(page, "#error", "not a video")
-    assert "error: notes.txt is not a video that can be decoded" in error and "Traceback" not in error
-    assert "hint: upload an .mp4" in error
+    page.locator("#video-input input[type=file]").set_input_files(str(notes))
+    wait_text(page, "body", "Invalid file type: notes.txt")
+    page.reload()  # (the file box stays in its error state)
+    # a video's name on something that is not one: the page's own error, and it still answers afterwards
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("this is not a video either\n")
+    upload(page, fake)
+    error = wait_text(page, "#error", "fake.mp4")
+    assert "error: fake.mp4: cannot decode the video" in error and "hint: check the file plays" in error
+    assert "Traceback" not in error and str(tmp_path) not in error
 
     # a narrow window: the editor now shows the (2x enlarged) frame smaller than the video itself
     page.set_viewport_size({"width": 560, "height": 1400})
     path, clip = video
     upload(page, path)
-    wait_text(page, "#target-used", "^frame 0 of ")
+    wait_text(page, "#frame-label", "^frame 0 of ")
     assert page.locator("#error").inner_text().strip() == ""
     canvas = page.locator("#box-editor canvas").first.bounding_box()
     assert canvas["width"] < clip.size[0] * 2  # the box editor scaled the image down
     leaver = [round(v) for v in clip.objects["leaver"].boxes[0]]
     drag_box(page, leaver, clip.size)
-    ask(page)
-    wait_text(page, "#target-used", "^frame 0, box ")
-    frame, box, _ = used(page)
+    box = confirmed_box(page, 0)
     # one screen pixel is now more than one video pixel: the box is good to that
-    assert frame == 0 and max(abs(a - b) for a, b in zip(box, leaver)) <= clip.size[0] / canvas["width"], (box, leaver)
+    assert max(abs(a - b) for a, b in zip(box, leaver)) <= clip.size[0] / canvas["width"], (box, leaver)
+    ask(page, turns=1)
     expected = demo_referrer.ask(demo_referrer.prepare(Target(path, tuple(box), 0)), DEFAULT_QUESTION,
                                  decoding=DecodingSettings(max_new_tokens=MAX_NEW))
-    assert answer_text(page) == expected.answer
+    assert chat_turns(page) == [DEFAULT_QUESTION, expected.answer]
 
 
 def test_closing_the_tab_removes_its_files_and_ctrl_c_the_rest(page, server):

@@ -29,7 +29,7 @@ from artemis_cli.web.session import SessionFolders, WebSession, end_session
 
 SESSION_TTL_S = 6 * 3600  # an idle session's state (and temp folder) is dropped after this
 VIDEO_TYPES = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif"]
-FOLLOW_UP_NOTE = "a <bbox> in a follow-up means the same target: it is sent to the model as \"the target\""
+FOLLOW_UP_NOTE = "a `<bbox>` in a follow-up means the same target: it is sent to the model as \"the target\""
 
 
 @dataclass
@@ -260,9 +260,14 @@ class PageHandlers:
                 session.target_key = key
             prepared = session.prepared
             spans = _spans(prepared)
-            yield (session, chat_messages(session.history) + [{"role": "user", "content": question}],
-                   "answering ..." + note, skip, prepared.quality_line(), keys_text(_keys(target), spans), skip, "", "")
-            answer = referrer.ask(prepared, question, history=list(session.history), decoding=decoding.settings())
+            asked = chat_messages(session.history) + [{"role": "user", "content": question}]
+            yield (session, asked, "answering ..." + note, skip, prepared.quality_line(),
+                   keys_text(_keys(target), spans), skip, "", "")
+            answer = None
+            for answer, text in _streamed(referrer, prepared, question, session.history, decoding.settings()):
+                if answer is None:  # a new piece: the answer so far, in the conversation
+                    yield (session, asked + [{"role": "assistant", "content": text}], "answering ..." + note, skip,
+                           skip, skip, skip, "", skip)
         except Exception as exc:  # ArtemisError: the user's to fix; anything else is logged as a bug
             yield (session, chat_messages(session.history), "", skip, skip, skip, skip, error_text(exc, session), skip)
             return
@@ -309,6 +314,41 @@ class PageHandlers:
                 self.default_question)
 
 
+STREAM_EVERY_S = 0.15  # the page is updated at most this often while an answer streams
+
+
+def _streamed(referrer, prepared, question: str, history, decoding) -> Iterator[tuple[Any, str]]:
+    """(None, the answer so far) while `Referrer.ask` generates (it runs in a thread and hands over each new
+    piece), then (the `Answer`, its text). Its exception is raised here."""
+    import queue
+    import threading
+
+    pieces: "queue.Queue[Optional[str]]" = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["answer"] = referrer.ask(prepared, question, history=list(history), decoding=decoding,
+                                             on_text=pieces.put)
+        except BaseException as exc:  # handed to the page's thread below
+            outcome["error"] = exc
+        finally:
+            pieces.put(None)
+
+    thread = threading.Thread(target=work, name="web-answer", daemon=True)
+    thread.start()
+    text, shown = "", 0.0
+    while (piece := pieces.get()) is not None:
+        text += piece
+        if time.monotonic() - shown >= STREAM_EVERY_S:
+            shown = time.monotonic()
+            yield None, text
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["answer"], outcome["answer"].answer
+
+
 def _keys(target) -> list[tuple[int, tuple]]:
     return [(k.frame, k.box) for k in target.key_boxes()]
 
@@ -334,13 +374,12 @@ CSS = """
   #main { grid-template-columns: minmax(0, 1fr); }
   #video-col { grid-row: 1; } #ask-col { grid-column: 1; grid-row: 2; } #editor-col { grid-row: 3; }
 }
-/* the box editor's tools, labelled (only icons otherwise) */
-#box-editor button[aria-label="Create box"]::after { content: " draw"; font-size: 0.8em; }
-#box-editor button[aria-label="Drag boxes"]::after { content: " move"; font-size: 0.8em; }
-#box-editor button[aria-label="Remove box"]::after { content: " remove"; font-size: 0.8em; }
-#box-editor button[aria-label="Rotate clockwise"]::after { content: " rotate"; font-size: 0.8em; }
-#box-editor button[aria-label="Rotate counterclockwise"]::after { content: " rotate"; font-size: 0.8em; }
+#editor-tools { font-size: 0.85em; color: #555; }
 """
+# the editor switches to its move tool once a box is drawn; a new frame or target starts with the draw tool again
+DRAW_TOOL_JS = "() => { const b = document.querySelector(\"#box-editor button[aria-label='Create box']\"); if (b) b.click(); }"
+EDITOR_TOOLS = ("The editor's tools, left to right: **draw** a box (C), **move** it (D), **remove** it (Del), "
+                "rotate the image.")
 
 
 def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, examples: Sequence[Path] = (),
@@ -387,6 +426,7 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
                                              use_default_label=True, disable_edit_boxes=True,
                                              show_clear_button=False, show_download_button=False,
                                              box_min_size=4, height=420)
+                gr.Markdown(EDITOR_TOOLS, elem_id="editor-tools")
                 target_used = gr.Markdown(elem_id="target-used")
                 with gr.Row():
                     add_key = gr.Button("Add as key box", elem_id="add-key", size="sm", min_width=80)
@@ -403,7 +443,7 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
                             track_video, track_quality, status, error], concurrency_limit=concurrency)
         frame_slider.change(handlers.show_frame, [frame_slider, session],
                             [session, box_editor, frame_text, target_used, error], trigger_mode="always_last",
-                            concurrency_limit=concurrency)
+                            concurrency_limit=concurrency).then(None, js=DRAW_TOOL_JS)
         box_editor.change(handlers.box_drawn, [box_editor, session], [session, target_used, error],
                           trigger_mode="always_last")
         add_key.click(handlers.add_key, [box_editor, session], [session, keys, target_used, error])
@@ -420,6 +460,6 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
         question.submit(ask_event, ask_inputs, ask_outputs, concurrency_limit=concurrency, concurrency_id="model")
         new_target.click(handlers.new_target, [session],
                          [session, box_editor, chat, track_video, track_quality, keys, target_used, status, error,
-                          question])
+                          question]).then(None, js=DRAW_TOOL_JS)
         page.unload(handlers.end)
     return page

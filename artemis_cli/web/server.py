@@ -59,6 +59,8 @@ def load_backend(options: WebOptions, progress: Callable[[str], None] = _log) ->
         examples = list(assets.videos)
     # tracks and features: the Referrer's own cache (shared with `artemis ask`) unless --cache-dir
     cache = Path(options.cache_dir) / "ownvideo" if options.cache_dir is not None else None
+    if not options.demo and Path(str(model)).expanduser().exists():
+        name = Path(str(model)).name  # the page names the model, never the server's path to it
     progress(f"web: loading {model} ...")
     loaded = load_model(model, model_base, device=options.device, dtype=options.dtype, image_tower=image_tower)
     backend = Backend(loaded, str(name), image_tower=image_tower, device=options.device,
