@@ -280,6 +280,8 @@ def main() -> None:
     parser.add_argument("--burst-requests", type=int, default=4, help="good requests each worker sends in a row "
                                                                        "in a hostile-run burst")
     parser.add_argument("--cache-quota-gb", type=float, default=0.05)
+    parser.add_argument("--no-heavy-video", action="store_true", help="leave the 3,000-frame video out of the "
+                                                                       "hostile requests (to see what it costs)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
 
@@ -455,8 +457,11 @@ def run_hostile(args, url: str, video: Path, targets, kinds, clients, memory: Me
     write_long_video(long_video, seconds=100, width=160, height=96, fps=30)  # 3,000 frames
     huge_video = video.parent / "huge.mp4"
     write_long_video(huge_video, seconds=667, width=64, height=48, fps=30)  # 20,010 frames
-    hostile = Hostile(url, hostile_requests(good_body(video, targets[0], QUESTIONS[0], args.max_tokens), long_video,
-                                            huge_video, video.parent / "pipe.mp4", video.parent))
+    requests = hostile_requests(good_body(video, targets[0], QUESTIONS[0], args.max_tokens), long_video, huge_video,
+                                video.parent / "pipe.mp4", video.parent)
+    if args.no_heavy_video:
+        requests = [r for r in requests if "3,000-frame" not in r[0]]
+    hostile = Hostile(url, requests)
     phases: dict[str, list[float]] = {"clean": [], "hostile": []}
     per_round: list[dict[str, list[float]]] = []
     failures: list[str] = []

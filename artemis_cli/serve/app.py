@@ -169,6 +169,8 @@ class _Request:
     progress: Optional[asyncio.Queue] = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     pins: list = field(default_factory=list)
+    released: bool = False  # `release` ran: pins taken later (a preparation ending after) are not kept
+    lock: threading.Lock = field(default_factory=threading.Lock)
     new_upload: Optional[Path] = None
     prepare_s: float = 0.0
 
@@ -204,14 +206,17 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
     budget = BodyBudget(max(4 * settings.max_request_bytes, 256_000_000))
 
     preparer = Preparer(referrer.prepare, limits=settings.limits, workers=settings.prepare_workers,
-                        max_waiting=settings.max_waiting_prepare, timeout_s=settings.prepare_timeout_s)
+                        max_waiting=settings.max_waiting_prepare, timeout_s=settings.prepare_timeout_s,
+                        busy=lambda: queue.running)
 
     def keep(state: _Request, prepared) -> None:
         """In the preparation thread, as soon as it is done: the request's files stay until it ends (even if
         its client goes away meanwhile, `release` unpins them), then the cache goes back under its quota."""
         files = files_of(prepared)
-        quota.pin(*files)
-        state.pins.extend(files)
+        with state.lock:
+            if not state.released:
+                quota.pin(*files)
+                state.pins.extend(files)
         if settings.cache_quota_bytes:
             quota.enforce()
 
@@ -399,7 +404,9 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
         state.cancelled.set()
         if state.preparing is not None:
             state.preparing.cancel()
-        pins, state.pins = state.pins, []
+        with state.lock:
+            state.released = True
+            pins, state.pins = state.pins, []
         quota.unpin(*pins)
         if failed and state.new_upload is not None and not quota.pinned(state.new_upload):
             state.new_upload.unlink(missing_ok=True)

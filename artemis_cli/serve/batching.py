@@ -99,6 +99,11 @@ class BatchQueue(Generic[T, R]):
         return await asyncio.wrap_future(self.submit_future(item))
 
     @property
+    def running(self) -> bool:
+        """A batch is being answered now."""
+        return self._running > 0
+
+    @property
     def depth(self) -> int:
         """Requests waiting or being answered."""
         with self._cond:

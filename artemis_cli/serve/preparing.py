@@ -2,7 +2,11 @@
 
 `Preparer` runs `Referrer.prepare` in a few threads of their own (`workers`, at a lower CPU priority
 than the threads that generate), so a new video never holds up answers to videos already prepared,
-and at most `workers` videos are tracked at once. Each preparation is bounded: the video's size and
+and at most `workers` videos are tracked at once. While a batch is being generated (`busy()`), a
+preparation pauses after each frame (and each batch of feature frames) three times as long as that
+step took: it keeps going, at a quarter of its pace, and leaves the cores to generation (a lower
+priority alone does not: generation's threads wait for each other at every step, so one of them
+losing its core for a moment stalls them all). Each preparation is bounded: the video's size and
 length by `VideoLimits` (checked from the header before any work, and again as frames decode), its
 time by `timeout_s` (a preparation past it stops at its next frame). A request that would wait behind
 more than `max_waiting` others is refused at once (503), and so is one that waited longer than
@@ -21,6 +25,8 @@ from typing import Callable, Optional
 from artemis_cli.errors import ArtemisError
 
 PREPARE_NICE = 10  # preparation threads yield the CPU to generation (Linux: per-thread nice value)
+BUSY_SHARE = 0.25  # while answers are being generated, preparation works at most this share of its time
+MAX_YIELD_S = 0.2  # the longest pause between two steps of a preparation
 
 
 class WorkStopped(ArtemisError):
@@ -47,8 +53,9 @@ class Preparer:
     """Runs `prepare(target, progress=, limits=, check=)` (a `Referrer`'s) for requests (see the module doc)."""
 
     def __init__(self, prepare: Callable, *, limits=None, workers: int = 1, max_waiting: int = 32,
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, busy: Optional[Callable[[], bool]] = None):
         self._prepare = prepare
+        self.busy = busy
         self.limits = limits
         self.workers = max(1, int(workers))
         self.max_waiting = max(0, int(max_waiting))
@@ -94,8 +101,14 @@ class Preparer:
         if started - submitted > self.timeout_s:
             raise Busy(f"the request waited over {self.timeout_s:g} s for a free preparation thread")
         deadline = started + self.timeout_s
+        last: dict[int, float] = {}  # per thread (tracking, and the clip features beside it)
 
         def check(frame: int) -> None:
+            thread = threading.get_ident()
+            step = time.monotonic() - last.get(thread, started)
+            if self.busy is not None and self.busy():  # generation first: keep to a share of the time
+                self.stopping.wait(min(MAX_YIELD_S, step * (1 - BUSY_SHARE) / BUSY_SHARE))
+            last[thread] = time.monotonic()
             if self.stopping.is_set():
                 raise WorkStopped("the server is shutting down", 503, "shutting_down")
             if cancelled is not None and cancelled.is_set():
