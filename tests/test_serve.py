@@ -317,12 +317,19 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, clip, tmp_pat
     assert len(list((server.cache / "uploads").iterdir())) == 1
 
 
-def test_hostile_bodies_paths_and_videos_get_their_4xx_in_bounded_time(server, clip, tmp_path):
+def test_hostile_bodies_paths_and_videos_get_their_4xx_in_bounded_time(server, clip, sample, tmp_path):
     import httpx
 
+    from artemis_cli.data.layout import ARTEMIS_DATA
     from artemis_cli.data.synthetic_tracking import write_long_video
 
     walker = boxes(clip)["walker"]
+    source = next(p for p in sorted(sample.annotations.rglob("*.json")) if "videorefbench" in str(p))
+    record = json.loads(source.read_text())[0]
+    (tmp_path / "secret.pkl").write_bytes(b"not for clients")
+    with_record = lambda **change: json.dumps({  # noqa: E731
+        "model": SERVED, "messages": [{"role": "user", "content": QUESTION}], "record": dict(record, **change),
+        "data_root": str(sample.data_root / ARTEMIS_DATA)})
     os.mkfifo(clip[0].parent / "pipe.mp4")
     long_video = clip[0].parent / "long.mp4"
     write_long_video(long_video, seconds=20, width=160, height=96, fps=30)  # 600 frames: over --max-video-frames 400
@@ -334,17 +341,24 @@ def test_hostile_bodies_paths_and_videos_get_their_4xx_in_bounded_time(server, c
         ("15,000 messages", json.dumps(many_messages, separators=(",", ":")), 400),
         ("a FIFO", json.dumps(body_for((clip[0].parent / "pipe.mp4", None), walker)), 400),
         ("a video over the limits", json.dumps(body_for((long_video, None), [60, 30, 90, 60])), 400),
+        ("a record escaping --allow-path", with_record(clip_path="../" * 12 + str(tmp_path / "secret.pkl")), 403),
+        ("a record naming a missing file", with_record(clip_path="HC-STVG/clip_feature/missing.pkl"), 403),
+        ("a record's frame escaping", with_record(frame_id=["../" * 12 + "etc/passwd"] + record["frame_id"][1:]), 403),
     ]
+    http_answers: dict[str, str] = {}
     with httpx.Client(timeout=30) as http:
         for name, raw, status in cases:
             start = time.perf_counter()
             response = http.post(f"{server.url}/chat/completions", content=raw, headers=JSON)
+            http_answers[name] = response.json()["error"]["message"]
             assert response.status_code == status, (name, response.text[:300])
             assert len(response.text) < 2500 and "role" not in response.text, name
             assert str(clip[0].parent) not in response.text and str(server.cache) not in response.text, name
             assert time.perf_counter() - start < 10, name
             assert http.get(f"{server.base}/health").status_code == 200
-    assert "over the limit of 400" in response.json()["error"]["message"]
+    refused = [http_answers[name] for name in http_answers if "record" in name]
+    assert len({r.split(": ", 1)[1] for r in refused}) == 1  # one message: missing and forbidden alike
+    assert "over the limit of 400" in http_answers["a video over the limits"]
     assert ask(server.client(), clip, walker).choices[0].message.content  # still serving
 
 
