@@ -36,6 +36,7 @@ def test_demo_runs_every_step_then_resumes_and_adds_the_judge(tmp_path, monkeypa
     from judge_server import FakeJudgeServer
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ARTEMIS_JUDGE_MODEL", raising=False)
     out = tmp_path / "demo"
     first = cli.invoke(app, ["demo", "--out", str(out), "--json"])
     assert first.exit_code == 0, first.output
@@ -44,7 +45,7 @@ def test_demo_runs_every_step_then_resumes_and_adds_the_judge(tmp_path, monkeypa
     assert list(statuses) == [step.key for step in STEPS]
     assert statuses.pop("judge") == "skipped" and set(statuses.values()) == {"ok"}
     judge = next(s for s in summary["steps"] if s["key"] == "judge")
-    assert "OPENAI_API_KEY is not set" in judge["detail"]
+    assert "no judge model named (--judge-model or ARTEMIS_JUDGE_MODEL" in judge["detail"]  # no retired default
 
     rows = report_rows(out)
     assert rows == {step.title: ("skipped" if step.key == "judge" else "ok") for step in STEPS}
@@ -53,7 +54,7 @@ def test_demo_runs_every_step_then_resumes_and_adds_the_judge(tmp_path, monkeypa
         assert f"![stage{stage} loss](runs/stage{stage}/loss.png)" in report
         assert (out / "runs" / f"stage{stage}" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert "| B@1 | B@2 | B@3 | B@4 | METEOR | ROUGE_L | CIDEr | SPICE |" in report
-    assert "artemis score preds/videorefbench.jsonl" in report and "Skipped: OPENAI_API_KEY is not set" in report
+    assert "artemis score preds/videorefbench.jsonl" in report and "Skipped: no judge model named" in report
 
     # Real features replaced the sample's random ones: width 64 from the tiny CLIP, 100 + 256 rows.
     from artemis_cli.data.feature_files import load_feature
@@ -74,14 +75,15 @@ def test_demo_runs_every_step_then_resumes_and_adds_the_judge(tmp_path, monkeypa
     monkeypatch.setenv("OPENAI_API_KEY", "demo-key")
     with FakeJudgeServer("demo-key") as server:
         server.answers["?"] = '{"pred": "yes", "score": 4}'  # the demo's predictions carry no item marker
-        second = cli.invoke(app, ["demo", "--out", str(out), "--json", "--judge-base-url", server.base_url])
+        second = cli.invoke(app, ["demo", "--out", str(out), "--json", "--judge-base-url", server.base_url,
+                                    "--judge-model", "gpt-4o-mini-2024-07-18"])
     assert second.exit_code == 0, second.output
     statuses = {s["key"]: s["status"] for s in demo_json(second)["steps"]}
     assert statuses.pop("judge") == "ok" and set(statuses.values()) == {"reused"}
     judged = demo_json(second)["judge"]
     assert set(judged) == {"qa", "correctness", "detail", "context", "temporal", "consistency"}
     assert judged["qa"]["n_items"] == 4 and judged["qa"]["accuracy"] == 1.0 and judged["consistency"]["mean_score"] == 4
-    assert all(j["n_judged"] == j["n_items"] and j["served_models"] == ["gpt-3.5-turbo-0125"] for j in judged.values())
+    assert all(j["n_judged"] == j["n_items"] and j["served_models"] == ["gpt-4o-mini-2024-07-18"] for j in judged.values())
     assert 0 < server.answered["?"] <= 4 + 2 * 5  # at most one call per item (identical items share one)
     report = (out / "report.md").read_text()
     assert "| qa | 4 | 4 | 100.0% | 4.00 |" in report
@@ -223,6 +225,21 @@ def check_command(line: str) -> None:
     required = sum(1 for a in arguments if a.required)
     unlimited = any(a.nargs == -1 for a in arguments)
     assert required <= positional and (unlimited or positional <= len(arguments)), f"{line}: {positional} arguments"
+
+
+def test_the_judge_step_needs_a_named_model_and_a_key_or_server(monkeypatch):
+    from types import SimpleNamespace
+
+    from artemis_cli.demo.steps import judge_skip_reason
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    reason = lambda **kw: judge_skip_reason(SimpleNamespace(options=DemoOptions(**kw)))  # noqa: E731
+    assert "no judge model named" in reason(judge_base_url="http://127.0.0.1:9/v1")
+    assert reason(judge_model="judge-x") == "OPENAI_API_KEY is not set and no --judge-base-url was given"
+    assert reason(judge_model="judge-x", judge_base_url="http://127.0.0.1:9/v1") is None
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    assert reason(judge_model="judge-x") is None
+    assert DemoOptions().judge_model is None  # hosted judges retire: no default to go stale
 
 
 def test_every_reported_command_parses_against_the_cli(tmp_path):

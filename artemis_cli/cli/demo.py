@@ -21,14 +21,16 @@ def demo_cmd(
     judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", help="OpenAI-compatible server for the "
                                                           "judge step (without it the step needs OPENAI_API_KEY, "
                                                           "else it is skipped).")] = None,
-    judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model of the judge step.")] = "gpt-3.5-turbo-0125",
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", envvar="ARTEMIS_JUDGE_MODEL",
+                                                       help="Judge model of the judge step (no default: hosted "
+                                                       "judges retire; without one the step is skipped).")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=1024, help="Tokens generated per answer.")] = 32,
     device: Device = "auto",
     json_out: JsonFlag = False,
 ) -> None:
     """Run the pipeline end to end on the sample data with tiny random models: make-sample, verify-layout,
     features extract (videos and frame folders), train stage1-3, merge-lora, infer videorefbench/qa/vcgbench,
-    score, and judge (with OPENAI_API_KEY or --judge-base-url). Writes report.md; exit 1 if a step fails.
+    score, and judge (with --judge-model and OPENAI_API_KEY or --judge-base-url). Writes report.md; exit 1 if a step fails.
 
     Example: artemis demo --output demo-run"""
     from pydantic import ValidationError

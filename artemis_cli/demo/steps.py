@@ -241,6 +241,10 @@ def score_step(ctx: DemoContext) -> StepOutput:
 
 
 def judge_skip_reason(ctx: DemoContext) -> Optional[str]:
+    from artemis_cli.judge.models import MODEL_ENV
+
+    if not ctx.options.judge_model:
+        return f"no judge model named (--judge-model or {MODEL_ENV}: hosted judges retire, so there is no default)"
     if os.environ.get("OPENAI_API_KEY") or ctx.options.judge_base_url:
         return None
     return "OPENAI_API_KEY is not set and no --judge-base-url was given"

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from artemis_cli.common.devices import DeviceName
 from artemis_cli.data.benchmarks import BENCHMARKS, BenchmarkSpec
 from artemis_cli.data.layout import ARTEMIS_DATA
+from artemis_cli.judge.models import MODEL_ENV
 
 FEATURE_DIM = 64  # the tiny CLIP's width: sample features and extracted ones fit the tiny models
 
@@ -33,6 +34,7 @@ def demo_commands_run() -> list[str]:
 
 VCG_SETS = tuple(spec.name for spec in demo_benchmarks("vcgbench"))
 # Judge task -> the prediction file it reads: each benchmark's judge tasks (as the paper pairs them).
+JUDGE_MODEL_VAR = f'"${MODEL_ENV}"'  # the reported judge commands when no --judge-model was given
 JUDGE_TASKS = {task: spec.output_stem for spec in demo_benchmarks() for task in spec.judge_tasks}
 
 
@@ -47,7 +49,7 @@ class DemoOptions(BaseModel):
     device: DeviceName = "auto"
     max_new_tokens: int = Field(32, ge=1, le=1024)
     judge_base_url: Optional[str] = None
-    judge_model: str = Field("gpt-3.5-turbo-0125", min_length=1)
+    judge_model: Optional[str] = Field(None, min_length=1)  # no default: hosted judges retire (judge.models)
     show_progress: bool = True
 
 
@@ -207,7 +209,7 @@ def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
                       f"artemis ask {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
                       f"--model {OWN_VIDEO_MODEL} --cache-dir {_q(ws.own_video / 'cache')}{tokens}{device}"],
         "toy-eval": [f"artemis model eval-toy {_q(ws.toy_held_out)} --model toy --videos {TOY_HELD_OUT} --overwrite{device}"],
-        "judge": [f"artemis judge gpt {_q(ws.predictions(name))} --task {task} --model {_q(options.judge_model)}{judge_url} "
+        "judge": [f"artemis judge gpt {_q(ws.predictions(name))} --task {task} --model {_q(options.judge_model) if options.judge_model else JUDGE_MODEL_VAR}{judge_url} "
                   f"--output {_q(ws.judge_output(task))} --cache {_q(ws.judge_cache)} --overwrite"
                   for task, name in JUDGE_TASKS.items()],
     }
@@ -248,6 +250,6 @@ REAL_COMMANDS: dict[str, list[str]] = {
                   f"artemis ask my_video.mp4 --box 120,80,360,400 --frame 30 'What is the <bbox> doing in this video?' "
                   f"--model {_MERGED}"],
     "toy-eval": ["artemis model train-toy toy-run", "artemis model eval-toy toy-eval --model toy-run/model"],
-    "judge": [f"artemis judge gpt preds/{name}.jsonl --task {task} --model gpt-3.5-turbo-0125"
+    "judge": [f"artemis judge gpt preds/{name}.jsonl --task {task} --model {JUDGE_MODEL_VAR}"
               for task, name in JUDGE_TASKS.items()],
 }
