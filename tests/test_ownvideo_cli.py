@@ -176,18 +176,20 @@ def test_ask_batch_is_resumable_and_lists_failures(clip, sharp_dir, cache, tmp_p
 @pytest.mark.slow
 def test_chat_with_piped_stdin(clip, sharp_dir, cache, tmp_path):
     transcript = tmp_path / "chat.json"
-    script = "\n".join(["What is the <bbox> doing?", "And where does it go?", "no box in this one <bbox>",
+    script = "\n".join(["What is the <bbox> doing?", "And where does it go?", "What colour is the <bbox>?",
                         f"/box {box_arg(clip[1].objects['leaver'].boxes[1])} 1", "", f"/save {transcript}", "/quit",
                         "never asked <bbox>"]) + "\n"
     result = invoke(["chat", clip[0], "--box", walker(clip), *model_args(sharp_dir, cache)], input=script)
     assert result.exit_code == 0, result.output
     saved = json.loads(transcript.read_text())
     first, second = saved["conversations"]
-    assert [t["question"] for t in first["turns"]] == ["What is the <bbox> doing?", "And where does it go?"]
+    # a follow-up's <bbox> is the same target, asked as "the target" (the first question carries the boxes)
+    assert [t["question"] for t in first["turns"]] == ["What is the <bbox> doing?", "And where does it go?",
+                                                      "What colour is the target?"]
     assert second["frame"] == 1 and [t["question"] for t in second["turns"]] == ["What is the <bbox> doing in this video?"]
     answers = [line for line in result.stdout.splitlines() if line.strip()]
     assert answers == [t["answer"] for t in first["turns"] + second["turns"]]
-    assert "follow-up question must not contain <bbox>" in result.stderr
+    assert "(a follow-up's <bbox> is the same target: asked as 'What colour is the target?')" in result.stderr
 
 
 def test_offline_the_default_clip_fails_in_seconds_naming_clip_model(clip, tmp_path):
