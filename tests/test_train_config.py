@@ -34,7 +34,8 @@ def test_published_recipe_configs_validate_and_match_reference(stage):
     if stage == 3:
         assert (config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.bias) == (16, 16, 0.05, "none")
         assert config.model.k_means and config.model.kmeans_n_clusters == 4 and config.data.num_tracked == 8
-        assert (config.model.roi.num_levels, config.model.roi.num_fuse, config.model.roi.query_size) == (4, 5, 1024)
+        roi = config.model.roi
+        assert (roi.num_levels, roi.num_fuse, roi.query_size, roi.output_size) == (4, 5, 1024, 14)
     else:
         assert config.lora is None
     # The file spells out what the stage defaults would give anyway.
@@ -42,6 +43,17 @@ def test_published_recipe_configs_validate_and_match_reference(stage):
                                            "data.annotations=[a.json]", f"train.output_dir={t.output_dir}"],
                              check_paths=False)
     assert bare.train.model_dump(exclude={"save_steps", "output_dir"}) == t.model_dump(exclude={"save_steps", "output_dir"})
+
+
+def test_the_roi_settings_reach_the_stage3_model_config():
+    from artemis_cli.train.model_setup import stage_overrides
+
+    config = load_train_config(3, CONFIGS / "stage3.yaml", ["model.roi.output_size=2", "model.roi.query_size=128"],
+                               check_paths=False)
+    settings = stage_overrides(config, "clip", 64)
+    assert (settings["roi_output_size"], settings["roi_query_size"], settings["roi_num_fuse"]) == (2, 128, 5)
+    with pytest.raises(Exception, match="output_size"):
+        load_train_config(3, CONFIGS / "stage3.yaml", ["model.roi.output_size=0"], check_paths=False)
 
 
 def test_sample_configs_validate_with_every_path_present(train_workspace):

@@ -84,6 +84,8 @@ class RoiSettings(_Section):
     num_levels: int = Field(4, ge=1, le=4)
     num_fuse: int = Field(5, ge=0)
     query_size: int = Field(1024, ge=1)
+    output_size: int = Field(14, ge=1, description="RoIAlign output side (published 14: flatten_linear's fan-in is "
+                             "channels x output_size^2)")
 
 
 class ModelSection(_Section):

@@ -51,7 +51,8 @@ def stage_overrides(config: TrainConfig, tower: str, width: int) -> dict:
     roi_stage = config.spec.roi
     if roi_stage:
         extra.update(kmeans_n_clusters=config.model.kmeans_n_clusters, num_levels=roi.num_levels,
-                     num_level_spi_features=roi.num_levels, roi_num_fuse=roi.num_fuse, roi_query_size=roi.query_size)
+                     num_level_spi_features=roi.num_levels, roi_num_fuse=roi.num_fuse, roi_query_size=roi.query_size,
+                     roi_output_size=roi.output_size)
     return default_mm_settings(tower, width, roi=roi_stage, k_means=roi_stage and config.model.k_means,
                                **extra)
 
