@@ -396,9 +396,16 @@ def test_history_sampling_and_system_fields_reach_the_referrer(served):
     [response] = post_all(app, [body])
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "1 turns: Where to? / 5 True"
-    body["messages"][-1]["content"] = "Where does the <bbox> go?"  # a follow-up must not re-point
+    body["messages"][2]["content"] = "And <bbox>?"  # a <bbox> in a follow-up: the same target, in words (as chat
+    body["messages"] += [{"role": "assistant", "content": "Left."},  # and web), in the replayed history too
+                         {"role": "user", "content": "Where does the <bbox> go?"}]
     [response] = post_all(app, [body])
-    assert response.status_code == 400 and "follow-up" in response.json()["error"]["message"]
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"].startswith("2 turns: Where does the target go? /")
+    assert [q for q, _ in referrer.queries[-1].history] == [QUESTION, "And the target?"]
+    body["messages"][0]["content"][-1]["text"] = "Where does it go?"  # the first question still needs its <bbox>
+    [response] = post_all(app, [body])
+    assert response.status_code == 400 and "<bbox>" in response.json()["error"]["message"]
     for role in ("system", "developer"):
         body = chat_body(url_of(videos))
         body["messages"].insert(0, {"role": role, "content": "Answer in five words."})

@@ -216,7 +216,7 @@ def plays(page, selector: str) -> dict:
 # -- the tests ----------------------------------------------------------------------------------------
 def test_upload_play_draw_ask_streamed_follow_ups_and_a_correction(page, server, demo_referrer, video):
     from artemis_cli.model.generation import DecodingSettings
-    from artemis_cli.ownvideo.chat import follow_up_question
+    from artemis_cli.ownvideo.referrer import follow_up_question
     from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
 
     path, clip = video

@@ -17,21 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from artemis_cli.errors import ArtemisError, UsageError
-from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target
+from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target, follow_up_question
 
-FOLLOW_UP_TARGET = "the target"  # what a <bbox> in a follow-up question is sent to the model as
-
-
-def follow_up_question(question: str) -> str:
-    """A follow-up as the model gets it: the first question carries the target's boxes (one ``<bbox>``), so a
-    later ``<bbox>`` cannot bring new ones; people still write "What colour is the <bbox>?", meaning the same
-    target, so each ``<bbox>`` is sent as the words "the target" ("the <bbox>" too)."""
-    import re
-
-    from artemis_cli.model.conversation import BBOX_TOKEN
-
-    text = re.sub(r"\b(?:the|this|that)\s+" + re.escape(BBOX_TOKEN), FOLLOW_UP_TARGET, question, flags=re.IGNORECASE)
-    return " ".join(text.replace(BBOX_TOKEN, FOLLOW_UP_TARGET).split(" "))
 
 
 HELP = ("commands: /box X1,Y1,X2,Y2 [FRAME] (a new target), /key X1,Y1,X2,Y2 FRAME (correct the track with one "

@@ -36,6 +36,7 @@ import dataclasses
 import inspect
 import json
 import random
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -223,6 +224,17 @@ class ContextLengthError(UsageError):
                        f"resulted in {prompt_tokens} tokens (including the video's and the boxes' tokens). "
                        "Please reduce the length of the messages.")
         super().__init__(message)
+
+
+FOLLOW_UP_TARGET = "the target"  # what a <bbox> in a follow-up question is sent to the model as
+
+
+def follow_up_question(question: str) -> str:
+    """A follow-up as the model gets it: the first question carries the target's boxes (one ``<bbox>``), so a
+    later ``<bbox>`` cannot bring new ones; people still write "What colour is the <bbox>?", meaning the same
+    target, so each ``<bbox>`` is sent as the words "the target" ("the <bbox>" too)."""
+    text = re.sub(r"\b(?:the|this|that)\s+" + re.escape(BBOX_TOKEN), FOLLOW_UP_TARGET, question, flags=re.IGNORECASE)
+    return " ".join(text.replace(BBOX_TOKEN, FOLLOW_UP_TARGET).split(" "))
 
 
 def check_question(question: str, history: Sequence[tuple[str, str]] = ()) -> None:

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from urllib.parse import unquote, urlparse
 
 from artemis_cli.errors import InputError, UsageError
-from artemis_cli.ownvideo.referrer import PreparedTarget, Target, check_question
+from artemis_cli.ownvideo.referrer import PreparedTarget, Target, check_question, follow_up_question
 from artemis_cli.serve.schemas import ChatRequest
 
 VIDEO_TYPES = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov", "video/x-msvideo": ".avi",
@@ -49,8 +49,8 @@ class Conversation:
 
 def read_conversation(chat: ChatRequest) -> Conversation:
     """Check the messages: system (or developer) messages first, then user/assistant turns starting and
-    ending with the user, the video (a `video_url` part) in the first user turn only, the question with
-    its ``<bbox>`` (follow-ups without)."""
+    ending with the user, the video (a `video_url` part) in the first user turn only, the first question
+    with its ``<bbox>`` (a ``<bbox>`` in a follow-up is sent as "the target": `follow_up_question`)."""
     leading = 0
     while leading < len(chat.messages) and chat.messages[leading].role in ("system", "developer"):
         leading += 1
@@ -75,6 +75,8 @@ def read_conversation(chat: ChatRequest) -> Conversation:
     if chat.record is not None and videos:
         raise UsageError("messages: a request with a prepared 'record' takes no video_url part")
     texts = [m.text().strip() for m in turns]
+    # a <bbox> in a follow-up means the same target: it goes to the model as "the target" (as in chat and web)
+    texts = [follow_up_question(t) if i > 0 and turns[i].role == "user" else t for i, t in enumerate(texts)]
     history = [(texts[i], texts[i + 1]) for i in range(0, len(texts) - 1, 2)]
     question = texts[-1]
     if not question:

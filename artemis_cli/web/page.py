@@ -243,7 +243,7 @@ class PageHandlers:
                 if not question:
                     raise UsageError("the question is empty: type a follow-up question, or press New target")
                 if "<bbox>" in question:
-                    from artemis_cli.ownvideo.chat import follow_up_question
+                    from artemis_cli.ownvideo.referrer import follow_up_question
 
                     question, note = follow_up_question(question), f" ({FOLLOW_UP_NOTE})"
             elif not question:
