@@ -32,6 +32,8 @@ def test_the_least_recently_used_entries_go_until_the_rest_fits(tmp_path):
     quota = CacheQuota(tmp_path, max_bytes=700)
     assert quota.usage() == 1000
     quota.used(old_upload)  # used just now (its mtime stays: an upload is known by it)
+    quota.used(tmp_path.parent / "elsewhere.mp4")  # a video read in place is no entry: not remembered
+    assert list(quota._used) == [str(old_upload)]
     assert quota.enforce() == [old_track]
     assert quota.usage() == 700 and temp.exists() and old_upload.stat().st_mtime < time.time() - 40
     quota.max_bytes = 150

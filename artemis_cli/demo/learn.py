@@ -17,6 +17,7 @@ that answers from the whole video (the clip feature) cannot tell A from B.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -138,7 +139,9 @@ def evaluate_learning(loaded, sample: Path, *, max_new_tokens: int = 32, batch_s
     by_video = held_out_records(sample / "annotations")
     model, tokenizer, mm = loaded.model, loaded.tokenizer, loaded.model.mm
     num_boxes = mm.tracked_roi_tokens(8)
-    jobs: list[tuple[dict, GenerationRequest]] = []
+    # What to ask is listed first; the inputs (nine decoded frames each) are built a batch at a time, so memory
+    # stays flat in the number of held-out videos. The RoI-zeroed control asks with the boxed question's inputs.
+    jobs: list[tuple[dict, dict, str, int]] = []  # (answer entry, record variant, name, seed)
     skipped = 0
     for clip, records in sorted(by_video.items()):
         frame_dir = root / records[0]["frame_path"]
@@ -151,28 +154,39 @@ def evaluate_learning(loaded, sample: Path, *, max_new_tokens: int = 32, batch_s
             variants = {"boxed": record, "roi_zeroed": record}
             if background is not None:
                 variants["background"] = _moved(record, background)
+            name = f"{Path(clip).stem}_{index}"
+            seed = request_seed(0, name)  # the same frames, key frame and RoI picks in every condition
             for condition, variant in variants.items():
-                name = f"{Path(clip).stem}_{index}"
-                seed = request_seed(0, name)  # the same frames, key frame and RoI picks in every condition
-                parsed = ReferringRecord.model_validate({k: v for k, v in variant.items() if k != "question"})
-                inputs = referring_inputs(parsed, clip=root / parsed.clip_path, frame_dir=root / parsed.frame_path,
-                                          tokenizer=tokenizer, image_processor=loaded.image_processor,
-                                          rng=random.Random(seed), train=False, num_boxes=num_boxes, num_tracked=8,
-                                          template="llava_v1", feature_width=mm.mm_hidden_size, ref=name)
-                request = GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=seed,
-                                            roi_seed=inputs.roi_seed, roi_frames=inputs.roi_frames,
-                                            roi_boxes=inputs.roi_boxes)
-                if condition == "roi_zeroed":
-                    request.roi_tokens = torch.zeros(1 + num_boxes, model.config.hidden_size,
-                                                     dtype=model.dtype, device=model.device)
                 jobs.append(({"video": Path(clip).stem, "target": index, "condition": condition,
-                              "truth": record["caption"], "colour": truth[0], "direction": truth[1]}, request))
+                              "truth": record["caption"], "colour": truth[0], "direction": truth[1]},
+                             variant, name, seed))
+
+    def request_of(variant: dict, name: str, seed: int) -> GenerationRequest:
+        parsed = ReferringRecord.model_validate({k: v for k, v in variant.items() if k != "question"})
+        inputs = referring_inputs(parsed, clip=root / parsed.clip_path, frame_dir=root / parsed.frame_path,
+                                  tokenizer=tokenizer, image_processor=loaded.image_processor,
+                                  rng=random.Random(seed), train=False, num_boxes=num_boxes, num_tracked=8,
+                                  template="llava_v1", feature_width=mm.mm_hidden_size, ref=name)
+        return GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=seed, roi_seed=inputs.roi_seed,
+                                 roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)
+
+    zero_rois = torch.zeros(1 + num_boxes, model.config.hidden_size, dtype=model.dtype, device=model.device)
     decoding = DecodingSettings(max_new_tokens=max_new_tokens)
     answers = []
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
-        texts = generate_texts(model, tokenizer, [request for _, request in chunk], decoding)
-        for (entry, _), text in zip(chunk, texts):
+        built: dict[tuple[int, str], GenerationRequest] = {}  # (id of the variant, name) -> its request
+        requests = []
+        for entry, variant, name, seed in chunk:
+            key = (id(variant), name)
+            if key not in built:
+                built[key] = request_of(variant, name, seed)
+            request = built[key]
+            if entry["condition"] == "roi_zeroed":
+                request = dataclasses.replace(request, roi_tokens=zero_rois)
+            requests.append(request)
+        texts = generate_texts(model, tokenizer, requests, decoding)
+        for (entry, *_), text in zip(chunk, texts):
             colour, direction = read_caption(text)
             answers.append({**entry, "answer": text, "colour_right": colour == entry["colour"],
                             "direction_right": direction == entry["direction"]})

@@ -278,8 +278,11 @@ class CacheQuota:
     def used(self, path: Path) -> None:
         """Note that an entry was just used, without changing its mtime (an upload's mtime is part of the
         keys its video is known by)."""
+        path = Path(path)
+        if path.parent not in {self.root / area for area in self.areas}:
+            return  # not an entry (a video read in place): nothing to evict, so nothing to remember
         with self._lock:
-            self._used[str(Path(path))] = time.time()
+            self._used[str(path)] = time.time()
 
     def pin(self, *paths: Path) -> None:
         """Keep these entries (files or track folders) until as many `unpin`s."""
@@ -329,9 +332,9 @@ class CacheQuota:
     def enforce(self) -> list[Path]:
         """Remove least recently used, unpinned entries until the rest fits in `max_bytes`; returns them."""
         removed: list[Path] = []
+        entries = self.entries()  # the walk runs unlocked: pins and unpins of other requests do not wait for it
+        total = sum(size for _, size, _ in entries)
         with self._lock:  # pins wait while entries go, so a pinned entry is never half removed
-            entries = self.entries()
-            total = sum(size for _, size, _ in entries)
             for _, size, path in entries:
                 if total <= self.max_bytes:
                     break
