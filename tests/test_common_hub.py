@@ -32,6 +32,6 @@ def test_the_shipped_toy_model_is_small_and_self_contained():
 def test_a_missing_toy_model_is_one_usage_error(monkeypatch, tmp_path):
     import artemis_cli.common.hub as hub
 
-    monkeypatch.setattr(hub, "__file__", str(tmp_path / "common" / "hub.py"))
+    monkeypatch.setattr(hub, "TOY_FOLDER", tmp_path / "assets" / "toy")
     with pytest.raises(UsageError, match="--image-tower toy: the toy model is missing"):
         resolve_model_folder("toy", option="--image-tower")

@@ -75,9 +75,12 @@ def resolve_model_folder(name: str | os.PathLike, *, option: str, allow_patterns
         raise UsageError(f"{option} {text}: no such folder, and the hub did not give it ({first})", hint=hint) from None
 
 
+TOY_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "toy"  # `--model toy`
+
+
 def toy_model_folder(option: str = "--model") -> Path:
     """The toy Artemis shipped in the package (a merged checkpoint with its CLIP tower in `clip/`)."""
-    folder = Path(__file__).resolve().parents[1] / "assets" / "toy"
+    folder = TOY_FOLDER
     if not (folder / "config.json").is_file():
         raise UsageError(f"{option} {TOY_MODEL}: the toy model is missing from this installation ({folder})",
                          hint="reinstall artemis, or make one: artemis model train-toy OUT, then --model OUT/model")

@@ -292,11 +292,11 @@ def own_video_step(ctx: DemoContext) -> StepOutput:
     target = video.targets[index]
     box = tuple(float(v) for v in target.boxes[frame])
     loaded = load_model(OWN_VIDEO_MODEL, device=ctx.options.device, dtype="float32")
-    shutil.copytree(loaded.source / "clip", folder / "toy-clip")  # what `track --clip-model` reads in the command
-    summary = track_video(TrackConfig(video=path, box=box, frame=frame, output=folder / "track.json",
-                                      clip_model=str(folder / "toy-clip"), preview=folder / "track.png",
-                                      cache_dir=folder / "cache", device=ctx.options.device, overwrite=True))
     referrer = Referrer(loaded=loaded, cache_dir=folder / "cache")
+    # the model's own tower: `track` caches the clip feature under it, and the questions below find it there
+    summary = track_video(TrackConfig(video=path, box=box, frame=frame, output=folder / "track.json",
+                                      clip_model=str(referrer.clip_model), preview=folder / "track.png",
+                                      cache_dir=folder / "cache", device=ctx.options.device, overwrite=True))
     decoding = DecodingSettings(max_new_tokens=ctx.options.max_new_tokens)
     answers = []
     for question in ("What is the <bbox> doing in this video?", "How does the <bbox> move?"):

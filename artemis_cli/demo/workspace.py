@@ -15,6 +15,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from artemis_cli.common.devices import DeviceName
+from artemis_cli.common.hub import TOY_FOLDER
 from artemis_cli.data.benchmarks import BENCHMARKS, BenchmarkSpec
 from artemis_cli.data.layout import ARTEMIS_DATA
 from artemis_cli.judge.models import MODEL_ENV
@@ -204,7 +205,7 @@ def demo_commands(ws: Workspace, options: DemoOptions) -> dict[str, list[str]]:
         "score": [f"artemis score {_q(ws.predictions('videorefbench'))} --no-length-filter "
                   f"--per-sample {_q(ws.scores.with_suffix('.per_sample.jsonl'))}"],
         "own-video": [f"artemis track {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
-                      f"-o {_q(ws.own_video / 'track.json')} --clip-model {_q(ws.own_video / 'toy-clip')} --preview "
+                      f"-o {_q(ws.own_video / 'track.json')} --clip-model {_q(TOY_FOLDER / 'clip')} --preview "
                       f"{_q(ws.own_video / 'track.png')} --cache-dir {_q(ws.own_video / 'cache')} --overwrite{device}",
                       f"artemis ask {_q(ws.own_video / 'clip.mp4')} --box {own_video_box()} --frame {OWN_VIDEO_TARGET[1]} "
                       f"--model {OWN_VIDEO_MODEL} --cache-dir {_q(ws.own_video / 'cache')}{tokens}{device}"],
