@@ -138,3 +138,39 @@ def test_previews(tmp_path, suffix):
                 assert image.n_frames == 6
             else:
                 assert image.size[0] == 4 * 240  # 5 tracked frames: a 4-column sheet
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_with_its_caller():
+    import threading
+
+    from artemis_cli.errors import InputError
+    from artemis_cli.ownvideo.video import read_ahead
+
+    assert list(read_ahead(range(50), lambda x: x * 2, depth=3)) == [x * 2 for x in range(50)]
+
+    def damaged():
+        yield 1
+        yield 2
+        raise InputError("frame 3 is damaged")
+
+    got = []
+    with pytest.raises(InputError, match="frame 3 is damaged"):
+        for value in read_ahead(damaged(), lambda x: x):
+            got.append(value)
+    assert got == [1, 2]  # what came before the error, in order
+    closed, produced = threading.Event(), []
+
+    def endless():
+        try:
+            number = 0
+            while True:
+                produced.append(number)
+                yield number
+                number += 1
+        finally:
+            closed.set()
+
+    reader = read_ahead(endless(), lambda x: x, depth=2)
+    assert next(reader) == 0
+    reader.close()  # the caller stops: the thread stops and closes the decoder it was reading
+    assert closed.wait(5) and len(produced) < 10

@@ -170,7 +170,8 @@ class _CheckedBackend:
         return getattr(self._backend, name)
 
 
-TRACK_VERSION = 2  # the tracking algorithm: 2 = guarded, streamed, several key boxes (entries of 1 are not reused)
+TRACK_VERSION = 3  # the tracking algorithm: 2 = guarded, streamed, several key boxes; 3 = CSRT without segmentation,
+# the guard extrapolating from its first believed frames on (entries of earlier versions are not reused)
 STRAY_TEMP_SECONDS = 3600  # a temp folder of a cache write this old, by a process that is gone, is swept
 
 

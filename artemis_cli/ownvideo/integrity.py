@@ -249,8 +249,9 @@ class Guard:
         return max(key, recent, 0.0)
 
     def _velocity(self) -> np.ndarray:
-        steps = [(c2 - c1) / (i2 - i1) for (i1, c1, _), (i2, c2, _) in zip(self.history[-9:], self.history[-8:])
-                 if i2 != i1]
+        """px per frame: the median over the last eight steps between believed frames."""
+        recent = self.history[-9:]
+        steps = [(c2 - c1) / (i2 - i1) for (i1, c1, _), (i2, c2, _) in zip(recent, recent[1:]) if i2 != i1]
         return np.median(np.array(steps), axis=0) if steps else np.zeros(2)
 
     def predict(self, index: int) -> tuple[Box, float]:

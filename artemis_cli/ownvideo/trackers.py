@@ -21,6 +21,7 @@ TRACKERS = ("csrt", "kcf", "sam2")
 TRACKER_HELP = ("csrt (default; CPU, no weights, the most accurate), kcf (faster, weaker on people; the "
                 "guard re-acquires what it loses) or sam2 (SAM 2 via transformers, for GPUs; needs "
                 "--tracker-model)")
+CSRT_SEGMENTATION = False  # see make_opencv_tracker
 MIN_SIDE = 2.0  # px: a thinner box has collapsed
 MIN_INSIDE = 0.7  # fraction of a tracked box that must lie inside the frame: an exiting target's box lags
 # behind it and shrinks against the edge, so 70% of the box inside is about half of the target
@@ -53,7 +54,14 @@ def make_opencv_tracker(name: str):
     if cls is None:
         raise UsageError(f"--tracker {name}: this OpenCV build has no {factory}",
                          hint="pip install 'artemis[track]' (opencv-contrib-python-headless, not opencv-python)")
-    return cls.create()
+    params = getattr(cv2, f"{factory}_Params", None) if name == "csrt" else None
+    if params is None:
+        return cls.create()
+    settings = params()
+    # CSRT's foreground/background segmentation of its search window: without it the hand-labelled footage
+    # gives the same boxes on target (benchmarks/RESULTS.md) at 1.1-2.4x the speed (the guard vets every box)
+    settings.use_segmentation = CSRT_SEGMENTATION
+    return cls.create(settings)
 
 
 class OpenCVTracker:

@@ -18,7 +18,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -86,18 +86,16 @@ class Frame:
     def __init__(self, index: int, source):
         self.index = index
         self._source = source  # an av.VideoFrame, or an RGB [H, W, 3] uint8 array (a folder's image)
-        self._scaled: Optional[np.ndarray] = None  # the last `bgr(size)` asked for
 
     def thumbnail(self, size: tuple[int, int]) -> np.ndarray:
-        """A small BGR copy for whole-picture comparisons (shot cuts): cheap, from a scaled copy when there
-        is one, else straight from the decoder."""
+        """A small BGR copy for whole-picture comparisons (shot cuts), area-averaged straight from the decoder.
+        Always made the same way: consecutive thumbnails made two ways differ on a finely textured picture by
+        more than a cut's threshold (a tracked frame's scaled copy against the decoder's scaling did)."""
         import cv2
 
-        if self._scaled is not None:
-            return cv2.resize(self._scaled, tuple(size), interpolation=cv2.INTER_AREA)
         if isinstance(self._source, np.ndarray):
             return cv2.resize(cv2.cvtColor(self._source, cv2.COLOR_RGB2BGR), tuple(size), interpolation=cv2.INTER_AREA)
-        return self._source.reformat(width=size[0], height=size[1], format="bgr24", interpolation="BILINEAR").to_ndarray()
+        return self._source.reformat(width=size[0], height=size[1], format="bgr24", interpolation="AREA").to_ndarray()
 
     def rgb(self) -> np.ndarray:
         """[H, W, 3] uint8 RGB at full size."""
@@ -115,7 +113,6 @@ class Frame:
             image = self._source.to_ndarray(format="bgr24")
         if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
             image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
-        self._scaled = image
         return image
 
 
@@ -287,6 +284,53 @@ def iter_frames(info: VideoProbe, report: DecodeReport, *, limits: VideoLimits =
     if stop_after is None and info.header_frames and report.decoded < info.header_frames - HEADER_SLACK:
         report.warnings.append(f"the header says {info.header_frames} frames but {report.decoded} decoded: the file is "
                                "truncated or damaged")
+
+
+def read_ahead(items: Iterable, prepare: Callable, depth: int = 8) -> Iterator:
+    """`prepare(item)` of each of `items`, in order, computed up to `depth` items ahead on a thread of its own
+    (decoding and scaling release the GIL: they run while the caller tracks). What the thread raises is
+    raised here, in order; when the caller stops early, the thread stops at its next item."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((prepare(item), None)):
+                    return
+            put((done, None))
+        except BaseException as exc:  # handed to the caller, in order
+            put((done, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator (a decoder holding its file) ends on this thread
+                close()
+
+    thread = threading.Thread(target=work, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            value, error = ready.get()
+            if error is not None:
+                raise error
+            if value is done:
+                return
+            yield value
+    finally:
+        stop.set()
 
 
 def _iter_folder(info: VideoProbe, report: DecodeReport, limits: VideoLimits, stop_after: Optional[int],
