@@ -37,6 +37,14 @@ def video_file(folder: Path, *, seed: int = 0, n_frames: int = 20, width: int = 
     return save_video(video, folder / name), video
 
 
+def tracked_frames(n_frames: int, key_frames=(0,), fps: float = 10.0) -> list[int]:
+    """The frames a default track covers (about `tracking.TRACK_FPS` a second, and the key frames) of a
+    `video_file` clip (10 fps)."""
+    from artemis_cli.ownvideo.tracking import resolve_stride
+
+    return sorted(set(range(0, n_frames, resolve_stride(None, fps))) | set(key_frames))
+
+
 def box_arg(box) -> str:
     return ",".join(f"{v:g}" for v in box)
 

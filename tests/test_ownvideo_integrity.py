@@ -105,7 +105,7 @@ def test_between_two_key_boxes_the_believed_and_nearer_verdict_wins_and_strides_
     assert merged[6][1] == 0.95 and merged[6][3] == 10  # both did: frame 6 is nearer to key 10
     assert merged[8] == (None, 0.0, "after-cut", 10)  # the backward pass stopped at a cut after it
     assert merged[9][1] == 0.7 and merged[10][2] == "key"
-    assert resolve_stride(None, 30.0) == 3 and resolve_stride(None, 25.0) == 2 and resolve_stride(None, 8.0) == 1
+    assert resolve_stride(None, 30.0) == 5 and resolve_stride(None, 25.0) == 4 and resolve_stride(None, 8.0) == 1
     assert resolve_stride(None, None) == 1 and resolve_stride(4, 30.0) == 4
     with pytest.raises(UsageError, match="--stride 0"):
         resolve_stride(0, 30.0)

@@ -449,7 +449,7 @@ def test_sigterm_stops_uploads_and_preparations_at_once_and_answers_what_was_que
     from artemis_cli.ownvideo.referrer import Referrer, Target
 
     cache = server.cache  # (the module's server keeps running: this is a second one)
-    warm = Referrer(loaded=sharp[1], cache_dir=cache)  # tracks and features on disk (hits after the tests
+    warm = Referrer(loaded=sharp[1], cache_dir=cache, stride=1)  # tracks and features on disk (hits after the tests
     for box in boxes(clip).values():  # above), so the server's requests are queued within milliseconds
         warm.prepare(Target(clip[0].resolve(), tuple(float(v) for v in box), 0))
     long_video = clip[0].parent / "long-prepare.mp4"

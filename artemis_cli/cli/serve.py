@@ -64,7 +64,7 @@ def serve_cmd(
                                              "(never a key).")] = True,
     quantize: Quantize = "none",
     tracker: Annotated[str, typer.Option("--tracker", help="csrt, kcf or sam2.")] = "csrt",
-    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Track every N-th frame (default: about 10 frames a second of video).", show_default=False)] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Track every N-th frame (default: about 6 frames a second of video).", show_default=False)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", file_okay=False, help="Track/feature caches "
                                                       "and uploaded videos (default $ARTEMIS_CACHE or "
                                                       "~/.cache/artemis).")] = None,

@@ -54,7 +54,7 @@ class BuildConfig(BaseModel):
     clip_model: str = "openai/clip-vit-large-patch14"
     tracker: str = "csrt"
     tracker_model: Optional[str] = None
-    stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
+    stride: Optional[int] = Field(None, ge=1)  # None: about 6 tracked frames a second
     cache_dir: Optional[Path] = None
     device: DeviceName = "auto"
     overwrite: bool = False

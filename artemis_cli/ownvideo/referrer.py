@@ -302,7 +302,6 @@ def _prepare_claimed(target: Target, info, video_hash: str, key: str, created: l
                      tracker_model, sam2, stride: int, report, video_name, limits, check) -> PreparedTarget:
     from artemis_cli.ownvideo.record import build_record
     from artemis_cli.ownvideo.tracking import track_video_keys
-    from artemis_cli.ownvideo.video import iter_selected
 
     video = Path(target.video)
     keys = target.key_boxes()
@@ -318,8 +317,17 @@ def _prepare_claimed(target: Target, info, video_hash: str, key: str, created: l
         extraction = _Extraction(features, video, video_hash, check)
     try:
         if entry is None:
+            # the frames the RoI path will likely read (if every tracked frame keeps its box) are kept as the
+            # tracking pass decodes them; only the ones that then differ are decoded again
+            likely = likely_roi_frames(info.header_frames, stride, keys, target.frame)
+            kept: dict[int, object] = {}
+
+            def keep(frame) -> None:
+                if frame.index in likely:
+                    kept[frame.index] = frame.rgb()
+
             result = track_video_keys(info, keys, tracker=tracker, stride=stride, sam2=sam2, limits=limits,
-                                      progress=lambda f: report("track", f), check=check)
+                                      progress=lambda f: report("track", f), check=check, on_frame=keep)
             timings.update(result.seconds)
             primary = result.keys[[k.frame for k in result.keys].index(target.frame)]
             record = build_record(video_name=video_name or video.stem, frame_path=f"tracks/{key}/frames",
@@ -333,7 +341,8 @@ def _prepare_claimed(target: Target, info, video_hash: str, key: str, created: l
             start = time.perf_counter()
             needed = roi_frame_numbers(record, result.indices)
             created.append(tracks.folder(key))
-            tracks.store(key, iter_selected(info, needed, limits=limits, check=check), result.num_frames, entry)
+            tracks.store(key, _roi_frames(info, needed, kept, limits=limits, check=check), result.num_frames, entry)
+            kept.clear()
             timings["frames"] = time.perf_counter() - start
         record = dict(entry["record"], frame_path=f"tracks/{key}/frames")
         if video_name is not None:
@@ -414,11 +423,15 @@ class _Abandoned(Exception):
 class _Background:
     """`work()` in a thread; `result()` waits for it and returns its value or raises its exception."""
 
-    def __init__(self, work: Callable[[], object]):
+    def __init__(self, work: Callable[[], object], name: str = "clip-features"):
         self._value: object = None
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(work,), name="clip-features", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
         self._thread.start()
+
+    def error(self) -> Optional[BaseException]:
+        """The exception `work()` ended with, once it has ended (None while it runs or when it succeeded)."""
+        return None if self._thread.is_alive() else self._error
 
     def _run(self, work) -> None:
         try:
@@ -446,6 +459,31 @@ def roi_frame_numbers(record: dict, indices: Sequence[int]) -> list[int]:
                                   key_frame_box=record["key_frame_box"], num_tracked=NUM_TRACKED)
     by_name = dict(zip(record["frame_id"], indices))
     return sorted({by_name[name] for name in selection.frame_ids})
+
+
+def likely_roi_frames(header_frames: Optional[int], stride: int, keys, key_frame: int) -> set[int]:
+    """The frame numbers `roi_frame_numbers` gives when the video has `header_frames` frames and every tracked
+    frame keeps its box (the common case); empty when the header gives no count."""
+    from artemis_cli.ownvideo.record import build_record
+
+    if not header_frames:
+        return set()
+    indices = sorted(set(range(0, header_frames, stride)) | {k.frame for k in keys if k.frame < header_frames})
+    if key_frame not in indices:
+        return set()
+    key_box = next(k.box for k in keys if k.frame == key_frame)
+    record = build_record(video_name="", frame_path="", clip_path="", indices=indices, boxes=[key_box] * len(indices),
+                          num_frames=header_frames, key_frame=key_frame, key_box=key_box)
+    return set(roi_frame_numbers(record, indices))
+
+
+def _roi_frames(info, needed: Sequence[int], kept: dict, *, limits, check):
+    """(number, RGB) of the `needed` frames in order: from `kept`, the others decoded again (`iter_selected`)."""
+    from artemis_cli.ownvideo.video import iter_selected
+
+    decoded = iter_selected(info, [n for n in needed if n not in kept], limits=limits, check=check)
+    for number in sorted(set(needed)):
+        yield (number, kept[number]) if number in kept else next(decoded)
 
 
 @dataclass

@@ -26,7 +26,7 @@ class TrackConfig(BaseModel):
     output: Path
     tracker: str = "csrt"
     tracker_model: Optional[str] = None
-    stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
+    stride: Optional[int] = Field(None, ge=1)  # None: about 6 tracked frames a second
     clip_model: Optional[str] = DEFAULT_CLIP
     preview: Optional[Path] = None
     cache_dir: Optional[Path] = None

@@ -23,6 +23,7 @@ a confidence and a state:
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections import Counter
@@ -35,10 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.ownvideo.integrity import WARN, CutDetector, Guard
-from artemis_cli.ownvideo.video import DEFAULT_LIMITS, DecodeReport, Frame, VideoLimits, VideoProbe, iter_frames
+from artemis_cli.ownvideo.video import (DEFAULT_LIMITS, DecodeReport, Frame, VideoLimits, VideoProbe, iter_frames,
+                                        read_ahead)
 
 TRACK_SIDE = 640  # px: the longer side of the copy trackers run on
-TRACK_FPS = 10.0  # tracked frames per second of video when no stride is given (a 30 fps video: every 3rd)
+TRACK_FPS = 6.0  # tracked frames per second of video when no stride is given (a 30 fps video: every 5th)
 Box = list[float]
 Progress = Optional[Callable[[float], None]]
 
@@ -145,7 +147,8 @@ def quality_line(track: dict) -> str:
 
 def resolve_stride(stride: Optional[int], fps: Optional[float]) -> int:
     """`stride`, or (None) the one that tracks about `TRACK_FPS` frames a second of video: the RoI path reads
-    nine frames, and trackers hold a target fine at that rate, at a third of the work of 30 fps."""
+    nine frames, and on the hand-labelled footage the guarded trackers hold their targets as well at that rate
+    as at 10 a second (benchmarks/RESULTS.md), at a fifth of the work of 30 fps. Fast motion may want more."""
     if stride is not None:
         if stride < 1:
             raise UsageError(f"--stride {stride}: must be >= 1")
@@ -240,7 +243,8 @@ def _scaled(box: Sequence[float], factor: float) -> Box:
 
 
 def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[KeyBox], *, tracker: str,
-           stride: int, sam2, progress: Progress, total_hint: Optional[int]) -> tuple[dict, list[int], int, dict]:
+           stride: int, sam2, progress: Progress, total_hint: Optional[int],
+           on_frame: Optional[Callable[[Frame], None]] = None) -> tuple[dict, list[int], int, dict]:
     """The shared core: {frame: (box, confidence, state)} over the tracked frames, the cuts, the frame
     count and the seconds spent decoding / tracking.
 
@@ -264,39 +268,46 @@ def _track(frames: Iterable[Frame], info_size: tuple[int, int], keys: Sequence[K
     last_tracked = -1
     decode_seconds, started = 0.0, time.perf_counter()
     count = 0
-    iterator = iter(frames)
-    while True:
-        tick = time.perf_counter()
-        frame = next(iterator, None)
-        decode_seconds += time.perf_counter() - tick
-        if frame is None:
-            break
-        index = frame.index
-        count = index + 1
-        tracked = index % stride == 0 or index in key_frames
-        small = frame.bgr(size) if tracked else None
-        cut_flags.append(detector.step(frame.thumbnail(CutDetector.THUMB)))
-        if progress is not None and total_hint and index % 16 == 0:
-            progress(min(0.99, index / total_hint))
-        if not tracked:
-            continue
-        if tracker == "sam2":
-            owner = min(keys, key=lambda k: (abs(k.frame - index), k.frame))
-            sam2_frames[owner.frame].append((index, small))
-            continue
-        if index in key_frames:
-            key = key_frames[index]
-            small_keys[index] = small
-            active = _Direction(tracker, small, _scaled(key.box, factor), index, stride)
-            forward[index] = (list(key.box), 1.0, "key")
-        else:
-            if active is not None:
-                cut = any(cut_flags[last_tracked + 1:index + 1])
-                _record(forward, index, active.step(small, index, cut), factor, (width, height))
-            if index < keys[-1].frame:
-                spool.put(index, small)  # for the backward pass of the next key
-        last_tracked = index
+
+    def read(frame: Frame) -> tuple:  # on the read-ahead thread: what the loop below needs of each frame
+        tracked = frame.index % stride == 0 or frame.index in key_frames
+        return frame, frame.thumbnail(CutDetector.THUMB), frame.bgr(size) if tracked else None
+
     try:
+        with contextlib.closing(read_ahead(frames, read)) as iterator:  # its thread stops if this loop does
+            while True:
+                tick = time.perf_counter()
+                item = next(iterator, None)
+                decode_seconds += time.perf_counter() - tick  # waiting for decoded frames
+                if item is None:
+                    break
+                frame, thumbnail, small = item
+                index = frame.index
+                count = index + 1
+                if on_frame is not None:
+                    on_frame(frame)
+                tracked = small is not None
+                cut_flags.append(detector.step(thumbnail))
+                if progress is not None and total_hint and index % 16 == 0:
+                    progress(min(0.99, index / total_hint))
+                if not tracked:
+                    continue
+                if tracker == "sam2":
+                    owner = min(keys, key=lambda k: (abs(k.frame - index), k.frame))
+                    sam2_frames[owner.frame].append((index, small))
+                    continue
+                if index in key_frames:
+                    key = key_frames[index]
+                    small_keys[index] = small
+                    active = _Direction(tracker, small, _scaled(key.box, factor), index, stride)
+                    forward[index] = (list(key.box), 1.0, "key")
+                else:
+                    if active is not None:
+                        cut = any(cut_flags[last_tracked + 1:index + 1])
+                        _record(forward, index, active.step(small, index, cut), factor, (width, height))
+                    if index < keys[-1].frame:
+                        spool.put(index, small)  # for the backward pass of the next key
+                last_tracked = index
         for key in keys:
             if key.frame >= count:
                 raise UsageError(f"--frame {key.frame}: the video has {count} frame(s) (0..{count - 1})")
@@ -399,8 +410,10 @@ def _result(results: dict, cuts: list[int], count: int, keys: Sequence[KeyBox], 
 
 def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str = "csrt", stride: Optional[int] = None,
                      sam2=None, limits: VideoLimits = DEFAULT_LIMITS, progress: Progress = None,
-                     check: Optional[Callable[[int], None]] = None) -> TrackResult:
-    """Track the key boxes through the video `info` (see the module doc), decoding it once."""
+                     check: Optional[Callable[[int], None]] = None,
+                     on_frame: Optional[Callable[[Frame], None]] = None) -> TrackResult:
+    """Track the key boxes through the video `info` (see the module doc), decoding it once; `on_frame` sees
+    every decoded frame as it passes (to keep one without decoding the video again)."""
     from artemis_cli.ownvideo.trackers import TRACKERS
 
     if tracker not in TRACKERS:
@@ -410,7 +423,7 @@ def track_video_keys(info: VideoProbe, keys: Sequence[KeyBox], *, tracker: str =
     report = DecodeReport()
     frames = iter_frames(info, report, limits=limits, check=check)
     results, cuts, count, seconds = _track(frames, info.frame_size, keys, tracker=tracker, stride=stride, sam2=sam2,
-                                           progress=progress, total_hint=info.header_frames)
+                                           progress=progress, total_hint=info.header_frames, on_frame=on_frame)
     if sum(verdict[0] is not None for verdict in results.values()) == len(keys) and len(results) > len(keys):
         raise InputError(f"{info.path}: the {tracker} tracker lost the target on every frame but the key frame(s)",
                          hint="draw the box tighter around the target, or try another --tracker / --frame")

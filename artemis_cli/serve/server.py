@@ -66,7 +66,7 @@ class ServeConfig(BaseModel):
     access_log: bool = True
     quantize: Quantize = "none"
     tracker: str = "csrt"
-    stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
+    stride: Optional[int] = Field(None, ge=1)  # None: about 6 tracked frames a second
     cache_dir: Optional[Path] = None
     device: DeviceName = "auto"
     dtype: str = "auto"
