@@ -15,7 +15,7 @@ import torch
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
 from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Answer, Referrer, Target
-from ownvideo_helpers import MAX_NEW, sharpened, video_file
+from ownvideo_helpers import MAX_NEW, sharpened, tracked_frames, video_file
 
 GREEDY = DecodingSettings(max_new_tokens=MAX_NEW)
 
@@ -96,8 +96,8 @@ def test_second_question_costs_no_tracking_or_extraction(referrer, clip, monkeyp
     assert again.record == first.record
     assert answer.answer and seconds < 3.0
     track = again.track_json()
-    assert track["key_frame"] == 5 and len(track["frames"]) == len(track["boxes"]) == 20
-    assert track["boxes"][5] == [round(v, 2) for v in target_of(clip, frame=5).box]
+    assert track["key_frame"] == 5 and track["frames"] == tracked_frames(20, (5,)) and len(track["boxes"]) == len(track["frames"])
+    assert track["boxes"][track["frames"].index(5)] == [round(v, 2) for v in target_of(clip, frame=5).box]
 
 
 @pytest.mark.slow
@@ -168,3 +168,95 @@ def test_a_known_target_reuses_its_inputs_and_rois_with_unchanged_answers(referr
     monkeypatch.setattr(model, "encode_rois", original)
     assert fresh.ask(fresh.prepare(target_of(clip, frame=2)), "What colour is the <bbox>?",
                      decoding=GREEDY).answer == other.answer
+
+
+@pytest.mark.slow
+def test_the_model_loads_while_the_target_is_tracked_and_the_result_is_the_plain_orders(sharp, clip, tmp_path,
+                                                                                         monkeypatch):
+    """`ask`'s one-shot path: the loader thread waits until tracking has begun (a sequential load-then-track
+    would time out here), and the prepared target and its answer equal `Referrer.prepare` + `ask`."""
+    import threading
+
+    from artemis_cli.ownvideo.ask import ModelOptions, prepare_while_loading
+
+    tracking = threading.Event()
+    load = ModelOptions.referrer
+
+    def load_once_tracking(self, loaded=None):
+        if not tracking.wait(60):
+            raise AssertionError("the model was loaded before the tracking began")
+        return load(self, loaded)
+
+    monkeypatch.setattr(ModelOptions, "referrer", load_once_tracking)
+    options = ModelOptions(model=str(sharp[0]), device="cpu", cache_dir=tmp_path / "cache")
+    stages = []
+
+    def progress(stage, fraction):
+        stages.append((stage, threading.current_thread().name))
+        if stage == "track":
+            tracking.set()
+
+    referrer, prepared, ready = prepare_while_loading(options, target_of(clip), progress=progress)
+    assert stages[0] == ("track", threading.main_thread().name)
+    assert prepared.timings["track"] > 0 and prepared.timings["features"] > 0 and not prepared.cache_hit
+    plain = Referrer(loaded=sharp[1], cache_dir=tmp_path / "plain")
+    expected = plain.prepare(target_of(clip))
+    assert prepared.record == expected.record and prepared.track == expected.track
+    assert referrer.ask(prepared, decoding=GREEDY).answer == plain.ask(expected, decoding=GREEDY).answer
+    again = prepare_while_loading(options, target_of(clip))[1]  # both cached now
+    assert again.cache_hit and again.record == prepared.record
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_stops_the_tracking_with_its_error(clip, tmp_path, monkeypatch):
+    from artemis_cli.data.synthetic_tracking import write_long_video
+    from artemis_cli.ownvideo.ask import ModelOptions, prepare_while_loading
+
+    long_video = tmp_path / "long.mp4"
+    truth = write_long_video(long_video, seconds=20, width=320, height=180, fps=30)
+    options = ModelOptions(model=str(tmp_path / "no-such-model"), device="cpu", cache_dir=tmp_path / "cache",
+                           stride=1)
+    began = time.perf_counter()
+    with pytest.raises(UsageError, match="no-such-model"):
+        prepare_while_loading(options, Target(long_video, tuple(truth.boxes[0]), 0))
+    assert time.perf_counter() - began < 10  # 600 frames to track: stopped long before the end
+    assert not list((tmp_path / "cache").glob("tracks/*/track.json"))  # nothing half-done was kept
+
+    def never(self, loaded=None):
+        raise AssertionError("a bad box must be refused before the model loads")
+
+    monkeypatch.setattr(ModelOptions, "referrer", never)
+    path, _ = clip
+    with pytest.raises(UsageError, match="outside frame 0"):
+        prepare_while_loading(options, Target(path, (10, 10, 400, 50), 0))
+
+
+@pytest.mark.slow
+def test_the_roi_frames_are_kept_from_the_tracking_pass_as_a_second_decode_would_write_them(sharp, clip, tmp_path,
+                                                                                              monkeypatch):
+    from artemis_cli.ownvideo import referrer as module
+    from artemis_cli.ownvideo import video
+
+    decodes = []
+    iter_frames = video.iter_frames
+
+    def counted(*args, **kwargs):
+        decodes.append(kwargs.get("stop_after"))
+        return iter_frames(*args, **kwargs)
+
+    monkeypatch.setattr(video, "iter_frames", counted)  # the decodes after the tracking pass (`iter_selected`)
+    kept = Referrer(loaded=sharp[1], cache_dir=tmp_path / "kept").prepare(target_of(clip))
+    assert decodes == []  # every RoI frame was kept as the tracking pass went by
+    monkeypatch.setattr(module, "likely_roi_frames", lambda *args: set())
+    again = Referrer(loaded=sharp[1], cache_dir=tmp_path / "decoded").prepare(target_of(clip))
+    assert len(decodes) == 1 and decodes[0] is not None  # nothing kept: decoded once more up to the last one
+    assert kept.record == again.record
+    folder = kept.record["frame_path"]
+    written, decoded = (sorted((tmp_path / name / folder).iterdir()) for name in ("kept", "decoded"))
+    assert len(written) >= 5 and [p.name for p in written] == [p.name for p in decoded]
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in decoded]
+    info = video.probe(clip[0])
+    some = {3: dict(video.iter_selected(info, [3]))[3]}  # kept: frame 3; decoded: the others
+    mixed = list(module._roi_frames(info, [0, 3, 7, 9], some, limits=video.DEFAULT_LIMITS, check=None))
+    plain = list(video.iter_selected(info, [0, 3, 7, 9]))
+    assert [n for n, _ in mixed] == [0, 3, 7, 9] and all((a == b).all() for (_, a), (_, b) in zip(mixed, plain))

@@ -24,7 +24,7 @@ FrameOpt = Annotated[Optional[list[int]], typer.Option("--frame", min=0, help="K
 TrackerOpt = Annotated[str, typer.Option("--tracker", help=TRACKER_HELP + ".")]
 TrackerModel = Annotated[Optional[str], typer.Option("--tracker-model", help="SAM 2 checkpoint: a local folder or "
                                                                             "hub id (facebook/sam2.1-hiera-tiny).")]
-Stride = Annotated[Optional[int], typer.Option("--stride", min=1, help="Track every K-th frame (the key frames always; default: about 10 frames a second of video).", show_default=False)]
+Stride = Annotated[Optional[int], typer.Option("--stride", min=1, help="Track every K-th frame (the key frames always; default: about 6 frames a second of video).", show_default=False)]
 Preview = Annotated[Optional[Path], typer.Option("--preview", dir_okay=False, help="Draw the track: FILE.mp4 / "
                                                  ".gif (the video) or .png (a contact sheet of tracked frames).")]
 CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", file_okay=False, help="Feature and track cache "
@@ -221,10 +221,11 @@ def ask_cmd(
     typer.echo(result["answer"])
     _report_track(stderr, result["quality"], result["warnings"])
     timings = result["timings"]
-    stderr.print(f"start-up {timings['startup']:.2f} s (imports {timings['imports']:.2f}, model load "
-                 f"{timings['startup'] - timings['imports']:.2f}), question {timings['question']:.2f} s (decode "
-                 f"{timings['decode']:.2f}, track {timings['track']:.2f}, features {timings['features']:.2f}, "
-                 f"generate {timings['generate']:.2f})")
+    stderr.print(f"answered {timings['total']:.2f} s after start: imports {timings['imports']:.2f} s, then the "
+                 f"model loaded (ready at {timings['startup']:.2f} s) while the target was tracked (decode "
+                 f"{timings['decode']:.2f}, track {timings['track']:.2f}, RoI frames {timings['frames']:.2f}; clip "
+                 f"feature {timings['features']:.2f} alongside), model inputs {timings['inputs']:.2f}, generate "
+                 f"{timings['generate']:.2f}")
 
 
 def chat_cmd(

@@ -16,11 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import LlamaConfig
 
 from artemis_cli.common.config import format_validation_error
+from artemis_cli.common.media import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_INDEX  # noqa: F401 (read from here too)
 from artemis_cli.errors import ConfigError, InputError
-
-IGNORE_INDEX = -100
-IMAGE_TOKEN_INDEX = -200
-BOX_TOKEN_INDEX = -500
 
 RoiSelectMode = Literal["kmeans", "uniform", "random", "none"]
 

@@ -14,9 +14,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from artemis_cli.common.media import BBOX_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN
+from artemis_cli.common.media import BBOX_TOKEN, BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, VIDEO_TOKEN
 from artemis_cli.errors import InputError
-from artemis_cli.model.config import BOX_TOKEN_INDEX, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 MAX_IMAGE_TOKENS = 16
 

@@ -36,7 +36,7 @@ class ModelOptions(BaseModel):
     quantize: str = "none"
     tracker: str = "csrt"
     tracker_model: Optional[str] = None
-    stride: Optional[int] = Field(None, ge=1)  # None: about 10 tracked frames a second
+    stride: Optional[int] = Field(None, ge=1)  # None: about 6 tracked frames a second
     cache_dir: Optional[Path] = None
 
     def referrer(self, loaded=None):
@@ -63,7 +63,8 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None, started: Optiona
     """Load the model, prepare the target, answer; returns the `--json` document
     ``{answer, question, model, track, frames_used, settings, timings}``. `started` (a `perf_counter`
     time, e.g. `artemis_cli.STARTED`) is when the command began: ``timings.startup`` counts from it
-    (imports and model load), ``timings.imports`` up to this call."""
+    (imports and model load), ``timings.imports`` up to this call, ``timings.total`` up to the answer.
+    Without `loaded` the model loads while the target is tracked (`prepare_while_loading`)."""
     from artemis_cli.ownvideo.preview import check_preview_path, render_preview
     from artemis_cli.ownvideo.referrer import Target, check_question
     from artemis_cli.ownvideo.video import check_video_path
@@ -73,13 +74,15 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None, started: Optiona
     check_preview_path(config.preview)
     start = time.perf_counter()
     started = start if started is None else started
-    referrer = config.options.referrer(loaded)
-    startup = time.perf_counter() - started
-    asked = time.perf_counter()
-    prepared = referrer.prepare(Target(config.video, config.box, config.frame, tuple(config.more_keys)),
-                                progress=progress)
+    target = Target(config.video, config.box, config.frame, tuple(config.more_keys))
+    if loaded is None:
+        referrer, prepared, ready = prepare_while_loading(config.options, target, progress=progress)
+    else:
+        referrer = config.options.referrer(loaded)
+        ready = time.perf_counter()
+        prepared = referrer.prepare(target, progress=progress)
     answer = referrer.ask(prepared, config.question, decoding=config.decoding)
-    per_question = time.perf_counter() - asked
+    done = time.perf_counter()
     if config.preview is not None:
         render_preview(config.preview, prepared)
     return {"answer": answer.answer, "question": answer.question, "model": referrer.model_name,
@@ -87,12 +90,71 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None, started: Optiona
             "warnings": prepared.warnings(answer.frames_used), "frames_used": answer.frames_used,
             "settings": {**referrer.settings(), "decoding": config.decoding.resolved(
                 referrer.loaded.model.generation_config).record()},
-            "timings": {"startup": round(startup, 4), "imports": round(start - started, 4),
-                        "question": round(per_question, 4),
+            "timings": {"startup": round(ready - started, 4), "imports": round(start - started, 4),
+                        "question": round(done - start, 4), "total": round(done - started, 4),
                         **{k: round(v, 4) for k, v in prepared.timings.items()},
                         **{k: round(v, 4) for k, v in answer.timings.items()}},
             "tokens": {"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
             "preview": str(config.preview) if config.preview else None, "cache_hit": prepared.cache_hit}
+
+
+def prepare_while_loading(options: ModelOptions, target, *, progress=None):
+    """(referrer, prepared target, when the model was ready): `options.referrer().prepare(target)`, with the
+    model loading on a thread of its own (torch, transformers, the weights, then the clip feature of the
+    target's video) while this thread tracks the target (OpenCV and PyAV only). A first answer thus waits
+    for the longer of the two, not for their sum. The record, the caches and the answer are those of the
+    plain order; a loader that fails stops the tracking at its next frame with the loader's error.
+    (SAM 2 tracks with a model, so ``--tracker sam2`` loads first.)"""
+    import dataclasses
+    import threading
+
+    from artemis_cli.ownvideo.cache import TrackCache
+    from artemis_cli.ownvideo.referrer import _Background, _Extraction, prepare_target
+    from artemis_cli.ownvideo.tracking import check_keys
+    from artemis_cli.ownvideo.video import content_hash, default_cache_dir, probe
+
+    if options.tracker == "sam2":
+        referrer = options.referrer()
+        ready = time.perf_counter()
+        return referrer, referrer.prepare(target, progress=progress), ready
+    video = Path(target.video)
+    check_keys(target.key_boxes(), probe(video).frame_size)  # a bad video or box fails before the model loads
+    video_hash = content_hash(video)
+    lock = threading.Lock()
+    state: dict[str, Any] = {"stop": False, "extraction": None}
+
+    def load():
+        referrer = options.referrer()
+        ready = time.perf_counter()
+        with lock:
+            if not state["stop"]:  # the clip feature does not depend on the track: extracted meanwhile
+                state["extraction"] = _Extraction(referrer.features, video, video_hash, None)
+        return referrer, ready
+
+    loading = _Background(load, name="model-load")
+
+    def check(frame: int) -> None:
+        error = loading.error()
+        if error is not None:
+            raise error
+
+    try:
+        tracked = prepare_target(target, tracks=TrackCache(options.cache_dir or default_cache_dir()), features=None,
+                                 tracker=options.tracker, tracker_model=options.tracker_model, stride=options.stride,
+                                 progress=progress, check=check)
+        referrer, ready = loading.result()
+        extraction = state["extraction"]
+        seconds = extraction.result()[1] if extraction is not None else 0.0
+    except BaseException:
+        with lock:
+            state["stop"] = True
+            if state["extraction"] is not None:
+                state["extraction"].abandon()
+        raise
+    prepared = referrer.prepare(target, progress=progress)  # both cached now: the record as the plain order writes it
+    timings = {**prepared.timings, **{k: tracked.timings[k] for k in ("decode", "track", "frames")},
+               "features": seconds}
+    return referrer, dataclasses.replace(prepared, timings=timings, cache_hit=tracked.cache_hit and seconds == 0.0), ready
 
 
 # ---- batch ----------------------------------------------------------------------------------------------
