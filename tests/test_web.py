@@ -179,6 +179,52 @@ def test_handlers_show_errors_and_keep_the_session(tmp_path, video):
     assert not folders.root.exists()
 
 
+def test_a_folder_of_frames_opens_like_a_video_and_says_what_it_left_out(tmp_path, video):
+    from PIL import Image
+
+    from artemis_cli.web.page import PageHandlers
+    from artemis_cli.web.session import SessionFolders
+
+    _, clip = video
+    upload = tmp_path / "upload"  # as gradio hands a directory over: one path per file
+    upload.mkdir()
+    files = []
+    for index, frame in enumerate(clip.frames):
+        Image.fromarray(frame).save(upload / f"frame_{index}.png")  # natural order: frame_2 before frame_10
+        files.append(upload / f"frame_{index}.png")
+    (upload / "notes.txt").write_text("shot on a phone")
+    (upload / ".DS_Store").write_bytes(b"\x00")
+    files += [upload / "notes.txt", upload / ".DS_Store"]
+    folders = SessionFolders(tmp_path)
+    lines = []
+    handlers = PageHandlers(_NoModel(), folders, default_question="What is the <bbox> doing?", log=lines.append)
+    session, player, slider, label, editor, confirm, *rest = handlers.load_frames([str(f) for f in files[::-1]], None)
+    status, error = rest[-2:]
+    assert error == "" and status == "left out 2 file(s) that are not frame images: .DS_Store, notes.txt"
+    assert label == "frame 0 of 0-11 (12 frames, 160x90 px)" and slider["maximum"] == 11
+    assert session.kind == "frames" and session.video.name == "frames" and session.video.is_dir()
+    assert sorted(p.name for p in session.video.iterdir()) == sorted(f"frame_{i}.png" for i in range(12))
+    np.testing.assert_array_equal(editor["image"][::4, ::4], clip.frames[0])  # PNG: the frames as they were
+    np.testing.assert_array_equal(read_frames(session.video, [10])[10], clip.frames[10])
+    import av
+
+    with av.open(player) as container:  # the player's H.264 copy of the images
+        assert sum(1 for _ in container.decode(video=0)) == 12
+    assert any(line.startswith("web: frames frames: 12 frames, 160x90") for line in lines)
+    assert handlers.load_video(None, session)[0].video == session.video  # clearing the *video* input keeps them
+    for bad, message in (([upload / "notes.txt"], "has no frame images"),
+                         ([files[0], tmp_path / "frame_0.png"], "two images named frame_0.png")):
+        if not bad[-1].exists():
+            bad[-1].write_bytes(files[0].read_bytes())
+        session, player, *rest = handlers.load_frames([str(f) for f in bad], session)
+        assert player is None and message in rest[-1] and session.video is None
+    session, player, *rest = handlers.load_frames([str(f) for f in files], session)
+    assert session.video is not None
+    session, player, slider, *rest = handlers.load_frames(None, session)  # cleared: the frames go
+    assert session.video is None and player is None and slider["visible"] is False
+    folders.close()
+
+
 def test_doctor_reports_the_web_extra(monkeypatch):
     from importlib import metadata
 
@@ -344,7 +390,7 @@ def test_page_has_the_stable_ids_and_asks_on_the_concurrency_workers(tmp_path):
     handlers = PageHandlers(_NoModel(), folders, default_question="What is the <bbox> doing?")
     page = build_page(handlers, model_name="m", tracker="kcf", concurrency=3)
     ids = {block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
-    assert {"video-input", "player", "frame-slider", "frame-label", "box-editor", "target-used", "add-key",
+    assert {"video-input", "frames-input", "player", "frame-slider", "frame-label", "box-editor", "target-used", "add-key",
             "clear-keys", "keys", "question", "ask", "new-target", "status", "chat", "error", "track-video",
             "track-quality", "tracker"} <= ids
     assert "answer" not in ids  # the answer lives in the conversation only

@@ -5,8 +5,9 @@ it), headless.
 Upload a generated video and play it, move the slider, drag a box (confirmed at once in video pixels),
 ask: the answer grows in the conversation and must equal `Referrer.ask` on the same video, frame and
 box; the track plays back; follow-ups with and without <bbox> continue the conversation; a second key
-box corrects the track; a phone reaches the question and Ask before the editor; a foreign Host and
-another page's upload are refused; a text file shows its error and the page still answers.
+box corrects the track; a folder of frames is uploaded, played and answered as `ask` answers the folder;
+a phone reaches the question and Ask before the editor; a foreign Host and another page's upload are
+refused; a text file shows its error and the page still answers.
 ARTEMIS_WEB_SCREENSHOT=PATH / ARTEMIS_WEB_PHONE_SCREENSHOT=PATH keep screenshots of the answered page
 at 1400 px and at a phone's 390 px (docs/web.png and docs/web-phone.png are those).
 """
@@ -311,6 +312,42 @@ def test_a_phone_reaches_the_question_and_ask_before_the_editor(browser, server,
     if os.environ.get("ARTEMIS_WEB_PHONE_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["ARTEMIS_WEB_PHONE_SCREENSHOT"])
     phone.close()
+
+
+def test_a_folder_of_frames_uploads_plays_and_is_answered_as_ask_on_that_folder(browser, server, demo_referrer, video,
+                                                                                tmp_path):
+    from PIL import Image
+
+    from artemis_cli.model.generation import DecodingSettings
+    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
+
+    _, clip = video
+    picked = tmp_path / "walker_frames"  # what the person picks: the frames and a stray note
+    frames = tmp_path / "frames"  # the same images as `artemis ask frames/` reads them (the page names it so)
+    for folder in (picked, frames):
+        folder.mkdir()
+        for index, image in enumerate(clip.frames):
+            Image.fromarray(image).save(folder / f"{index:03d}.png")
+    (picked / "notes.txt").write_text("not a frame")
+    tab = browser.new_page(viewport={"width": 1400, "height": 1100})
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.goto(server.url)
+    picker = tab.locator("#frames-input input[type=file]")
+    assert picker.get_attribute("webkitdirectory") is not None  # the picker chooses a folder
+    assert ".png" in (picker.get_attribute("accept") or "") and ".mp4" not in (picker.get_attribute("accept") or "")
+    picker.set_input_files(str(picked))
+    last = len(clip.frames) - 1
+    wait_text(tab, "#frame-label", f"^frame 0 of 0-{last} \\({last + 1} frames, 320x180 px\\)")
+    assert plays(tab, "#player")["duration"] > 0.5  # an H.264 copy made from the images
+    walker = [round(v) for v in clip.objects["walker"].boxes[0]]
+    drag_box(tab, walker, clip.size)
+    box = confirmed_box(tab, 0)
+    ask(tab, turns=1)
+    expected = demo_referrer.ask(demo_referrer.prepare(Target(frames, tuple(box), 0)), DEFAULT_QUESTION,
+                                 decoding=DecodingSettings(max_new_tokens=MAX_NEW))
+    assert chat_turns(tab) == [DEFAULT_QUESTION, expected.answer]
+    assert tab.locator("#track-quality").inner_text().startswith("track quality: on target")
+    tab.close()
 
 
 def test_a_foreign_host_and_other_pages_are_refused(server, video):

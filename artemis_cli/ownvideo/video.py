@@ -116,11 +116,16 @@ class Frame:
         return image
 
 
+def frame_order(name: str) -> tuple:
+    """The sort key of a frame folder's file names: digit runs by value (``2.jpg`` before ``10.jpg``)."""
+    from artemis_cli.features.decoding import natural_key
+
+    return natural_key(name)
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The image files of a frame folder, in numeric order; none is an `InputError`, and anything but a
     regular file among them (a FIFO named 00001.jpg would block) a `UsageError`."""
-    from artemis_cli.features.decoding import natural_key
-
     try:
         entries = [entry for entry in os.scandir(folder)
                    if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".")]
@@ -132,7 +137,7 @@ def frame_files(folder: Path) -> list[Path]:
     for entry in entries:
         if not entry.is_file(follow_symlinks=True):
             raise UsageError(f"{folder / entry.name}: not a regular file (a FIFO, device or folder)")
-    return [folder / name for name in sorted((entry.name for entry in entries), key=natural_key)]
+    return [folder / name for name in sorted((entry.name for entry in entries), key=frame_order)]
 
 
 def check_video_path(video: Path) -> None:

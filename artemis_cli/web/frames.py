@@ -53,12 +53,14 @@ def probe_video(path: Path) -> VideoInfo:
 
 BROWSER_CODECS = {".mp4": ("h264", "av1"), ".m4v": ("h264",), ".webm": ("vp8", "vp9", "av1")}
 PLAYER_WIDTH = 640  # px: the player's copy of a video the browser cannot play is scaled to this
+FOLDER_FPS = 10.0  # frames a second the player shows a folder of frames at (images carry no rate)
 
 
 def ingest(path: Path, folder: Path) -> tuple[VideoInfo, Path]:
-    """(its frame count and size, a file the page's player can play) for an uploaded video, in one decode:
-    the upload itself when the browser plays it (H.264 / VP9 / AV1 in mp4 or webm), else an H.264 copy
-    (at most `PLAYER_WIDTH` px wide) written into `folder` while the frames are counted."""
+    """(its frame count and size, a file the page's player can play) for an uploaded video or frame folder, in
+    one pass: the upload itself when the browser plays it (H.264 / VP9 / AV1 in mp4 or webm), else an H.264
+    copy (at most `PLAYER_WIDTH` px wide; a frame folder at `FOLDER_FPS`) written into `folder` while the
+    frames are counted."""
     import av
 
     from artemis_cli.ownvideo.video import DecodeReport, iter_frames, probe
@@ -66,14 +68,16 @@ def ingest(path: Path, folder: Path) -> tuple[VideoInfo, Path]:
     path = Path(path)
     try:
         info = probe(path)
-        with av.open(str(path)) as container:
-            codec = container.streams.video[0].codec_context.name
+        codec = None
+        if not info.folder:
+            with av.open(str(path)) as container:
+                codec = container.streams.video[0].codec_context.name
     except UsageError:  # not a file of a video kind
         raise InputError(f"{path.name} is not a video that can be decoded",
-                         hint="upload an .mp4, .avi, .mov, .mkv or .webm video") from None
+                         hint="upload an .mp4, .avi, .mov, .mkv or .webm video, or a folder of frame images") from None
     except InputError as exc:
         raise _named(path, exc) from None
-    playable = codec in BROWSER_CODECS.get(path.suffix.lower(), ())
+    playable = codec is not None and codec in BROWSER_CODECS.get(path.suffix.lower(), ())
     copy = None
     if not playable:
         from artemis_cli.ownvideo.preview import Mp4Writer
@@ -81,7 +85,7 @@ def ingest(path: Path, folder: Path) -> tuple[VideoInfo, Path]:
         width, height = info.frame_size
         scale = min(1.0, PLAYER_WIDTH / width)
         size = (max(2, int(width * scale)) // 2 * 2, max(2, int(height * scale)) // 2 * 2)
-        copy = Mp4Writer(folder / f"{path.stem}.player.mp4", size, info.fps or 25.0)
+        copy = Mp4Writer(folder / f"{path.stem}.player.mp4", size, info.fps or (FOLDER_FPS if info.folder else 25.0))
     report = DecodeReport()
     try:
         for frame in iter_frames(info, report):
@@ -93,6 +97,25 @@ def ingest(path: Path, folder: Path) -> tuple[VideoInfo, Path]:
         raise _named(path, exc) from None
     player = path if copy is None else copy.close()
     return VideoInfo(report.decoded, *info.frame_size, info.fps), player
+
+
+def sort_frame_images(files: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """(the image files of an uploaded folder of frames, in frame order; the names of the other files, left
+    out). No image, or two images of one name (from sub-folders), is an `InputError`."""
+    from artemis_cli.ownvideo.video import IMAGE_SUFFIXES, frame_order
+
+    images = [Path(f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and not Path(f).name.startswith(".")]
+    others = sorted(Path(f).name for f in files if Path(f) not in images)
+    if not images:
+        raise InputError("the uploaded folder has no frame images", hint=f"a folder of frames holds images "
+                         f"({', '.join(IMAGE_SUFFIXES)}), one per frame, named in frame order")
+    seen: set[str] = set()
+    for image in images:
+        if image.name in seen:
+            raise InputError(f"two images named {image.name} in the uploaded folder (from sub-folders?)",
+                             hint="upload one folder holding the frames themselves")
+        seen.add(image.name)
+    return sorted(images, key=lambda f: frame_order(f.name)), others
 
 
 def read_frames(path: Path, indices: Iterable[int]) -> dict[int, np.ndarray]:

@@ -1,13 +1,13 @@
-"""The Gradio 6 page of `artemis web`: upload a video and play it, pick a frame, draw a box (confirmed at
-once, in video pixels), correct the track with more key boxes, ask, watch the answer stream into the
-conversation, and play the track back on the video.
+"""The Gradio 6 page of `artemis web`: upload a video (or a folder of frames) and play it, pick a frame, draw
+a box (confirmed at once, in video pixels), correct the track with more key boxes, ask, watch the answer
+stream into the conversation, and play the track back on the video.
 
 The page is a thin front end: tracking, features, prompts and generation are the own-video library's
 `Referrer.prepare` / `Referrer.ask`. `PageHandlers` holds the event handlers as plain methods (testable
 without a browser); `build_page` lays the page out and wires them. Element ids are stable so scripts
-and the browser tests can drive the page: #video-input, #player, #frame-slider, #frame-label, #box-editor,
-#target-used (the box in video pixels, confirmed as soon as it is drawn), #add-key, #clear-keys, #keys,
-#question, #ask, #new-target, #status, #chat, #error, #track-video, #track-quality.
+and the browser tests can drive the page: #video-input, #frames-input, #player, #frame-slider, #frame-label,
+#box-editor, #target-used (the box in video pixels, confirmed as soon as it is drawn), #add-key,
+#clear-keys, #keys, #question, #ask, #new-target, #status, #chat, #error, #track-video, #track-quality.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from artemis_cli.errors import ArtemisError, UsageError
-from artemis_cli.web.frames import VideoInfo, editor_box, editor_image, ingest, read_frames
+from artemis_cli.ownvideo.video import IMAGE_SUFFIXES
+from artemis_cli.web.frames import VideoInfo, editor_box, editor_image, ingest, read_frames, sort_frame_images
 from artemis_cli.web.options import TRACKERS
 from artemis_cli.web.session import SessionFolders, WebSession, end_session
 
 SESSION_TTL_S = 6 * 3600  # an idle session's state (and temp folder) is dropped after this
 VIDEO_TYPES = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif"]
+IMAGE_TYPES = list(IMAGE_SUFFIXES)  # a folder of frames
 FOLLOW_UP_NOTE = "a `<bbox>` in a follow-up means the same target: it is sent to the model as \"the target\""
 
 
@@ -127,23 +129,53 @@ class PageHandlers:
         Returns (session, player, slider, frame label, box editor, target-used, keys, chat, track video,
         track quality, status, error)."""
         session = self._session(session, request)
+        if not upload:
+            return self._cleared(session, "video")
+        path = Path(upload)
+        return self._opened(session, path.name, lambda: session.set_video(path))
+
+    def load_frames(self, uploads: Optional[Sequence[str]], session: Optional[WebSession], request: gr.Request = None):
+        """A folder of frame images was uploaded (or cleared): the same as a video, its player copy made from the
+        images. Files that are not images are left out, and the status says which."""
+        session = self._session(session, request)
+        if not uploads:
+            return self._cleared(session, "frames")
+        left_out: list[str] = []
+
+        def keep() -> None:
+            images, others = sort_frame_images([Path(u) for u in uploads])
+            left_out.extend(others)
+            session.set_frames(images)
+
+        out = list(self._opened(session, f"a folder of {len(uploads)} file(s)", keep))
+        if left_out and not out[-1]:  # opened: say what was not read
+            out[-2] = (f"left out {len(left_out)} file(s) that are not frame images: "
+                       f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}")
+        return tuple(out)
+
+    def _cleared(self, session: WebSession, kind: str):
+        """An input was cleared: the video goes only if it came from that input."""
+        hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False, interactive=False)
+        if session.kind not in ("", kind):
+            return (session, *(gr.skip(),) * 10, "")
+        session.drop_video()
+        return (session, None, hidden_slider, "", gr.update(value=None), "", "", [], None, "", "", "")
+
+    def _opened(self, session: WebSession, name: str, keep: Callable[[], None]):
+        """`keep()` puts the upload in the session; then play it and show frame 0 (or say why not)."""
         hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False, interactive=False)
         empty = (None, hidden_slider, "", gr.update(value=None), "", "", [], None, "", "")
-        if not upload:
-            session.drop_video()
-            return (session, *empty, "")
-        path = Path(upload)
         try:
-            session.set_video(path)
+            keep()
             info, player = ingest(session.video, session.video.parent)
             session.info = info
             session.scale = session.editor_scale()
             frame = read_frames(session.video, [0])[0]
         except ArtemisError as exc:
             session.drop_video()
-            self.log(f"web: rejected upload {path.name}: {exc.message}")
+            self.log(f"web: rejected upload {name}: {exc.message}")
             return (session, *empty, error_text(exc))
-        self.log(f"web: video {path.name}: {info.num_frames} frames, {info.width}x{info.height}")
+        self.log(f"web: {session.kind} {session.name}: {info.num_frames} frames, {info.width}x{info.height}")
         slider = gr.update(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1,
                            interactive=info.num_frames > 1, visible=True)
         editor = {"image": editor_image(frame, session.scale), "boxes": []}
@@ -388,13 +420,17 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
     with gr.Blocks(title="Artemis: ask about a target in a video", delete_cache=(1800, 3600),
                    analytics_enabled=False) as page:  # nothing leaves the machine
         session = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=end_session)
-        gr.Markdown("## Artemis: ask about a target in a video\nUpload a video (or pick an example), choose a frame, "
-                    "drag a box around the target, ask. To correct the track, add a key box on another frame.")
+        gr.Markdown("## Artemis: ask about a target in a video\nUpload a video or a folder of frames (or pick an "
+                    "example), choose a frame, drag a box around the target, ask. To correct the track, add a key "
+                    "box on another frame.")
         gr.Markdown(f"Model: `{model_name}`", elem_id="model-name")
         with gr.Row(elem_id="main"):
             with gr.Column(elem_id="video-col"):
                 video_input = gr.File(label="Video", elem_id="video-input", file_count="single", type="filepath",
                                       file_types=VIDEO_TYPES)
+                frames_input = gr.File(label="Or a folder of frames (one image per frame, named in order)",
+                                       elem_id="frames-input", file_count="directory", type="filepath",
+                                       file_types=IMAGE_TYPES, height=90)
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[video_input], label="Examples")
                 player = gr.Video(label="The video", elem_id="player", interactive=False, height=300)
@@ -438,9 +474,10 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
                                    height=320)
         track_quality = gr.Markdown(elem_id="track-quality")
 
-        video_input.change(handlers.load_video, [video_input, session],
-                           [session, player, frame_slider, frame_text, box_editor, target_used, keys, chat,
-                            track_video, track_quality, status, error], concurrency_limit=concurrency)
+        loaded = [session, player, frame_slider, frame_text, box_editor, target_used, keys, chat, track_video,
+                  track_quality, status, error]
+        video_input.change(handlers.load_video, [video_input, session], loaded, concurrency_limit=concurrency)
+        frames_input.change(handlers.load_frames, [frames_input, session], loaded, concurrency_limit=concurrency)
         frame_slider.change(handlers.show_frame, [frame_slider, session],
                             [session, box_editor, frame_text, target_used, error], trigger_mode="always_last",
                             concurrency_limit=concurrency).then(None, js=DRAW_TOOL_JS)

@@ -21,6 +21,7 @@ class WebSession:
     folder: Path
     video: Optional[Path] = None  # the session's own link to the upload (gradio's cache may expire it)
     name: str = ""  # the upload's file name, for messages
+    kind: str = ""  # "video" (a file) or "frames" (a folder of images): the input it came from
     info: Optional[VideoInfo] = None
     frame: int = 0
     scale: int = 1  # the box editor shows the frame enlarged this many times
@@ -50,15 +51,31 @@ class WebSession:
             os.link(upload, local)
         except OSError:
             shutil.copyfile(upload, local)
-        self.video, self.name, self.info, self.frame = local, upload.name, info, 0
+        self.video, self.name, self.info, self.frame, self.kind = local, upload.name, info, 0, "video"
         self.scale = self.editor_scale()
+        self.keys = []
+        self.reset_target()
+
+    def set_frames(self, images: list[Path]) -> None:
+        """Keep an uploaded folder of frames (`images`, checked by `frames.sort_frame_images`) as one frame folder
+        under the session folder, named ``frames``: the own-video library reads it as `artemis ask frames/`
+        does (the browser does not tell the folder's own name)."""
+        self.drop_video()
+        local = self.folder / f"upload-{next(_counter)}" / "frames"
+        local.mkdir(parents=True)
+        for image in images:
+            try:
+                os.link(image, local / image.name)
+            except OSError:
+                shutil.copyfile(image, local / image.name)
+        self.video, self.name, self.info, self.frame, self.kind = local, "frames", None, 0, "frames"
         self.keys = []
         self.reset_target()
 
     def drop_video(self) -> None:
         if self.video is not None:
             shutil.rmtree(self.video.parent, ignore_errors=True)
-        self.video, self.name, self.info, self.frame = None, "", None, 0
+        self.video, self.name, self.info, self.frame, self.kind = None, "", None, 0, ""
         self.keys = []
         self.reset_target()
 
