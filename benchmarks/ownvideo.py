@@ -11,7 +11,10 @@ outside the repository, as the footage is) is tracked from one key box (the firs
 three (first, middle and last labelled boxes), with the guard and, for comparison, with raw CSRT (no
 guard). Over the labelled frames: a reported box on the wrong object (the target is not visible there,
 or the box overlaps its label by IoU < 0.3) is "wrong"; a box with IoU >= 0.3 on a visible target is
-"covered". Long videos for `memory` / `latency` come from `data.synthetic_tracking.write_long_video`.
+"covered". `--stride 1` (the default here) tracks every frame; `--stride auto` the product's default rate
+(`tracking.resolve_stride`), where a labelled frame that is not tracked takes the box of the nearest
+tracked frame (what a reader of the track would take). Long videos for `memory` / `latency` come from
+`data.synthetic_tracking.write_long_video`.
 Every command prints one JSON document and writes it under benchmarks/results/ with `--out`.
 """
 
@@ -70,8 +73,20 @@ def _raw_csrt(path: Path, key: int, box) -> dict:
     return out
 
 
+def _nearest(indices: list, boxes: list, frames) -> dict:
+    """frame -> the box of the tracked frame nearest to it (the earlier on a tie)."""
+    import bisect
+
+    out = {}
+    for frame in frames:
+        at = bisect.bisect_left(indices, frame)
+        nearest = min((j for j in (at - 1, at) if 0 <= j < len(indices)), key=lambda j: (abs(indices[j] - frame), j))
+        out[frame] = boxes[nearest]
+    return out
+
+
 def footage(args) -> dict:
-    from artemis_cli.ownvideo.tracking import KeyBox, track_video_keys
+    from artemis_cli.ownvideo.tracking import KeyBox, resolve_stride, track_video_keys
     from artemis_cli.ownvideo.video import probe
 
     results = []
@@ -83,11 +98,13 @@ def footage(args) -> dict:
         for tracker in args.trackers.split(","):
             for name, frames in key_sets.items():
                 began = time.perf_counter()
-                result = track_video_keys(probe(path), [KeyBox(f, tuple(data["boxes"][f])) for f in frames],
-                                          tracker=tracker, stride=1)
-                boxes = dict(zip(result.indices, result.boxes))
-                score = _score(boxes, {f: b for f, b in data["boxes"].items() if f not in frames})
-                results.append({"video": data["video"], "tracker": tracker, "keys": name, **score,
+                info = probe(path)
+                stride = resolve_stride(None if args.stride == "auto" else int(args.stride), info.fps)
+                result = track_video_keys(info, [KeyBox(f, tuple(data["boxes"][f])) for f in frames],
+                                          tracker=tracker, stride=stride)
+                labels = {f: b for f, b in data["boxes"].items() if f not in frames}
+                score = _score(_nearest(result.indices, result.boxes, labels), labels)
+                results.append({"video": data["video"], "tracker": tracker, "keys": name, "stride": stride, **score,
                                 "seconds": round(time.perf_counter() - began, 1), "quality": result.quality()})
         raw = _raw_csrt(path, visible[0], data["boxes"][visible[0]])
         results.append({"video": data["video"], "tracker": "csrt without the guard", "keys": "one key box",
@@ -186,6 +203,7 @@ def main() -> None:
     p.add_argument("--footage", required=True)
     p.add_argument("--labels", required=True)
     p.add_argument("--trackers", default="csrt,kcf")
+    p.add_argument("--stride", default="1", help="1 (every frame), K, or auto (the product's default rate)")
     sub.add_parser("scenarios")
     p = sub.add_parser("memory")
     p.add_argument("--short", required=True)
