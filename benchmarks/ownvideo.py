@@ -181,7 +181,8 @@ def latency(args) -> dict:
     cache = Path(tempfile.mkdtemp(prefix="artemis-bench-"))
     try:
         first = _run_ask(args.video, args.box, args.model, cache)
-        from artemis_cli.ownvideo.referrer import Referrer, Target
+        from artemis_cli.ownvideo.prepare import Target
+        from artemis_cli.ownvideo.referrer import Referrer
         from artemis_cli.ownvideo.video import parse_box
 
         referrer = Referrer(args.model, device="cpu", cache_dir=cache)

@@ -124,7 +124,7 @@ def test_key_boxes_are_checked_before_any_work():
 
 
 def test_several_boxes_and_frames_pair_up_on_the_command_line(tmp_path):
-    from artemis_cli.ownvideo.referrer import make_target
+    from artemis_cli.ownvideo.prepare import make_target
 
     target = make_target(tmp_path / "v.mp4", [(1, 2, 30, 40), (5, 6, 50, 60)], [0, 200])
     assert (target.frame, target.box) == (0, (1.0, 2.0, 30.0, 40.0)) and target.more == ((200, (5.0, 6.0, 50.0, 60.0)),)

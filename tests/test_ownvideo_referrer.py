@@ -14,7 +14,8 @@ import torch
 
 from artemis_cli.errors import InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
-from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Answer, Referrer, Target
+from artemis_cli.ownvideo.prepare import Target
+from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Answer, Referrer
 from ownvideo_helpers import MAX_NEW, sharpened, tracked_frames, video_file
 
 GREEDY = DecodingSettings(max_new_tokens=MAX_NEW)
@@ -234,7 +235,7 @@ def test_a_model_that_fails_to_load_stops_the_tracking_with_its_error(clip, tmp_
 @pytest.mark.slow
 def test_the_roi_frames_are_kept_from_the_tracking_pass_as_a_second_decode_would_write_them(sharp, clip, tmp_path,
                                                                                               monkeypatch):
-    from artemis_cli.ownvideo import referrer as module
+    from artemis_cli.ownvideo import prepare as module
     from artemis_cli.ownvideo import video
 
     decodes = []

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from artemis_cli.model.generation import DecodingSettings
-from artemis_cli.ownvideo.referrer import ContextLengthError, Query, Referrer, Target
+from artemis_cli.ownvideo.prepare import Target
+from artemis_cli.ownvideo.referrer import ContextLengthError, Query, Referrer
 from ownvideo_helpers import video_file
 from test_serve import input_sensitive
 

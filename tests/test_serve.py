@@ -161,7 +161,8 @@ def test_an_answer_through_the_openai_client_is_the_referrers(server, sharp, cli
     import openai
 
     from artemis_cli.model.generation import DecodingSettings
-    from artemis_cli.ownvideo.referrer import Referrer, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import Referrer
 
     client = server.client()
     assert [m.id for m in client.models.list().data] == [SERVED]
@@ -446,7 +447,8 @@ def test_sigterm_stops_uploads_and_preparations_at_once_and_answers_what_was_que
     import httpx
 
     from artemis_cli.data.synthetic_tracking import write_long_video
-    from artemis_cli.ownvideo.referrer import Referrer, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import Referrer
 
     cache = server.cache  # (the module's server keeps running: this is a second one)
     warm = Referrer(loaded=sharp[1], cache_dir=cache, stride=1)  # tracks and features on disk (hits after the tests

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from artemis_cli.errors import InputError, UsageError
-from artemis_cli.ownvideo.referrer import Answer, ContextLengthError, PreparedTarget, check_question
+from artemis_cli.ownvideo.prepare import PreparedTarget
+from artemis_cli.ownvideo.referrer import Answer, ContextLengthError, check_question
 from artemis_cli.serve.app import AppSettings, Relay, build_app
 
 QUESTION = "What is the <bbox> doing in this video?"

@@ -253,7 +253,8 @@ def test_handlers_answer_as_the_referrer_with_the_advanced_settings(tmp_path, ti
 
     from artemis_cli.model.generation import DecodingSettings
     from artemis_cli.ownvideo.referrer import follow_up_question
-    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer
     from artemis_cli.web.page import Decoding, PageHandlers
     from artemis_cli.web.session import SessionFolders
     from ownvideo_helpers import sharpened, tracked_frames

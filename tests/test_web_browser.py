@@ -218,7 +218,8 @@ def plays(page, selector: str) -> dict:
 def test_upload_play_draw_ask_streamed_follow_ups_and_a_correction(page, server, demo_referrer, video):
     from artemis_cli.model.generation import DecodingSettings
     from artemis_cli.ownvideo.referrer import follow_up_question
-    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
 
     path, clip = video
     last = len(clip.frames) - 1
@@ -319,7 +320,8 @@ def test_a_folder_of_frames_uploads_plays_and_is_answered_as_ask_on_that_folder(
     from PIL import Image
 
     from artemis_cli.model.generation import DecodingSettings
-    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
 
     _, clip = video
     picked = tmp_path / "walker_frames"  # what the person picks: the frames and a stray note
@@ -365,7 +367,8 @@ def test_a_foreign_host_and_other_pages_are_refused(server, video):
 
 def test_text_file_shows_the_error_and_the_page_still_answers(page, server, demo_referrer, video, tmp_path):
     from artemis_cli.model.generation import DecodingSettings
-    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION
 
     page.locator("#new-target").click()
     clear = page.locator("#video-input button[aria-label='Clear']")

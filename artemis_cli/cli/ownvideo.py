@@ -59,7 +59,7 @@ def _validated(model_cls, what: str, **values):
 
 def _target(video: Optional[Path], boxes: Optional[list[str]], frames: Optional[list[int]]):
     """The `Target` of VIDEO and the repeated --box / --frame options (paired in order)."""
-    from artemis_cli.ownvideo.referrer import make_target
+    from artemis_cli.ownvideo.prepare import make_target
     from artemis_cli.ownvideo.video import parse_box
 
     return make_target(_video(video), [parse_box(box) for box in boxes or []], frames or [])

@@ -280,7 +280,8 @@ def own_video_step(ctx: DemoContext) -> StepOutput:
     from artemis_cli.demo.workspace import OWN_VIDEO_MODEL, OWN_VIDEO_SEED, OWN_VIDEO_TARGET
     from artemis_cli.model.generation import DecodingSettings
     from artemis_cli.model.loading import load_model
-    from artemis_cli.ownvideo.referrer import Referrer, Target
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import Referrer
     from artemis_cli.ownvideo.track import TrackConfig, track_video
 
     folder = ctx.ws.own_video

@@ -66,7 +66,8 @@ def ask_video(config: AskConfig, *, loaded=None, progress=None, started: Optiona
     (imports and model load), ``timings.imports`` up to this call, ``timings.total`` up to the answer.
     Without `loaded` the model loads while the target is tracked (`prepare_while_loading`)."""
     from artemis_cli.ownvideo.preview import check_preview_path, render_preview
-    from artemis_cli.ownvideo.referrer import Target, check_question
+    from artemis_cli.ownvideo.prepare import Target
+    from artemis_cli.ownvideo.referrer import check_question
     from artemis_cli.ownvideo.video import check_video_path
 
     check_video_path(config.video)
@@ -109,7 +110,7 @@ def prepare_while_loading(options: ModelOptions, target, *, progress=None):
     import threading
 
     from artemis_cli.ownvideo.cache import TrackCache
-    from artemis_cli.ownvideo.referrer import _Background, _Extraction, prepare_target
+    from artemis_cli.ownvideo.prepare import _Background, _Extraction, prepare_target
     from artemis_cli.ownvideo.tracking import check_keys
     from artemis_cli.ownvideo.video import content_hash, default_cache_dir, probe
 
@@ -264,7 +265,7 @@ def ask_batch(config: AskBatchConfig, *, loaded=None, started: Optional[float] =
     from artemis_cli.common.atomic import atomic_write_json
     from artemis_cli.common.jsonl_writer import ResumableJsonl
     from artemis_cli.common.manifest import build_manifest
-    from artemis_cli.ownvideo.referrer import Target
+    from artemis_cli.ownvideo.prepare import Target
 
     if config.output.suffix.lower() != ".jsonl":
         raise UsageError(f"-o {config.output}: expected a .jsonl file")

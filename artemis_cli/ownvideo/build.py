@@ -140,7 +140,7 @@ def build_referring(config: BuildConfig) -> BuildSummary:
     from artemis_cli.common.atomic import atomic_write_json, atomic_write_text
     from artemis_cli.common.manifest import build_manifest
     from artemis_cli.ownvideo.cache import FeatureCache, TrackCache
-    from artemis_cli.ownvideo.referrer import Target, prepare_target
+    from artemis_cli.ownvideo.prepare import Target, prepare_target
     from artemis_cli.ownvideo.record import add_frames
     from artemis_cli.ownvideo.track import sam2_for
     from artemis_cli.ownvideo.video import iter_selected

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from artemis_cli.errors import ArtemisError, UsageError
-from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, Target, follow_up_question
+from artemis_cli.ownvideo.prepare import Target
+from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, follow_up_question
 
 
 

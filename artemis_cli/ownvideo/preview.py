@@ -205,7 +205,7 @@ class Preview:
 
 def render_preview(path: Path, prepared, key_frames: Optional[Sequence[int]] = None, used: Sequence[int] = (),
                    fps: Optional[float] = None) -> Path:
-    """Draw `prepared`'s track (a `referrer.PreparedTarget`) and write `path`, decoding the frames it needs.
+    """Draw `prepared`'s track (a `prepare.PreparedTarget`) and write `path`, decoding the frames it needs.
     `used`: the frames fed to the model (highlighted); `fps`: the preview's rate (default 8)."""
     from artemis_cli.ownvideo.video import iter_selected
 

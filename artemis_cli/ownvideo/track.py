@@ -86,7 +86,7 @@ def track_video(config: TrackConfig, progress=None) -> TrackSummary:
     from artemis_cli.ownvideo.cache import FeatureCache, TrackCache
     from artemis_cli.ownvideo.preview import Preview, check_preview_path, tee
     from artemis_cli.ownvideo.record import manifest_path, write_track
-    from artemis_cli.ownvideo.referrer import Target, prepare_target
+    from artemis_cli.ownvideo.prepare import Target, prepare_target
     from artemis_cli.ownvideo.trackers import TRACKERS
     from artemis_cli.ownvideo.video import check_video_path, default_cache_dir, iter_selected
 

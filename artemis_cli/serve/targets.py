@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 from urllib.parse import unquote, urlparse
 
 from artemis_cli.errors import InputError, UsageError
-from artemis_cli.ownvideo.referrer import PreparedTarget, Target, check_question, follow_up_question
+from artemis_cli.ownvideo.prepare import PreparedTarget, Target
+from artemis_cli.ownvideo.referrer import check_question, follow_up_question
 from artemis_cli.serve.schemas import ChatRequest
 
 VIDEO_TYPES = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov", "video/x-msvideo": ".avi",

@@ -243,7 +243,7 @@ class PageHandlers:
     # -- asking ---------------------------------------------------------------------------------------
     def target_of(self, session: WebSession, editor: Optional[dict]):
         """The key boxes of the question: the ones added, plus the box drawn on the frame shown (if any)."""
-        from artemis_cli.ownvideo.referrer import Target
+        from artemis_cli.ownvideo.prepare import Target
 
         keys = list(session.keys)
         if (editor or {}).get("boxes"):
