@@ -428,9 +428,9 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
             with gr.Column(elem_id="video-col"):
                 video_input = gr.File(label="Video", elem_id="video-input", file_count="single", type="filepath",
                                       file_types=VIDEO_TYPES)
-                frames_input = gr.File(label="Or a folder of frames (one image per frame, named in order)",
+                frames_input = gr.File(label="Or a folder of frames (images)",
                                        elem_id="frames-input", file_count="directory", type="filepath",
-                                       file_types=IMAGE_TYPES, height=90)
+                                       file_types=IMAGE_TYPES, height=130)
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[video_input], label="Examples")
                 player = gr.Video(label="The video", elem_id="player", interactive=False, height=300)
@@ -468,10 +468,13 @@ def build_page(handlers: PageHandlers, *, model_name: str, tracker: str, example
                     add_key = gr.Button("Add as key box", elem_id="add-key", size="sm", min_width=80)
                     clear_keys = gr.Button("Clear key boxes", elem_id="clear-keys", size="sm", min_width=80)
                 keys = gr.Markdown(elem_id="keys")
+        # the legend above the player, not as its label: a media label sits over the video's top-left corner,
+        # where each frame's caption ("#12 fed to the model 0.77") is drawn
+        gr.Markdown("**The track, played back**: key frames yellow, dropped frames red, frames fed to the model "
+                    "in blue; each frame's number, state and confidence top left.", elem_id="track-legend")
         with gr.Row():
-            track_video = gr.Video(label="The track, played back (key frames yellow, dropped frames red, frames "
-                                         "fed to the model in blue)", elem_id="track-video", interactive=False,
-                                   height=320)
+            track_video = gr.Video(label="The track, played back", show_label=False, elem_id="track-video",
+                                   interactive=False, height=320)
         track_quality = gr.Markdown(elem_id="track-quality")
 
         loaded = [session, player, frame_slider, frame_text, box_editor, target_used, keys, chat, track_video,
