@@ -191,6 +191,7 @@ def test_chat_with_piped_stdin(clip, sharp_dir, cache, tmp_path):
     answers = [line for line in result.stdout.splitlines() if line.strip()]
     assert answers == [t["answer"] for t in first["turns"] + second["turns"]]
     assert "(a follow-up's <bbox> is the same target: asked as 'What colour is the target?')" in result.stderr
+    assert "ready at" in result.stderr and "the target tracked meanwhile" in result.stderr  # loaded while tracking
 
 
 def test_offline_the_default_clip_fails_in_seconds_naming_clip_model(clip, tmp_path):

@@ -257,20 +257,23 @@ def chat_cmd(
     Example: printf 'What is the <bbox> doing?\\nWhere does it go?\\n' | artemis chat clip.mp4 --box 40,60,120,200 --model M"""
     import sys
 
+    import time
+
     from artemis_cli.common.console import stderr
+    from artemis_cli.ownvideo.ask import prepare_while_loading
     from artemis_cli.ownvideo.chat import HELP, ChatSession, run_chat
+    from artemis_cli.ownvideo.video import check_video_path
 
     options = _model_options(model, model_base, image_tower, device, dtype, quantize, tracker, tracker_model, stride,
                              cache_dir)
     decoding = _decoding(sample, temperature, top_k, top_p, max_new_tokens, seed)
     target = _target(video, box, frame)
-    referrer = options.referrer()
-    import time
-
-    stderr.print(f"{referrer.model_name} ready in {time.perf_counter() - STARTED:.1f} s (imports and model load); "
-                 f"{HELP}", soft_wrap=True)
+    check_video_path(target.video)
+    referrer, prepared, ready = prepare_while_loading(options, target)  # the model loads while the box is tracked
+    stderr.print(f"{referrer.model_name} ready at {ready - STARTED:.1f} s, the target tracked meanwhile "
+                 f"({time.perf_counter() - STARTED:.1f} s in all); {HELP}", soft_wrap=True)
     session = ChatSession(referrer, target, decoding=decoding, say=typer.echo,
-                          note=lambda text: typer.echo(text, err=True))
+                          note=lambda text: typer.echo(text, err=True), prepared=prepared)
     interactive = sys.stdin.isatty()
     try:
         run_chat(session, sys.stdin, prompt=(lambda: typer.echo("> ", nl=False, err=True)) if interactive else None)

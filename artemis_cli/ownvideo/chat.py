@@ -21,7 +21,6 @@ from artemis_cli.ownvideo.prepare import Target
 from artemis_cli.ownvideo.referrer import DEFAULT_QUESTION, Referrer, follow_up_question
 
 
-
 HELP = ("commands: /box X1,Y1,X2,Y2 [FRAME] (a new target), /key X1,Y1,X2,Y2 FRAME (correct the track with one "
         "more key box), /reset (a new conversation), /save FILE (the transcript as JSON), /quit; the first question "
         "needs one <bbox> (Enter alone asks the default)")
@@ -47,26 +46,28 @@ class ChatSession:
     """The state of one `chat`: the referrer, the current target's prepared record and conversations."""
 
     def __init__(self, referrer: Referrer, target: Target, *, decoding=None,
-                 say: Callable[[str], None] = print, note: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, note: Callable[[str], None] = print, prepared=None):
+        """`prepared`: the target already prepared (`ask.prepare_while_loading`), else it is prepared here."""
         self.referrer = referrer
         self.decoding = decoding
         self.say = say  # answers (stdout)
         self.note = note  # everything else (stderr)
         self.conversations: list[Conversation] = []
         self.prepared = None
-        self._new_target(target)
+        self._new_target(target, prepared)
 
     @property
     def current(self) -> Conversation:
         return self.conversations[-1]
 
-    def _new_target(self, target: Target) -> None:
+    def _new_target(self, target: Target, prepared=None) -> None:
         start = time.perf_counter()
-        self.prepared = self.referrer.prepare(target)
+        self.prepared = prepared if prepared is not None else self.referrer.prepare(target)
         self.conversations.append(Conversation(target))
         keys = f" (+{len(target.more)} key box(es))" if target.more else ""
+        took = f"{time.perf_counter() - start:.2f} s" if prepared is None else "tracked while the model loaded"
         self.note(f"target: box {','.join(f'{v:g}' for v in target.box)} on frame {target.frame}{keys} "
-                  f"({time.perf_counter() - start:.2f} s); {self.prepared.quality_line()}")
+                  f"({took}); {self.prepared.quality_line()}")
         for line in self.prepared.warnings():
             self.note(f"warning: {line}")
 

@@ -104,7 +104,6 @@ class PreparedTarget:
         return self.frame_indices[self.record["frame_id"].index(frame_id)]
 
 
-
 def _as_target(target) -> Target:
     if isinstance(target, Target):
         return target
