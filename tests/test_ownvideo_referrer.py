@@ -218,7 +218,17 @@ def test_a_model_that_fails_to_load_stops_the_tracking_with_its_error(clip, tmp_
     options = ModelOptions(model=str(tmp_path / "no-such-model"), device="cpu", cache_dir=tmp_path / "cache",
                            stride=1)
     began = time.perf_counter()
-    with pytest.raises(UsageError, match="no-such-model"):
+    with pytest.raises(UsageError, match="--model .*no-such-model: no such folder"):
+        prepare_while_loading(options, Target(long_video, tuple(truth.boxes[0]), 0))
+    assert time.perf_counter() - began < 1  # a missing folder: refused before anything starts
+
+    def broken(self, loaded=None):
+        raise UsageError("--model broken: cannot load it")
+
+    monkeypatch.setattr(ModelOptions, "referrer", broken)  # a loader that fails while the target is tracked
+    options = ModelOptions(model="someone/some-model", device="cpu", cache_dir=tmp_path / "cache", stride=1)
+    began = time.perf_counter()
+    with pytest.raises(UsageError, match="cannot load it"):
         prepare_while_loading(options, Target(long_video, tuple(truth.boxes[0]), 0))
     assert time.perf_counter() - began < 10  # 600 frames to track: stopped long before the end
     assert not list((tmp_path / "cache").glob("tracks/*/track.json"))  # nothing half-done was kept

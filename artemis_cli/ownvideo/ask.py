@@ -109,6 +109,7 @@ def prepare_while_loading(options: ModelOptions, target, *, progress=None):
     import dataclasses
     import threading
 
+    from artemis_cli.common.hub import check_model_name
     from artemis_cli.ownvideo.cache import TrackCache
     from artemis_cli.ownvideo.prepare import _Background, _Extraction, prepare_target
     from artemis_cli.ownvideo.tracking import check_keys
@@ -118,6 +119,10 @@ def prepare_while_loading(options: ModelOptions, target, *, progress=None):
         referrer = options.referrer()
         ready = time.perf_counter()
         return referrer, referrer.prepare(target, progress=progress), ready
+    for name, option in ((options.model, "--model"), (options.model_base, "--model-base"),
+                         (options.image_tower, "--image-tower")):
+        if name is not None:  # a missing folder fails at once, not once the imports are done
+            check_model_name(name, option=option)
     video = Path(target.video)
     check_keys(target.key_boxes(), probe(video).frame_size)  # a bad video or box fails before the model loads
     video_hash = content_hash(video)
