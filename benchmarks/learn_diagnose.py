@@ -1,7 +1,8 @@
 """Why the toy Artemis names the colour but not the motion: a fast stage-3 loop for experiments (issue 25).
 
     python benchmarks/learn_diagnose.py RUN [--train SAMPLE] [--steps 600] [--every 50] [--set KEY=VALUE ...]
-                                            [--roi-lr LR] [--held 48] [--probe] [--json FILE]
+                                            [--roi-lr LR] [--roi-lr-from STEP:LR] [--held 48] [--probe]
+                                            [--json FILE]
 
 RUN is an `artemis model train-toy` folder (its `configs/stage3.yaml`, `runs/stage2`, `data/train`,
 `data/held_out`). The stage-3 model is built as `artemis train stage3` builds it (`build_stage_model`), the
@@ -13,7 +14,8 @@ between one held-out target's first and last tracked RoI token, and held-out tea
 word, and the whole motion phrase (every token between "moves" and "across" predicted right).
 
 `--set` takes stage-3 config keys (`model.roi.output_size=2`, `train.lr=2e-3`); `--roi-lr` gives the RoI
-module its own learning rate (a diagnostic, not a config setting; `0` freezes it at its initial weights).
+module its own learning rate (a diagnostic, not a config setting; `0` freezes it at its initial weights), and
+`--roi-lr-from STEP:LR` changes it at step STEP (two phases: e.g. the motion with the module frozen, then the colour).
 `--train` trains on another sample (`data make-sample ... --motion classes`, features extracted with RUN's
 tower), read lazily. `--probe` trains nothing: it fits a linear classifier of the motion on the untrained RoI
 tokens of the training records and scores it on the held-out ones (is the motion in the tokens at all?).
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--roi-lr", type=float)
+    parser.add_argument("--roi-lr-from", metavar="STEP:LR", help="from step STEP on, the RoI module's learning rate "
+                        "is LR (a second phase: e.g. frozen with --roi-lr 0, then trained)")
     parser.add_argument("--held", type=int, default=48, help="held-out records scored (default 48)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe", action="store_true")
@@ -146,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     order, rng, losses, rows = list(range(len(train))), random.Random(args.seed), [], []
     started = time.perf_counter()
     model.train()
+    switch = tuple(float(v) for v in args.roi_lr_from.split(":")) if args.roi_lr_from else None
     for step in range(args.steps):
+        if switch is not None and step == int(switch[0]):
+            optimizer.param_groups[1]["lr"] = switch[1]
+            for p in roi.parameters():
+                p.requires_grad_(switch[1] > 0)
         if step % max(1, len(order) // batch_size) == 0:
             rng.shuffle(order)
         batch = collate([train[order[(step * batch_size + j) % len(order)]] for j in range(batch_size)])
