@@ -132,13 +132,15 @@ def evaluate_learning(loaded, sample: Path, *, max_new_tokens: int = 32, batch_s
     from artemis_cli.data.records import ReferringRecord
     from artemis_cli.model.generation import DecodingSettings, GenerationRequest, generate_texts, request_seed
     from artemis_cli.model.inputs import referring_inputs
+    from artemis_cli.ownvideo.prepare import NUM_TRACKED
+    from artemis_cli.ownvideo.referrer import TEMPLATE
 
     started = time.perf_counter()
     sample = Path(sample)
     root = sample / "DATA_ROOT" / "Artemis_data"
     by_video = held_out_records(sample / "annotations")
     model, tokenizer, mm = loaded.model, loaded.tokenizer, loaded.model.mm
-    num_boxes = mm.tracked_roi_tokens(8)
+    num_boxes = mm.tracked_roi_tokens(NUM_TRACKED)
     # What to ask is listed first; the inputs (nine decoded frames each) are built a batch at a time, so memory
     # stays flat in the number of held-out videos. The RoI-zeroed control asks with the boxed question's inputs.
     jobs: list[tuple[dict, dict, str, int]] = []  # (answer entry, record variant, name, seed)
@@ -165,8 +167,8 @@ def evaluate_learning(loaded, sample: Path, *, max_new_tokens: int = 32, batch_s
         parsed = ReferringRecord.model_validate({k: v for k, v in variant.items() if k != "question"})
         inputs = referring_inputs(parsed, clip=root / parsed.clip_path, frame_dir=root / parsed.frame_path,
                                   tokenizer=tokenizer, image_processor=loaded.image_processor,
-                                  rng=random.Random(seed), train=False, num_boxes=num_boxes, num_tracked=8,
-                                  template="llava_v1", feature_width=mm.mm_hidden_size, ref=name)
+                                  rng=random.Random(seed), train=False, num_boxes=num_boxes, num_tracked=NUM_TRACKED,
+                                  template=TEMPLATE, feature_width=mm.mm_hidden_size, ref=name)
         return GenerationRequest(input_ids=inputs.input_ids, media=inputs.media, seed=seed, roi_seed=inputs.roi_seed,
                                  roi_frames=inputs.roi_frames, roi_boxes=inputs.roi_boxes)
 

@@ -111,7 +111,7 @@ def prepare_while_loading(options: ModelOptions, target, *, progress=None):
 
     from artemis_cli.common.hub import check_model_name
     from artemis_cli.ownvideo.cache import TrackCache
-    from artemis_cli.ownvideo.prepare import _Background, _Extraction, prepare_target
+    from artemis_cli.ownvideo.prepare import Background, FeatureExtraction, prepare_target
     from artemis_cli.ownvideo.tracking import check_keys
     from artemis_cli.ownvideo.video import content_hash, default_cache_dir, probe
 
@@ -134,10 +134,10 @@ def prepare_while_loading(options: ModelOptions, target, *, progress=None):
         ready = time.perf_counter()
         with lock:
             if not state["stop"]:  # the clip feature does not depend on the track: extracted meanwhile
-                state["extraction"] = _Extraction(referrer.features, video, video_hash, None)
+                state["extraction"] = FeatureExtraction(referrer.features, video, video_hash, None)
         return referrer, ready
 
-    loading = _Background(load, name="model-load")
+    loading = Background(load, name="model-load")
 
     def check(frame: int) -> None:
         error = loading.error()

@@ -167,7 +167,7 @@ def _prepare_claimed(target: Target, info, video_hash: str, key: str, created: l
 
         check_keys(keys, info.frame_size)  # a bad box fails before any work starts
         # the clip feature does not depend on the track: extracted meanwhile, on the other core
-        extraction = _Extraction(features, video, video_hash, check)
+        extraction = FeatureExtraction(features, video, video_hash, check)
     try:
         if entry is None:
             # the frames the RoI path will likely read (if every tracked frame keeps its box) are kept as the
@@ -232,7 +232,7 @@ def _remove(paths: Sequence[Path]) -> None:
             Path(path).unlink(missing_ok=True)
 
 
-class _Extraction:
+class FeatureExtraction:
     """The clip feature extracted in a background thread while the track is computed. `abandon()` (the
     preparation failed) stops it at its next batch and removes the feature file it wrote, if any."""
 
@@ -254,7 +254,7 @@ class _Extraction:
                 if self._abandoned.is_set():
                     self._discard()
 
-        self._work = _Background(work)
+        self._work = Background(work)
 
     def result(self, check: Optional[Callable[[int], None]] = None):
         return self._work.result(check)
@@ -273,7 +273,7 @@ class _Abandoned(Exception):
     """Stops a background feature extraction whose preparation failed."""
 
 
-class _Background:
+class Background:
     """`work()` in a thread; `result()` waits for it and returns its value or raises its exception."""
 
     def __init__(self, work: Callable[[], object], name: str = "clip-features"):

@@ -104,8 +104,14 @@ def sort_frame_images(files: Sequence[Path]) -> tuple[list[Path], list[str]]:
     out). No image, or two images of one name (from sub-folders), is an `InputError`."""
     from artemis_cli.ownvideo.video import IMAGE_SUFFIXES, frame_order
 
-    images = [Path(f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and not Path(f).name.startswith(".")]
-    others = sorted(Path(f).name for f in files if Path(f) not in images)
+    images: list[Path] = []
+    others: list[str] = []
+    for file in map(Path, files):  # one pass: a folder may hold tens of thousands of frames
+        if file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith("."):
+            images.append(file)
+        else:
+            others.append(file.name)
+    others.sort()
     if not images:
         raise InputError("the uploaded folder has no frame images", hint=f"a folder of frames holds images "
                          f"({', '.join(IMAGE_SUFFIXES)}), one per frame, named in frame order")

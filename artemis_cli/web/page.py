@@ -153,18 +153,21 @@ class PageHandlers:
                        f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}")
         return tuple(out)
 
+    @staticmethod
+    def _no_video(session: WebSession, error: str = ""):
+        """The page with no video: no player, the slider hidden (it would read 0-1), everything else empty."""
+        hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False, interactive=False)
+        return (session, None, hidden_slider, "", gr.update(value=None), "", "", [], None, "", "", error)
+
     def _cleared(self, session: WebSession, kind: str):
         """An input was cleared: the video goes only if it came from that input."""
-        hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False, interactive=False)
         if session.kind not in ("", kind):
             return (session, *(gr.skip(),) * 10, "")
         session.drop_video()
-        return (session, None, hidden_slider, "", gr.update(value=None), "", "", [], None, "", "", "")
+        return self._no_video(session)
 
     def _opened(self, session: WebSession, name: str, keep: Callable[[], None]):
         """`keep()` puts the upload in the session; then play it and show frame 0 (or say why not)."""
-        hidden_slider = gr.update(minimum=0, maximum=1, value=0, visible=False, interactive=False)
-        empty = (None, hidden_slider, "", gr.update(value=None), "", "", [], None, "", "")
         try:
             keep()
             info, player = ingest(session.video, session.video.parent)
@@ -174,7 +177,7 @@ class PageHandlers:
         except ArtemisError as exc:
             session.drop_video()
             self.log(f"web: rejected upload {name}: {exc.message}")
-            return (session, *empty, error_text(exc))
+            return self._no_video(session, error_text(exc))
         self.log(f"web: {session.kind} {session.name}: {info.num_frames} frames, {info.width}x{info.height}")
         slider = gr.update(minimum=0, maximum=max(info.num_frames - 1, 1), value=0, step=1,
                            interactive=info.num_frames > 1, visible=True)

@@ -47,14 +47,8 @@ class WebSession:
         self.drop_video()
         local = self.folder / f"upload-{next(_counter)}" / upload.name
         local.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(upload, local)
-        except OSError:
-            shutil.copyfile(upload, local)
-        self.video, self.name, self.info, self.frame, self.kind = local, upload.name, info, 0, "video"
-        self.scale = self.editor_scale()
-        self.keys = []
-        self.reset_target()
+        _link(upload, local)
+        self._adopt(local, upload.name, "video", info)
 
     def set_frames(self, images: list[Path]) -> None:
         """Keep an uploaded folder of frames (`images`, checked by `frames.sort_frame_images`) as one frame folder
@@ -64,23 +58,31 @@ class WebSession:
         local = self.folder / f"upload-{next(_counter)}" / "frames"
         local.mkdir(parents=True)
         for image in images:
-            try:
-                os.link(image, local / image.name)
-            except OSError:
-                shutil.copyfile(image, local / image.name)
-        self.video, self.name, self.info, self.frame, self.kind = local, "frames", None, 0, "frames"
-        self.keys = []
-        self.reset_target()
+            _link(image, local / image.name)
+        self._adopt(local, "frames", "frames")
 
     def drop_video(self) -> None:
         if self.video is not None:
             shutil.rmtree(self.video.parent, ignore_errors=True)
-        self.video, self.name, self.info, self.frame, self.kind = None, "", None, 0, ""
+        self._adopt(None, "", "")
+
+    def _adopt(self, video: Optional[Path], name: str, kind: str, info: Optional[VideoInfo] = None) -> None:
+        """The session's video from now on (None: none), at frame 0, with no key boxes and a new conversation."""
+        self.video, self.name, self.kind, self.info, self.frame = video, name, kind, info, 0
+        self.scale = self.editor_scale()
         self.keys = []
         self.reset_target()
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _link(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` when the file system allows it, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class SessionFolders:
