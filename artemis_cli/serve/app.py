@@ -16,13 +16,13 @@ featurised, cached) by the `Preparer`, in threads of its own, bounded and cancel
 request waits in a `BatchQueue` and is answered together with others by `Referrer.ask_many`, one
 generation call per batch of requests with the same decoding settings. A streamed request gets its
 role chunk at once, SSE comments (``: artemis {"stage": "track", "progress": 0.4}``, ``: keep-alive``)
-while its video is prepared and it waits, then its own tokens as the batch generates them.
+while its video is prepared and it waits, then its own tokens as the batch generates them. What goes
+back (errors, completions, streamed events) is built in `responses`; the OpenAPI text is in `openapi`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -33,14 +33,14 @@ from typing import Any, Callable, Optional, Sequence
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the routes' annotations here
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.generation import DecodingSettings
 from artemis_cli.serve.batching import BatchQueue, QueueClosed, QueueFull
 from artemis_cli.serve.guard import APIError, BodyBudget, Guard, parse_json, public_message, read_body, stderr_log
-from artemis_cli.serve.preparing import Busy, Preparer, WorkStopped
+from artemis_cli.serve.openapi import CHAT_OPENAPI, OPENAPI_DESCRIPTION, openapi_schema
+from artemis_cli.serve.preparing import Preparer, WorkStopped
+from artemis_cli.serve.responses import EventStream, Relay, api_error, completion
 from artemis_cli.serve.schemas import MAX_MESSAGES, ChatRequest, unsupported_fields
-from artemis_cli.serve.targets import (Forbidden, PreparedTargets, files_of, read_conversation, record_target,
-                                      video_target)
+from artemis_cli.serve.targets import PreparedTargets, files_of, read_conversation, record_target, video_target
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -71,36 +71,6 @@ class AppSettings:
     access_log: Optional[Callable[[str], None]] = stderr_log
 
 
-def api_error(exc: BaseException) -> APIError:
-    """The HTTP answer for an exception raised while serving one request."""
-    from artemis_cli.ownvideo.referrer import ContextLengthError
-
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, Forbidden):
-        return APIError(403, exc.message, "permission_error", code="path_not_allowed")
-    if isinstance(exc, ContextLengthError):
-        return APIError(400, exc.message, param="messages", code="context_length_exceeded")
-    if isinstance(exc, WorkStopped):
-        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
-        return APIError(exc.status, exc.message, kind, code=exc.code)
-    if isinstance(exc, (Busy, QueueFull)):
-        return APIError(503, exc.args[0] if exc.args else "the server is busy", "server_error", code="server_busy",
-                        headers={"Retry-After": "2"})
-    if isinstance(exc, (UsageError, InputError)):
-        message = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        # the Referrer words its errors for the command line: name the request's fields instead
-        param = next((name for name in ("box", "frame") if message.startswith(f"--{name} ")), None)
-        for name in ("box", "frame"):
-            message = message.replace(f"--{name} ", f"{name} ")
-        return APIError(400, message, param=param)
-    if isinstance(exc, QueueClosed):
-        return APIError(503, "the server is shutting down", "server_error", code="shutting_down")
-    if isinstance(exc, ArtemisError):
-        return APIError(500, exc.message, "server_error")
-    return APIError(500, f"internal error in the model ({type(exc).__name__}: {exc})", "server_error")
-
-
 @dataclass
 class Job:
     """One answer a request waits for (a request with n > 1 samples has n)."""
@@ -121,26 +91,6 @@ class Job:
 
         return Query(self.prepared, self.question, tuple(self.history), system=self.system, stop=tuple(self.stop),
                      sample=self.sample, top_logprobs=self.top_logprobs, on_text=self.on_text)
-
-
-class Relay:
-    """A stream's `on_text`: hands new text to `emit`, once, even when its answer is generated again (a
-    failed batch rerun one request at a time restarts the answer; what was already sent is skipped)."""
-
-    def __init__(self, emit: Callable[[str], None], gone: threading.Event):
-        self.emit, self.gone = emit, gone
-        self.sent = ""
-        self.attempt = ""
-
-    def restart(self) -> None:
-        self.attempt = ""
-
-    def __call__(self, piece: str) -> bool:
-        self.attempt += piece
-        if len(self.attempt) > len(self.sent) and self.attempt.startswith(self.sent):
-            fresh, self.sent = self.attempt[len(self.sent):], self.attempt
-            self.emit(fresh)
-        return self.gone.is_set()
 
 
 def batch_key(job: Job) -> str:
@@ -440,8 +390,8 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
         state = await checked(request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if state.chat.stream:
-            return StreamingResponse(_Stream(state, completion_id, model_name, settings.keepalive_s, prepared_of,
-                                             jobs_of, submit, release).events(),
+            return StreamingResponse(EventStream(state, completion_id, model_name, settings.keepalive_s, prepared_of,
+                                                 jobs_of, submit, release).events(),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         futures: list = []
@@ -457,9 +407,9 @@ def build_app(referrer, settings: AppSettings, *, queue: Optional[BatchQueue] = 
         finally:
             watcher.cancel()
             release(state)
-        return _completion(answers, futures, completion_id, model_name, jobs[0], state.chat)
+        return completion(answers, futures, completion_id, model_name, jobs[0].prepare_s, state.chat)
 
-    app.openapi = lambda: _openapi(app)
+    app.openapi = lambda: openapi_schema(app)
     return app
 
 
@@ -492,195 +442,4 @@ def _version() -> str:
         return "0"
 
 
-# ---- answers ------------------------------------------------------------------------------------------
-def _extension(answer, future, job: Job) -> dict[str, Any]:
-    info = getattr(future, "batch_info", None)
-    timings = {"prepare": job.prepare_s, **answer.timings}
-    if info is not None:
-        timings["queued"] = info.queued_s
-    return {"frames_used": answer.frames_used, "batch_size": info.size if info else 1,
-            "timings": {k: round(v, 4) for k, v in timings.items()}}
-
-
-def _usage(answers: list) -> dict[str, int]:
-    prompt = answers[0].prompt_tokens
-    completion = sum(a.completion_tokens for a in answers)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _logprobs(answer, chat: ChatRequest):
-    return {"content": answer.logprobs or []} if chat.logprobs else None
-
-
-def _completion(answers: list, futures: list, completion_id: str, model_name: str, job: Job,
-                chat: ChatRequest) -> dict[str, Any]:
-    answers = answers * chat.n if len(answers) == 1 else answers  # greedy: n alike answers, generated once
-    return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": a.answer},
-                         "finish_reason": getattr(a, "finish_reason", "stop"), "logprobs": _logprobs(a, chat)}
-                        for i, a in enumerate(answers)],
-            "usage": _usage(answers), "artemis": _extension(answers[0], futures[0], job)}
-
-
-def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
-class _Stream:
-    """The server-sent events of one streamed request (OpenAI's chunk format)."""
-
-    def __init__(self, state: _Request, completion_id: str, model_name: str, keepalive_s: float, prepared_of,
-                 jobs_of, submit, release):
-        self.state, self.id, self.model, self.keepalive_s = state, completion_id, model_name, keepalive_s
-        self.prepared_of, self.jobs_of, self.submit, self.release = prepared_of, jobs_of, submit, release
-        self.created = int(time.time())
-        self.gone = threading.Event()
-
-    def chunk(self, index: int, delta: dict, finish: Optional[str] = None, **extra) -> str:
-        return _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                     "choices": [{"index": index, "delta": delta, "finish_reason": finish,
-                                  "logprobs": extra.pop("logprobs", None)}], **extra})
-
-    async def events(self):
-        state, chat = self.state, self.state.chat
-        try:
-            for index in range(chat.n):  # at once: the client knows the request was taken
-                yield self.chunk(index, {"role": "assistant", "content": ""})
-            try:
-                if state.prepared is None:
-                    async for comment in self._while_preparing():
-                        yield comment
-                await self.prepared_of(state)
-                loop = asyncio.get_running_loop()
-                pieces: asyncio.Queue = asyncio.Queue()
-
-                def on_text_for(index: int) -> Relay:
-                    return Relay(lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, (index, piece)), self.gone)
-
-                jobs = self.jobs_of(state, on_text_for)
-                futures = self.submit(jobs)
-                async for event in self._tokens(futures, pieces):
-                    yield event
-                answers = [f.result() for f in futures]
-            except Exception as exc:  # noqa: BLE001 - the status line is sent: the error goes in the stream
-                yield _sse(api_error(exc).body)
-                yield "data: [DONE]\n\n"
-                return
-            if len(answers) == 1 and chat.n > 1:  # greedy: alike answers, generated once, streamed as each
-                answers = answers * chat.n
-            for index, answer in enumerate(answers):
-                if chat.logprobs:
-                    yield self.chunk(index, {"content": ""}, logprobs=_logprobs(answer, chat))
-                yield self.chunk(index, {}, getattr(answer, "finish_reason", "stop"),
-                                 artemis=_extension(answer, futures[min(index, len(futures) - 1)], jobs[0]))
-            if chat.stream_options and chat.stream_options.include_usage:
-                yield _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                            "model": self.model, "choices": [], "usage": _usage(answers)})
-            yield "data: [DONE]\n\n"
-        finally:  # also when the client went away (the generator is closed): stop its work
-            self.gone.set()
-            self.release(state)
-
-    async def _while_preparing(self):
-        """SSE comments until the preparation ends: progress when there is some, else a keep-alive."""
-        state = self.state
-        shown = (None, -1.0)
-        done = asyncio.ensure_future(asyncio.wrap_future(state.preparing))
-        try:
-            while not done.done():
-                getter = asyncio.ensure_future(state.progress.get())
-                finished, _ = await asyncio.wait({done, getter}, timeout=self.keepalive_s,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                if getter in finished:
-                    stage, fraction = getter.result()
-                    if stage != shown[0] or fraction - shown[1] >= 0.05 or fraction >= 1.0:
-                        shown = (stage, fraction)
-                        yield f": artemis {json.dumps({'stage': stage, 'progress': round(fraction, 3)})}\n\n"
-                else:
-                    getter.cancel()
-                    if not finished:
-                        yield ": keep-alive\n\n"
-        finally:
-            if not done.done():
-                done.cancel()
-
-    async def _tokens(self, futures: list, pieces: asyncio.Queue):
-        everything = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in futures),
-                                                          return_exceptions=True))
-        try:
-            while True:
-                getter = asyncio.ensure_future(pieces.get())
-                finished, _ = await asyncio.wait({everything, getter}, timeout=self.keepalive_s,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                if getter in finished:
-                    index, piece = getter.result()
-                    yield self.chunk(index, {"content": piece})
-                    continue
-                getter.cancel()
-                if everything in finished:
-                    while not pieces.empty():  # pieces handed over just before the batch ended
-                        index, piece = pieces.get_nowait()
-                        yield self.chunk(index, {"content": piece})
-                    for result in everything.result():
-                        if isinstance(result, BaseException):
-                            raise result
-                    return
-                yield ": keep-alive\n\n"
-        finally:
-            if not everything.done():
-                for future in futures:
-                    future.cancel()
-                everything.cancel()
-
-
-# ---- OpenAPI ----------------------------------------------------------------------------------------------
-OPENAPI_DESCRIPTION = """An OpenAI-compatible chat-completions API over **Artemis** (video-based referring, NeurIPS 2024):
-ask what a boxed target does in a video.
-
-The OpenAI chat format, plus the target (the `openai` clients send it through `extra_body`):
-- `box`: `[x1, y1, x2, y2]` in pixels of frame `frame` (0-based) of the video;
-- `keys`: further key boxes `[{"frame": N, "box": [...]}]` where the track went wrong;
-- or `record` (a prepared VideoRef referring record) with `data_root` instead of a video and a box.
-
-The video is a `video_url` content part of the first user message: `file:///path` (under the server's
-`--allow-path`) or `data:video/mp4;base64,...`. The question carries one `<bbox>` where the target is meant.
-Streaming (`stream: true`) sends the role chunk at once, SSE comments (`: artemis {"stage": "track",
-"progress": 0.4}`, `: keep-alive`) while the video is prepared, then the answer token by token.
-"""
-
-CHAT_OPENAPI = {
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/ChatRequest"},
-        "example": {"model": "Artemis-7b", "max_tokens": 128, "messages": [{"role": "user", "content": [
-            {"type": "video_url", "video_url": {"url": "file:///data/videos/clip.mp4"}},
-            {"type": "text", "text": "What is the <bbox> doing in this video?"}]}],
-            "box": [120, 40, 260, 300], "frame": 0, "keys": [{"frame": 250, "box": [300, 40, 380, 150]}]}}}},
-    "responses": {
-        "200": {"description": "`chat.completion` (or `text/event-stream` of `chat.completion.chunk` with "
-                               "`stream: true`), with an `artemis` field: the frames fed to the RoI module, "
-                               "the batch size, timings"},
-        "400": {"description": "bad request: JSON, fields, conversation, target, `context_length_exceeded`, "
-                               "`unsupported_parameter`, a video over the work limits"},
-        "401": {"description": "missing or wrong API key"},
-        "403": {"description": "a path missing or outside --allow-path"},
-        "404": {"description": "unknown model"},
-        "413": {"description": "body over --max-request-mb"},
-        "503": {"description": "shutting down, or busy (Retry-After)"}},
-}
-
-
-def _openapi(app) -> dict:
-    """FastAPI's schema plus the request model (the route reads the raw body, so FastAPI does not know it)."""
-    if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        request = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(request.pop("$defs", {}))
-        components["ChatRequest"] = request
-        app.openapi_schema = schema
-    return app.openapi_schema
-
-
-__all__ = ["AppSettings", "APIError", "Job", "build_app", "api_error", "public_message", "LOOPBACK_NAMES"]
+__all__ = ["AppSettings", "APIError", "Job", "Relay", "build_app", "api_error", "public_message", "LOOPBACK_NAMES"]
