@@ -2,7 +2,7 @@
 
     python benchmarks/learn_diagnose.py RUN [--train SAMPLE] [--steps 600] [--every 50] [--set KEY=VALUE ...]
                                             [--roi-lr LR] [--roi-lr-from STEP:LR] [--held 48] [--probe]
-                                            [--json FILE]
+                                            [--token-norm N] [--zero-video] [--json FILE]
 
 RUN is an `artemis model train-toy` folder (its `configs/stage3.yaml`, `runs/stage2`, `data/train`,
 `data/held_out`). The stage-3 model is built as `artemis train stage3` builds it (`build_stage_model`), the
@@ -16,9 +16,12 @@ word, and the whole motion phrase (every token between "moves" and "across" pred
 `--set` takes stage-3 config keys (`model.roi.output_size=2`, `train.lr=2e-3`); `--roi-lr` gives the RoI
 module its own learning rate (a diagnostic, not a config setting; `0` freezes it at its initial weights), and
 `--roi-lr-from STEP:LR` changes it at step STEP (two phases: e.g. the motion with the module frozen, then the colour).
-`--train` trains on another sample (`data make-sample ... --motion classes`, features extracted with RUN's
-tower), read lazily. `--probe` trains nothing: it fits a linear classifier of the motion on the untrained RoI
-tokens of the training records and scores it on the held-out ones (is the motion in the tokens at all?).
+`--token-norm N` rescales every RoI token to norm N before it is spliced in (is the tokens' size what drowns
+the box?); `--zero-video` replaces every clip feature with zeros (are the video tokens a shortcut or a
+distraction?). Both are diagnostics, not settings. `--train` trains on another sample (`data make-sample ...
+--motion classes`, features extracted with RUN's tower), read lazily. `--probe` trains nothing: it fits a linear
+classifier of the motion on the untrained RoI tokens of the training records and scores it on the held-out ones
+(is the motion in the tokens at all?).
 Results: benchmarks/RESULTS.md, "learn".
 """
 
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held", type=int, default=48, help="held-out records scored (default 48)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--token-norm", type=float, help="rescale each RoI token to this norm (a diagnostic)")
+    parser.add_argument("--zero-video", action="store_true", help="zero every clip feature (a diagnostic)")
     parser.add_argument("--json", type=Path, help="write the printed rows as JSON here")
     args = parser.parse_args(argv)
 
@@ -82,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         return [torch.stack([cache[key][level] for key in keys]) for level in range(len(cache[keys[0]]))]
 
     tower.multilevel_features = cached_levels
+    if args.token_norm:
+        def rescale(module, inputs, output):
+            return output * (args.token_norm / output.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+        roi.register_forward_hook(rescale)
 
     class Records:
         def __init__(self, sample: Path, limit: int | None = None):
@@ -94,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
         def __getitem__(self, index: int):
             record = ReferringRecord.model_validate(self.records[index])
-            return referring_inputs(record, clip=self.root / record.clip_path, frame_dir=self.root / record.frame_path,
+            item = referring_inputs(record, clip=self.root / record.clip_path, frame_dir=self.root / record.frame_path,
                                     tokenizer=tokenizer, image_processor=built.image_processor,
                                     rng=random.Random(index), train=True, num_boxes=num_boxes,
                                     num_tracked=config.data.num_tracked, template="vicuna_v1",
                                     feature_width=mm.mm_hidden_size)
+            if args.zero_video:
+                item.media = [torch.zeros_like(feature) for feature in item.media]
+            return item
 
     train = Records(args.train or args.run / "data" / "train")
     held_records = Records(args.run / "data" / "held_out", args.held)
