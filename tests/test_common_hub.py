@@ -3,7 +3,7 @@ command that takes a model; a folder named `toy` where the command runs still wi
 
 import pytest
 
-from artemis_cli.common.hub import TOY_MODEL, resolve_model_folder, toy_model_folder
+from artemis_cli.common.hub import TOY_MODEL, check_model_name, resolve_model_folder, toy_model_folder
 from artemis_cli.errors import UsageError
 
 
@@ -15,7 +15,13 @@ def test_toy_names_the_shipped_model_for_every_model_option(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert resolve_model_folder(TOY_MODEL, option="--model") == folder
     assert resolve_checkpoint("toy") == folder
-    (tmp_path / "toy").mkdir()  # a local folder of that name is what the user means
+    (tmp_path / "toy").mkdir()  # a local folder of that name is taken first: one without a model is refused, saying so
+    with pytest.raises(UsageError, match=r"--model toy: \./toy here is a folder without config\.json") as refused:
+        resolve_model_folder("toy", option="--model")
+    assert str(folder) in refused.value.hint
+    with pytest.raises(UsageError, match="taken before the shipped toy model"):
+        check_model_name("toy", option="--image-tower")
+    (tmp_path / "toy" / "config.json").write_text("{}")  # a model folder of that name is what the user means
     assert resolve_model_folder("toy", option="--model").resolve() == (tmp_path / "toy").resolve()
 
 

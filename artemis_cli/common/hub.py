@@ -47,6 +47,7 @@ def resolve_model_folder(name: str | os.PathLike, *, option: str, allow_patterns
     cached nor reachable."""
     path = Path(name).expanduser()
     if path.is_dir():
+        _check_local_toy(path, name, option)
         return path
     check_model_name(name, option=option)
     text = str(name)
@@ -77,6 +78,7 @@ def check_model_name(name: str | os.PathLike, *, option: str) -> None:
     or a missing folder whose name is not a hub id (nor `toy`)."""
     path = Path(name).expanduser()
     if path.is_dir():
+        _check_local_toy(path, name, option)
         return
     if path.exists():
         raise UsageError(f"{option} {path}: expected a folder, got a file")
@@ -85,6 +87,15 @@ def check_model_name(name: str | os.PathLike, *, option: str) -> None:
 
 
 TOY_FOLDER = Path(__file__).resolve().parents[1] / "assets" / "toy"  # `--model toy`
+
+
+def _check_local_toy(path: Path, name: str | os.PathLike, option: str) -> None:
+    """A folder named `toy` where the command runs is taken before the shipped toy model; one that holds no model
+    (no config.json) is refused here, saying so, instead of failing later on a missing config.json."""
+    if str(name) == TOY_MODEL and not (path / "config.json").is_file():
+        raise UsageError(f"{option} {TOY_MODEL}: ./{TOY_MODEL} here is a folder without config.json, and a folder of "
+                         f"that name is taken before the shipped toy model",
+                         hint=f"run from another folder, or name the shipped model by its path: {option} {TOY_FOLDER}")
 
 
 def toy_model_folder(option: str = "--model") -> Path:
