@@ -148,6 +148,21 @@ def pick_frame(page, frame: int, last: int) -> None:
     wait_text(page, "#frame-label", f"^frame {frame} of 0-{last} ")
 
 
+def settled_box(locator, timeout_s: float = 10.0) -> dict:
+    """The element's bounding box once it stopped changing (the editor lays its canvas out again after a new
+    frame or a window resize; on a loaded machine a drag measured before that lands off the target)."""
+    deadline = time.monotonic() + timeout_s
+    last, same = None, 0
+    while time.monotonic() < deadline:
+        current = locator.bounding_box()
+        same = same + 1 if current is not None and current == last else 0
+        if same >= 2:
+            return current
+        last = current
+        time.sleep(0.1)
+    raise AssertionError(f"the element kept moving for {timeout_s} s: {last}")
+
+
 def drag_box(page, box, video_size) -> None:
     """Drag from the box's top-left to its bottom-right corner (video pixels) on the editor's canvas.
 
@@ -157,7 +172,7 @@ def drag_box(page, box, video_size) -> None:
     create = page.locator("#box-editor button[aria-label='Create box']")
     if create.count():  # after a box is drawn the editor switches to its move tool
         create.first.click()
-    canvas = page.locator("#box-editor canvas").first.bounding_box()
+    canvas = settled_box(page.locator("#box-editor canvas").first)
     shown_width = canvas["height"] * width / height
     left = canvas["x"] + (canvas["width"] - shown_width) / 2
     per_pixel = shown_width / width
