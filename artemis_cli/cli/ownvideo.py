@@ -256,7 +256,6 @@ def chat_cmd(
 
     Example: printf 'What is the <bbox> doing?\\nWhere does it go?\\n' | artemis chat clip.mp4 --box 40,60,120,200 --model M"""
     import sys
-
     import time
 
     from artemis_cli.common.console import stderr

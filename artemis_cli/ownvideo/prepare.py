@@ -104,7 +104,8 @@ class PreparedTarget:
         return self.frame_indices[self.record["frame_id"].index(frame_id)]
 
 
-def _as_target(target) -> Target:
+def as_target(target) -> Target:
+    """`target` itself when it is a `Target` (what a caller of the library may pass wrongly is refused by name)."""
     if isinstance(target, Target):
         return target
     raise UsageError(f"expected a Target, got {type(target).__name__}")
@@ -126,7 +127,7 @@ def prepare_target(target: Target, *, tracks, features, tracker: str = "csrt", t
     from artemis_cli.ownvideo.tracking import resolve_stride
     from artemis_cli.ownvideo.video import DEFAULT_LIMITS, content_hash, probe
 
-    target = _as_target(target)
+    target = as_target(target)
     video = Path(target.video)
     limits = limits or DEFAULT_LIMITS
     info = probe(video, limits)

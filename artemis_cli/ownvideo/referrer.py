@@ -47,7 +47,7 @@ from typing import Callable, Optional, Sequence
 from artemis_cli.errors import ArtemisError, InputError, UsageError
 from artemis_cli.model.conversation import BBOX_TOKEN, BENCH_QUESTION
 from artemis_cli.model.generation import DecodingSettings
-from artemis_cli.ownvideo.prepare import NUM_TRACKED, PreparedTarget, Target, _as_target, prepare_target
+from artemis_cli.ownvideo.prepare import NUM_TRACKED, PreparedTarget, Target, as_target, prepare_target
 from artemis_cli.ownvideo.tracking import ExtraKey  # noqa: F401 (the request form of a key box, read from here too)
 
 DEFAULT_QUESTION = BENCH_QUESTION  # "What is the <bbox> doing in this video?" (+ the tracking sentence and boxes)
@@ -382,7 +382,7 @@ class Referrer:
         from artemis_cli.ownvideo.video import DEFAULT_LIMITS, probe
 
         info = probe(Path(target.video), limits or DEFAULT_LIMITS)
-        keys = _as_target(target).key_boxes()
+        keys = as_target(target).key_boxes()
         for key in keys:
             if info.header_frames and key.frame >= info.header_frames:
                 raise UsageError(f"--frame {key.frame}: the video has {info.header_frames} frame(s) "
